@@ -1,0 +1,71 @@
+"""Model registry: every architecture by name, built the same way.
+
+`create(name, num_classes, **options)` returns a Linen `Classifier` (see `base.py`);
+`describe(module, input_shape)` returns its parameter count and depth.
+Families are imported lazily, only when their name is asked for.
+"""
+
+import importlib
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxal.models.base import Classifier
+
+# name -> "module:backbone factory". Model families add their names here.
+_REGISTRY: dict[str, str] = {
+    "resnet_grid": "jaxal.models.resnet_grid:ResNetGrid",
+}
+
+
+def available() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def create(name: str, num_classes: int, **options: Any) -> Classifier:
+  """Builds model `name` with `num_classes` outputs.
+
+  Args:
+    name: a registered model name (see `available()`).
+    num_classes: size of the output layer.
+    **options: backbone options (e.g. `blocks`, `stacks`, `width`), plus `dropout`,
+      the rate of the dropout layer before the classifier.
+  Returns:
+    An (unbound) Linen `Classifier`.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(available())}")
+  module_name, attr = _REGISTRY[name].split(":")
+  factory = getattr(importlib.import_module(module_name), attr)
+  options = dict(options)
+  dropout = float(options.pop("dropout", 0.0))
+  try:
+    backbone = factory(**options)
+  except TypeError as e:
+    raise ValueError(f"bad options for model {name!r}: {e}") from None
+  return Classifier(backbone=backbone, num_classes=num_classes, dropout_rate=dropout)
+
+
+def init_variables(module: Classifier, rng: jax.Array, input_shape, dtype=jnp.float32):
+  """Initializes `{"params", "batch_stats"}` for inputs of shape `(batch, ...)`."""
+  x = jnp.zeros(input_shape, dtype)
+  variables = module.init({"params": rng, "dropout": rng}, x, train=False)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def count_params(params) -> int:
+  return int(sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+def describe(module: Classifier, input_shape, dtype=jnp.float32) -> dict:
+  """Parameter count, depth and a short architecture label, without allocating weights."""
+  shapes = jax.eval_shape(lambda k: init_variables(module, k, input_shape, dtype), jax.random.key(0))
+  backbone = module.backbone
+  label = getattr(backbone, "label", None) or type(backbone).__name__.lower()
+  return {
+      "architecture": label,
+      "num_params": count_params(shapes["params"]),
+      "depth": module.depth,
+  }
