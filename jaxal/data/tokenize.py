@@ -1,0 +1,42 @@
+"""Turning texts into fixed-length int32 token ids.
+
+`encode_texts(texts, tokenizer=..., max_length=...)` returns `(n, max_length)` int32 ids,
+padded with 0 (the pad id), truncated at `max_length`.
+
+Tokenizers:
+* `"words"`: a built-in lower-cased word-level vocabulary, built from `fit_texts`
+  (the training split), ids 0 = pad, 1 = unknown, then words by descending frequency.
+"""
+
+import collections
+import re
+from typing import Sequence
+
+import numpy as np
+
+PAD_ID = 0
+UNK_ID = 1
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _words(text: str) -> list[str]:
+  return _WORD.findall(text.lower())
+
+
+def build_word_vocab(texts: Sequence[str], max_vocab: int = 30000) -> dict[str, int]:
+  counts = collections.Counter(w for t in texts for w in _words(t))
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_vocab - 2]
+  return {w: i + 2 for i, (w, _) in enumerate(ranked)}
+
+
+def encode_texts(texts: Sequence[str], *, tokenizer: str = "words", max_length: int = 64,
+                 fit_texts: Sequence[str] | None = None, max_vocab: int = 30000) -> tuple[np.ndarray, int]:
+  """Encodes `texts`; returns `(ids (n, max_length) int32, vocab_size)`."""
+  if tokenizer != "words":
+    raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words'")
+  vocab = build_word_vocab(fit_texts if fit_texts is not None else texts, max_vocab)
+  ids = np.zeros((len(texts), max_length), np.int32)
+  for row, text in enumerate(texts):
+    toks = [vocab.get(w, UNK_ID) for w in _words(text)][:max_length]
+    ids[row, : len(toks)] = toks
+  return ids, len(vocab) + 2
