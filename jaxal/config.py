@@ -1,0 +1,164 @@
+"""The config schema: defaults for every field, and validation before any compute.
+
+Config files in `configs/` call `base_config()` and change what they need. `validate`
+checks names, types and ranges and raises `ConfigError` naming the offending field.
+"""
+
+import ml_collections
+
+from jaxal.data import pool as pool_lib
+from jaxal.train import optim
+
+
+class ConfigError(ValueError):
+  """A config field is missing, ill-typed or out of range; the message names it."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="digits",        # digits | tfds | idx | npz | image_folder | csv | hdf5
+      name="",                # TFDS name, or a label for file sources
+      data_dir="",            # TFDS data_dir (prepared; no download at run time)
+      train_split="train", test_split="test",
+      label_key="label", image_key="image", text_keys="",  # TFDS feature keys
+      path="", labels_path="", test_path="", test_labels_path="",  # file sources
+      x_key="", y_key="", test_x_key="", test_y_key="",  # npz / hdf5 array keys
+      image_shape=(0,), image_size=(0,),  # reshape flat rows / resize folder images; (0,) = off
+      modality="image",
+      text_column="text", label_column="label", csv_header=True, class_names_path="",
+      tokenizer="words", max_length=64,
+      num_classes=0,          # 0 = infer
+      test_size=0,            # carve a test split from train when the source has none
+      validation_size=0,      # carve a labeled validation split from the pool
+      max_train=0, max_examples=0,  # trim the pool / TFDS splits (0 = all)
+      normalization="per_channel",  # per_channel | scalar | none
+      seed=0,
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(
+      name="resnet_grid",
+      options=ml_collections.ConfigDict(dict(blocks=1, stacks=2, width=64, dropout=0.0)),
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      optimizer="sgd", momentum=0.9, nesterov=True,
+      lr_schedule="0:0.1,101:0.01,151:0.001",  # "start_epoch:lr,..."
+      weight_decay=1e-3, weight_decay_on="conv",  # conv | kernels | all | none
+      batch_size=128, epochs=200,
+      epoch_size=0,           # samples per epoch (0 = one pass over the labeled set)
+      steps_per_call=16,      # steps per compiled block
+      stop_at_train_accuracy=0.0, patience=0,
+      eval_chunk_size=512,
+  ))
+
+  c.augment = ml_collections.ConfigDict(dict(flip=False, max_shift=0, max_degrees=0.0))
+
+  c.al = ml_collections.ConfigDict(dict(
+      initial_size=2000, balanced_initial=False,
+      query_schedule="0:2000,10000:5000",  # "num_labeled:query_size,..."
+      num_rounds=10,          # trainings; the last round trains and queries nothing
+      max_labeled=0,          # stop querying at this many labels (0 = no cap)
+  ))
+
+  c.acquisition = ml_collections.ConfigDict(dict(
+      name="least_confidence", chunk_size=512,
+      options=ml_collections.ConfigDict(dict(mc_samples=100)),
+  ))
+
+  c.search = ml_collections.ConfigDict(dict(name="fixed"))
+  c.output = ml_collections.ConfigDict(dict(verbose=True, plot=True))
+  return c
+
+
+def _check(cond: bool, field: str, message: str):
+  if not cond:
+    raise ConfigError(f"{field}: {message}")
+
+
+def validate(config) -> None:
+  """Raises `ConfigError` for any bad field; runs before data loading and compute."""
+  from jaxal import acquisition, models, search  # pylint: disable=g-import-not-at-top
+  from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
+
+  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "output"):
+    _check(section in config, section, "missing section")
+  d, t, al = config.data, config.train, config.al
+  _check(d.source in datasets.SOURCES, "data.source", f"unknown source {d.source!r}; known: {sorted(datasets.SOURCES)}")
+  _check(d.source != "tfds" or bool(d.name), "data.name", "a TFDS dataset name is required")
+  _check(d.normalization in ("per_channel", "scalar", "none"), "data.normalization",
+         f"must be per_channel, scalar or none, got {d.normalization!r}")
+  _check(d.modality in ("image", "text"), "data.modality", f"must be image or text, got {d.modality!r}")
+  for field in ("test_size", "validation_size", "max_train", "max_examples", "num_classes"):
+    _check(int(d[field]) >= 0, f"data.{field}", f"must be >= 0, got {d[field]}")
+  _check(d.max_length >= 1, "data.max_length", "must be >= 1")
+
+  _check(config.model.name in models.available(), "model.name",
+         f"unknown model {config.model.name!r}; known: {models.available()}")
+
+  _check(t.optimizer in ("sgd", "adam"), "train.optimizer", f"must be sgd or adam, got {t.optimizer!r}")
+  _check(t.weight_decay_on in ("conv", "kernels", "all", "none"), "train.weight_decay_on",
+         f"unknown value {t.weight_decay_on!r}")
+  _check(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+  _check(0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)")
+  _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+  _check(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+  _check(t.epoch_size >= 0, "train.epoch_size", "must be >= 0")
+  _check(t.steps_per_call >= 1, "train.steps_per_call", "must be >= 1")
+  _check(0 <= t.stop_at_train_accuracy <= 1, "train.stop_at_train_accuracy", "must be in [0, 1]")
+  _check(t.patience >= 0, "train.patience", "must be >= 0")
+  _check(t.eval_chunk_size >= 1, "train.eval_chunk_size", "must be >= 1")
+  try:
+    lrs = optim.parse_lr_schedule(t.lr_schedule)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check(all(lr > 0 for _, lr in lrs), "train.lr_schedule", "learning rates must be > 0")
+  _check(t.patience == 0 or d.validation_size > 0, "train.patience",
+         "patience needs a validation split: set data.validation_size")
+
+  a = config.augment
+  _check(a.max_shift >= 0, "augment.max_shift", "must be >= 0")
+  _check(0 <= a.max_degrees <= 180, "augment.max_degrees", "must be in [0, 180]")
+
+  _check(al.initial_size >= 1, "al.initial_size", f"must be >= 1, got {al.initial_size}")
+  _check(al.num_rounds >= 1, "al.num_rounds", f"must be >= 1, got {al.num_rounds}")
+  _check(al.max_labeled >= 0, "al.max_labeled", "must be >= 0")
+  try:
+    schedule = pool_lib.parse_schedule(al.query_schedule, "al.query_schedule")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check(all(size >= 1 for _, size in schedule), "al.query_schedule", "query sizes must be >= 1")
+
+  _check(config.acquisition.name in acquisition.ACQUISITIONS, "acquisition.name",
+         f"unknown acquisition {config.acquisition.name!r}; known: {sorted(acquisition.ACQUISITIONS)}")
+  _check(config.acquisition.chunk_size >= 1, "acquisition.chunk_size", "must be >= 1")
+  _check(config.search.name in search.SEARCHES, "search.name",
+         f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
+
+
+def validate_against_data(config, pool_size: int) -> None:
+  """Checks the budget against the pool size, once the data is loaded (before compute)."""
+  al = config.al
+  _check(al.initial_size <= pool_size, "al.initial_size",
+         f"{al.initial_size} exceeds the pool of {pool_size} points")
+  _check(config.train.batch_size <= max(pool_size, 1), "train.batch_size",
+         f"{config.train.batch_size} exceeds the pool of {pool_size} points")
+  total = planned_sizes(config, pool_size)[-1]
+  _check(total <= pool_size, "al.query_schedule", f"the run would label {total} points but the pool has {pool_size} "
+         "(lower al.num_rounds or set al.max_labeled)")
+
+
+def planned_sizes(config, pool_size: int) -> list[int]:
+  """Labeled-set size at the start of each round, following the query schedule and caps."""
+  al = config.al
+  schedule = pool_lib.parse_schedule(al.query_schedule, "al.query_schedule")
+  sizes = [al.initial_size]
+  for _ in range(al.num_rounds - 1):
+    n = sizes[-1]
+    nxt = n + pool_lib.query_size_at(n, schedule)
+    if al.max_labeled:
+      nxt = min(nxt, max(al.max_labeled, n))
+    sizes.append(nxt)
+  return sizes

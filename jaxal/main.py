@@ -1,0 +1,39 @@
+"""Command line: `python -m jaxal.main --config=configs/<name>.py --workdir=DIR`.
+
+Overrides work as `--config.train.epochs=3`. Rerunning the same command on the same
+workdir resumes after the last completed round.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from jaxal import config as config_lib
+from jaxal import loop
+from jaxal import workdir as workdir_lib
+from jaxal.data import datasets
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots.")
+_FORCE = flags.DEFINE_bool("force", False, "Continue a workdir whose saved config differs from this one.")
+_VERBOSE_LOGS = flags.DEFINE_bool("log_all", False, "Show INFO logs of the libraries (orbax, ...).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _VERBOSE_LOGS.value:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  try:
+    loop.run(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
+  except (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Training: optimizer from config (`optim`), pure jitted steps (`step`), and `fit` (`trainer`)."""

@@ -1,0 +1,79 @@
+"""Pure, jitted training steps.
+
+`train_block` runs a fixed number of SGD steps with `lax.scan`; each step gathers its
+batch from the device-resident pool by index, preprocesses and augments it, and applies
+one update. Steps whose `valid` flag is False leave the state untouched, so an epoch of
+any length runs through the same compiled block: the labeled set can grow every round
+without a recompile.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxal.data import augment as augment_lib
+
+Array = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self):
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def cross_entropy(*, logits: Array, labels: Array) -> Array:
+  """Per-example softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: Array, valid: Array,
+                key: Array, learning_rate: Array, *, model, tx: optax.GradientTransformation,
+                preprocess: Callable, augment: augment_lib.AugmentConfig):
+  """Runs `len(valid)` steps; returns the new state and per-step (loss, correct) sums.
+
+  Args:
+    state: the `TrainState` (donated).
+    inputs: all pool inputs on device, `(n, ...)`.
+    labels: revealed labels `(n,)`; only labeled indices are ever gathered.
+    batch_indices: `(steps, batch)` int32 pool indices.
+    valid: `(steps,)` bool; False steps are no-ops.
+    key: PRNG key for augmentation and dropout.
+    learning_rate: scalar fed into the injected optimizer hyperparameter.
+  Returns:
+    `(state, (loss_sum, correct_sum))`, sums over valid steps of batch means/counts.
+  """
+  keys = jax.random.split(key, valid.shape[0])
+
+  def one_step(state, xs):
+    idx, ok, k = xs
+    k_aug, k_drop = jax.random.split(k)
+    x = preprocess(jnp.take(inputs, idx, axis=0))
+    if augment.enabled:
+      x = augment_lib.augment_batch(k_aug, x, augment)
+    y = jnp.take(labels, idx, axis=0)
+
+    def loss_fn(params):
+      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                         train=True, mutable=["batch_stats"], rngs={"dropout": k_drop})
+      return cross_entropy(logits=logits, labels=y).mean(), (logits, updates.get("batch_stats", {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    opt_state = state.opt_state
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+    updates, opt_state = tx.update(grads, opt_state, state.params)
+    new = TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state)
+    new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
+    correct = jnp.sum(jnp.argmax(logits, -1) == y)
+    return new, (jnp.where(ok, loss, 0.0), jnp.where(ok, correct, 0))
+
+  state, (losses, correct) = jax.lax.scan(one_step, state, (batch_indices, valid, keys))
+  return state, (losses.sum(), correct.sum())

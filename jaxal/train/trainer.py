@@ -1,0 +1,145 @@
+"""`Trainer.fit`: epochs of fixed-shape blocks of steps, oversampling, early stopping.
+
+A `Trainer` is built once per architecture and reused every round, so its jitted
+functions compile once. An epoch is `epoch_size` samples (0 = one pass over the labeled
+set), drawn by cycling through reshuffled passes of the labeled set (oversampling, as in
+active-iNAS); the step count is padded to a multiple of `steps_per_call` with no-op steps.
+"""
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxal import models as models_lib
+from jaxal.acquisition.scoring import Predictor
+from jaxal.data import augment as augment_lib
+from jaxal.train import optim
+from jaxal.train import step as step_lib
+
+
+class TrainingDiverged(FloatingPointError):
+  """The training loss became NaN or inf."""
+
+
+@dataclasses.dataclass
+class FitResult:
+  state: step_lib.TrainState
+  epochs: int
+  train_loss: float
+  train_accuracy: float
+  val_accuracy: float | None
+  stopped_early: bool
+
+
+def epoch_indices(labeled: np.ndarray, epoch_size: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+  """`(steps, batch_size)` indices for one epoch: reshuffled passes over `labeled`.
+
+  The sample count is `epoch_size` (or `len(labeled)` when 0), rounded up to whole batches.
+  """
+  total = epoch_size or labeled.size
+  steps = max(1, math.ceil(total / batch_size))
+  need = steps * batch_size
+  passes = [rng.permutation(labeled) for _ in range(math.ceil(need / labeled.size))]
+  return np.concatenate(passes)[:need].reshape(steps, batch_size).astype(np.int32)
+
+
+class Trainer:
+  """Holds the compiled init and training functions of one architecture."""
+
+  def __init__(self, model, train_cfg, preprocess: Callable, augment: augment_lib.AugmentConfig,
+               input_shape: tuple[int, ...], input_dtype):
+    self.model = model
+    self.cfg = train_cfg
+    self.preprocess = preprocess
+    self.input_shape = tuple(input_shape)
+    self.tx = optim.make_optimizer(train_cfg)
+    self.lr_schedule = optim.parse_lr_schedule(train_cfg.lr_schedule)
+    sample = jnp.zeros((1,) + self.input_shape, input_dtype)
+    self._init = jax.jit(functools.partial(self._init_impl, sample=sample))
+    self._block = jax.jit(
+        functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment),
+        donate_argnums=(0,))
+
+  def _init_impl(self, key, *, sample):
+    variables = models_lib.init_variables(self.model, key, sample.shape, sample.dtype)
+    return step_lib.TrainState(variables["params"], variables["batch_stats"], self.tx.init(variables["params"]))
+
+  def init(self, key: jax.Array) -> step_lib.TrainState:
+    return self._init(key)
+
+  def fit(self, key: jax.Array, inputs, labels: np.ndarray, labeled: np.ndarray, *,
+          validation: tuple[Any, np.ndarray] | None = None, verbose: bool = False) -> FitResult:
+    """Trains a fresh model on pool rows `labeled`.
+
+    Args:
+      key: PRNG key; init, shuffling, augmentation and dropout all derive from it.
+      inputs: device array of all pool inputs.
+      labels: `(n,)` int32 revealed labels (only `labeled` rows are read).
+      labeled: indices of labeled pool rows.
+      validation: optional `(device inputs, labels)` for patience-based early stopping.
+    """
+    cfg = self.cfg
+    if labeled.size == 0:
+      raise ValueError("cannot train on an empty labeled set")
+    init_key, loop_key = jax.random.split(key)
+    state = self.init(init_key)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(loop_key)).ravel().tolist())
+    labels_dev = jnp.asarray(labels, jnp.int32)
+    spc = cfg.steps_per_call
+    best = (-1.0, None)
+    since_best = 0
+    loss = acc = float("nan")
+    val_acc = None
+    stopped = False
+    start = time.perf_counter()
+    epoch = 0
+    for epoch in range(cfg.epochs):
+      idx = epoch_indices(labeled, cfg.epoch_size, cfg.batch_size, rng)
+      steps = idx.shape[0]
+      padded = math.ceil(steps / spc) * spc
+      idx = np.concatenate([idx, np.zeros((padded - steps, cfg.batch_size), np.int32)])
+      valid = np.arange(padded) < steps
+      lr = optim.lr_at_epoch(epoch, self.lr_schedule)
+      loss_sum, correct_sum = 0.0, 0
+      for b in range(0, padded, spc):
+        block_key = jax.random.fold_in(loop_key, epoch * 100_003 + b)
+        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], block_key, lr)
+        loss_sum += l
+        correct_sum += c
+      loss = float(loss_sum) / steps
+      acc = float(correct_sum) / (steps * cfg.batch_size)
+      if not math.isfinite(loss):
+        raise TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1} (lr {lr:g}); "
+                               "lower train.lr_schedule or check the data")
+      if validation is not None and cfg.patience > 0:
+        val_acc = self.accuracy(state, *validation)
+        if val_acc > best[0]:  # copy: `state` is donated to the next block
+          best, since_best = (val_acc, jax.tree_util.tree_map(jnp.copy, state)), 0
+        else:
+          since_best += 1
+      if verbose and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 5) == 0):
+        extra = f" val_acc {val_acc:.4f}" if val_acc is not None else ""
+        print(f"  epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} acc {acc:.4f}{extra} "
+              f"({time.perf_counter() - start:.1f}s)", flush=True)
+      if cfg.stop_at_train_accuracy and acc >= cfg.stop_at_train_accuracy:
+        stopped = True
+        break
+      if validation is not None and cfg.patience > 0 and since_best >= cfg.patience:
+        stopped = True
+        break
+    if best[1] is not None:
+      state, val_acc = best[1], best[0]
+    return FitResult(state, epoch + 1, loss, acc, val_acc, stopped)
+
+  def predictor(self, state: step_lib.TrainState, inputs, *, chunk_size: int, verbose: bool = False) -> Predictor:
+    return Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, verbose=verbose)
+
+  def accuracy(self, state, inputs, labels: np.ndarray, chunk_size: int = 512) -> float:
+    logits, _ = self.predictor(state, inputs, chunk_size=chunk_size).outputs()
+    return float(np.mean(np.argmax(logits, -1) == labels))

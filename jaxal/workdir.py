@@ -1,0 +1,64 @@
+"""The files of a run directory: `config.json`, `rounds.jsonl`, `curves.png`.
+
+Only JSON and PNG are written; every write goes to a temporary file that is renamed into
+place, so a crash never leaves a truncated file behind.
+"""
+
+import json
+import os
+import pathlib
+
+
+class WorkdirConflict(RuntimeError):
+  """The workdir holds a run with a different config."""
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  tmp.replace(path)
+
+
+def config_to_json(config) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None:
+  """Writes `config.json`, refusing a workdir that holds a different config unless `force`."""
+  path = workdir / "config.json"
+  new = config_to_json(config)
+  if path.exists() and not force:
+    old = json.loads(path.read_text())
+    diff = _diff(old, json.loads(new))
+    if diff:
+      shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
+      raise WorkdirConflict(
+          f"{workdir} holds a run with a different config ({shown}). "
+          "Use another --workdir, or pass --force to continue this run with the new config.")
+  atomic_write_text(path, new)
+
+
+def _diff(old, new, prefix="") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _diff(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def write_rounds(workdir: pathlib.Path, history: list[dict]) -> None:
+  """Rewrites `rounds.jsonl`, one JSON object per completed round."""
+  atomic_write_text(workdir / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+
+def read_rounds(workdir: str | pathlib.Path) -> list[dict]:
+  path = pathlib.Path(workdir) / "rounds.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
