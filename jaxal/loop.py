@@ -75,6 +75,13 @@ def _log(config, msg: str):
     print(msg, flush=True)
 
 
+def _restart(config, workdir, ckpts, force):
+  """Starts the run over (used when extending a one-round run)."""
+  ckpts.manager.delete(ckpts.latest_step())
+  ckpts.close()
+  return run(config, workdir, force=force)
+
+
 def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dict]:
   """Runs (or resumes) the active-learning loop; returns the round records."""
   config_lib.validate(config)
@@ -97,6 +104,14 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
   else:
     state, _, meta = restored
     history = list(meta["history"])
+    if state.round < config.al.num_rounds and history and history[-1]["queried"] == 0:
+      # An extended run: its last round queried nothing, so redo that round from the
+      # checkpoint before it (same keys, same model) and let it query this time.
+      previous = ckpts.restore(state.round - 1) if state.round > 1 else None
+      if previous is None:
+        return _restart(config, workdir, ckpts, force)
+      state, _, meta = previous
+      history = list(meta["history"])
     if state.labeled_mask.size != pool_size:
       raise workdir_lib.WorkdirConflict(f"{workdir}: checkpoint pool has {state.labeled_mask.size} points, "
                                         f"the data has {pool_size}")

@@ -9,6 +9,10 @@ import os
 import pathlib
 
 
+# Fields that do not change results; a rerun may change them freely.
+IGNORED_PREFIXES = ("output.",)
+
+
 class WorkdirConflict(RuntimeError):
   """The workdir holds a run with a different config."""
 
@@ -32,7 +36,7 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   new = config_to_json(config)
   if path.exists() and not force:
     old = json.loads(path.read_text())
-    diff = _diff(old, json.loads(new))
+    diff = [d for d in _diff(old, json.loads(new)) if not d.startswith(IGNORED_PREFIXES)]
     if diff:
       shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
       raise WorkdirConflict(

@@ -37,8 +37,13 @@ def shift_one(key, image, max_shift: int):
 
 
 def rotate_one(key, image, max_degrees: float):
-  h, w, c = image.shape
   angle = jnp.deg2rad(jax.random.uniform(key, (), minval=-max_degrees, maxval=max_degrees))
+  return rotate_by(image, angle)
+
+
+def rotate_by(image, angle):
+  """Rotates an `(H, W, C)` image by `angle` radians about its center (bilinear, zero fill)."""
+  h, w, c = image.shape
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
   yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
   cos, sin = jnp.cos(angle), jnp.sin(angle)

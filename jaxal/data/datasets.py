@@ -74,9 +74,16 @@ def _ids(prefix: str, n: int) -> np.ndarray:
   return np.array([f"{prefix}{i}" for i in range(n)])
 
 
+def shape_option(value) -> tuple[int, ...]:
+  """A config shape; `(0,)` or `()` means off."""
+  value = tuple(int(v) for v in (value or ()))
+  return () if not value or 0 in value else value
+
+
 def _to_uint8_images(x: np.ndarray, source: str, image_shape=()) -> np.ndarray:
   """Converts images to uint8 NHWC; floats in [0, 1] are scaled by 255."""
   x = np.asarray(x)
+  image_shape = shape_option(image_shape)
   if image_shape:
     try:
       x = x.reshape((x.shape[0],) + tuple(image_shape))
@@ -278,6 +285,7 @@ def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_s
   found = sorted(d.name for d in root.iterdir() if d.is_dir())
   if not found:
     raise DataError(f"{root}: no class subfolders")
+  image_size = shape_option(image_size)
   class_names = class_names or found
   unknown = sorted(set(found) - set(class_names))
   if unknown:

@@ -1,0 +1,2 @@
+"""Data: sources into in-memory arrays (`datasets`), pool bookkeeping (`pool`),
+preprocessing (`pipeline`) and augmentation (`augment`)."""

@@ -1,0 +1,48 @@
+"""Shared test setup: small, CPU-only, no network."""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+  """`../shared/data`, or skip when the checkout has no shared folder beside it."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the checkout)")
+  return SHARED_DATA
+
+
+def tiny_config(**overrides):
+  """A digits config that runs a round in about a second."""
+  from jaxal import config as config_lib
+  c = config_lib.base_config()
+  c.data.source = "digits"
+  c.data.name = "digits"
+  c.data.test_size = 200
+  c.model.options.blocks = 1
+  c.model.options.stacks = 1
+  c.model.options.width = 4
+  c.train.batch_size = 32
+  c.train.epochs = 2
+  c.train.epoch_size = 128
+  c.train.steps_per_call = 4
+  c.train.lr_schedule = "0:0.05"
+  c.al.initial_size = 20
+  c.al.balanced_initial = True
+  c.al.query_schedule = "0:20"
+  c.al.num_rounds = 3
+  c.output.verbose = False
+  c.output.plot = False
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c

@@ -1,0 +1,135 @@
+"""The loop end to end on digits: outputs, compile counts, resume, workdir safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxal import checkpoint as checkpoint_lib
+from jaxal import loop
+from jaxal import workdir as workdir_lib
+from tests.conftest import tiny_config
+
+FIELDS = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
+          "train_seconds", "selection_seconds", "compiles")
+DETERMINISTIC = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
+                 "epochs", "train_accuracy", "train_loss", "queried")
+
+
+def _labeled(workdir):
+  ckpts = checkpoint_lib.RunCheckpoints(workdir)
+  pool, _, meta = ckpts.restore()
+  ckpts.close()
+  return pool, meta
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """An uninterrupted 3-round run, shared by the tests below."""
+  workdir = tmp_path_factory.mktemp("reference")
+  history = loop.run(tiny_config(**{"output.plot": True}), workdir)
+  return workdir, history
+
+
+def test_outputs(reference_run):
+  workdir, history = reference_run
+  rows = workdir_lib.read_rounds(workdir)
+  assert rows == json.loads(json.dumps(history))
+  assert [r["round"] for r in rows] == [0, 1, 2]
+  assert [r["num_labeled"] for r in rows] == [20, 40, 60]
+  for r in rows:
+    assert set(FIELDS) <= set(r)
+    assert 0.0 <= r["test_accuracy"] <= 1.0 and np.isfinite(r["test_loss"])
+    assert r["architecture"] == "resnet_grid(1,1)" and r["depth"] == 4 and r["num_params"] > 0
+  assert (workdir / "curves.png").stat().st_size > 1000
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["al"]["num_rounds"] == 3
+  pool, meta = _labeled(workdir)
+  assert pool.num_labeled == 60 and pool.round == 3 and meta["finished"]
+
+
+def test_no_recompiles_after_round_zero(reference_run):
+  _, history = reference_run
+  assert history[0]["compiles"] > 0
+  assert [r["compiles"] for r in history[1:]] == [0, 0]
+
+
+def test_finished_run_says_so(reference_run, capsys):
+  workdir, history = reference_run
+  c = tiny_config()
+  c.output.verbose = True
+  again = loop.run(c, workdir)
+  assert "already finished" in capsys.readouterr().out
+  assert again == history
+
+
+def test_different_config_is_refused_unless_forced(reference_run, tmp_path):
+  workdir, _ = reference_run
+  with pytest.raises(workdir_lib.WorkdirConflict, match="train.epochs"):
+    loop.run(tiny_config(**{"train.epochs": 5}), workdir)
+  # --force continues the same run with a longer schedule.
+  other = tmp_path / "w"
+  loop.run(tiny_config(**{"al.num_rounds": 2}), other)
+  history = loop.run(tiny_config(**{"al.num_rounds": 3}), other, force=True)
+  assert [r["num_labeled"] for r in history] == [20, 40, 60]
+
+
+def test_resume_after_a_crash_matches_uninterrupted(reference_run, tmp_path, monkeypatch):
+  workdir, history = reference_run
+  crash_dir = tmp_path / "crash"
+  calls = {"n": 0}
+  real_write = workdir_lib.write_rounds
+
+  def crashing_write(wd, hist):
+    calls["n"] += 1
+    if len(hist) == 2:  # round 1 is checkpointed, its jsonl line not yet written
+      with open(wd / "rounds.jsonl", "a") as f:
+        f.write('{"round": 1, "trunc')  # a torn line, as a kill mid-write could leave
+      raise KeyboardInterrupt("simulated kill")
+    real_write(wd, hist)
+
+  monkeypatch.setattr(workdir_lib, "write_rounds", crashing_write)
+  with pytest.raises(KeyboardInterrupt):
+    loop.run(tiny_config(), crash_dir)
+  monkeypatch.setattr(workdir_lib, "write_rounds", real_write)
+  resumed = loop.run(tiny_config(), crash_dir)
+  rows = workdir_lib.read_rounds(crash_dir)
+  assert len(rows) == 3
+  for a, b in zip(rows, history):
+    assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+  pool_a, _ = _labeled(crash_dir)
+  pool_b, _ = _labeled(workdir)
+  np.testing.assert_array_equal(pool_a.labeled_mask, pool_b.labeled_mask)
+  np.testing.assert_array_equal(pool_a.labels, pool_b.labels)
+  assert resumed[-1]["num_labeled"] == 60
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume(reference_run, tmp_path):
+  """Kills the real CLI process once round 1 is checkpointed, then reruns it."""
+  workdir, history = reference_run
+  killed = tmp_path / "killed"
+  overrides = ["--config.data.test_size=200", "--config.model.options.stacks=1", "--config.model.options.width=4",
+               "--config.train.batch_size=32", "--config.train.epochs=2", "--config.train.epoch_size=128",
+               "--config.train.steps_per_call=4", "--config.train.lr_schedule=0:0.05",
+               "--config.train.weight_decay=0.001", "--config.al.initial_size=20", "--config.al.query_schedule=0:20",
+               "--config.al.num_rounds=3", "--config.output.plot=False", "--config.train.eval_chunk_size=512"]
+  cmd = [sys.executable, "-m", "jaxal.main", "--config=configs/digits_demo.py", f"--workdir={killed}", *overrides]
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while not (killed / "checkpoints" / "1").exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = workdir_lib.read_rounds(killed)
+  assert [r["num_labeled"] for r in rows] == [20, 40, 60]
+  pool, meta = _labeled(killed)
+  assert meta["finished"] and pool.num_labeled == 60
+  assert pool.round == 3
