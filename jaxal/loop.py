@@ -10,9 +10,7 @@ run makes exactly the choices an uninterrupted one makes.
 """
 
 import dataclasses
-import math
 import pathlib
-import sys
 import time
 
 import jax

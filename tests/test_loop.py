@@ -1,7 +1,6 @@
 """The loop end to end on digits: outputs, compile counts, resume, workdir safety."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -8,9 +8,9 @@ through `acquire(name, view, budget, key)`.
 import jax
 import numpy as np
 
-from jaxal.acquisition.base import PoolView, score_based, top_k_selectable
+from jaxal.acquisition.base import PoolView, score_based, top_k_selectable  # noqa: F401  (public API)
 from jaxal.acquisition.random import random_acquire
-from jaxal.acquisition.scoring import Predictor
+from jaxal.acquisition.scoring import Predictor  # noqa: F401  (public API)
 from jaxal.acquisition.uncertainty import entropy, least_confidence, margin
 
 ACQUISITIONS = {

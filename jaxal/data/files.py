@@ -1,0 +1,246 @@
+"""File-format sources: idx, npz, image folders, CSV text and HDF5.
+
+Each `load_*_split(cfg)` returns `(train, test or None, class_names)`; bad input raises
+`DataError` naming the file (and line, for CSV) and the reason. Nothing is unpickled.
+"""
+
+import csv
+import gzip
+import json
+import pathlib
+
+import numpy as np
+
+from jaxal.data.types import DataError, Split, check_pair, make_ids, require_file, shape_option
+from jaxal.data.types import to_labels, to_uint8_images
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+  """Reads an IDX file (optionally gzipped) into a numpy array."""
+  opener = gzip.open if path.suffix == ".gz" else open
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise DataError(f"{path}: cannot read IDX file: {e}") from None
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+    raise DataError(f"{path}: not an IDX file (bad magic number)")
+  dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+  if raw[2] not in dtypes:
+    raise DataError(f"{path}: unknown IDX data type 0x{raw[2]:02x}")
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise DataError(f"{path}: truncated IDX header")
+  dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+  dtype = np.dtype(dtypes[raw[2]])
+  expected = int(np.prod(dims)) * dtype.itemsize
+  if len(raw) - header != expected:
+    raise DataError(f"{path}: IDX header says {dims} ({expected} bytes) but the file holds "
+                    f"{len(raw) - header} data bytes")
+  return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def load_idx_split(cfg):
+  def read(images_field, labels_field):
+    ip = require_file(getattr(cfg, images_field), images_field)
+    lp = require_file(getattr(cfg, labels_field), labels_field)
+    x = to_uint8_images(read_idx(ip), str(ip), cfg.image_shape)
+    y = to_labels(read_idx(lp), str(lp))
+    check_pair(x, y, str(ip))
+    return Split(x, y, make_ids(f"{ip.name}/", len(y)))
+
+  train = read("path", "labels_path")
+  test = read("test_path", "test_labels_path") if cfg.test_path else None
+  return train, test, []
+
+
+def load_npz_split(cfg):
+  def read(path_field, x_key, y_key):
+    p = require_file(getattr(cfg, path_field), path_field)
+    try:
+      with np.load(p, allow_pickle=False) as archive:
+        for key in (x_key, y_key):
+          if key not in archive.files:
+            raise DataError(f"{p}: no array {key!r}; the archive holds {sorted(archive.files)}")
+        x, y = archive[x_key], archive[y_key]
+    except (ValueError, OSError) as e:
+      if isinstance(e, DataError):
+        raise
+      raise DataError(f"{p}: cannot read npz archive: {e}") from None
+    if cfg.modality == "text":
+      inputs = np.asarray(x)
+      if not np.issubdtype(inputs.dtype, np.integer) or inputs.ndim != 2:
+        raise DataError(f"{p}: text inputs must be a 2-D integer array of token ids, "
+                        f"got {inputs.dtype} {inputs.shape}")
+      inputs = inputs.astype(np.int32)
+    else:
+      inputs = to_uint8_images(x, f"{p}[{x_key}]", cfg.image_shape)
+    labels = to_labels(y, f"{p}[{y_key}]")
+    check_pair(inputs, labels, str(p))
+    return Split(inputs, labels, make_ids(f"{p.name}/", len(labels)))
+
+  train = read("path", cfg.x_key or "x", cfg.y_key or "y")
+  test = None
+  if cfg.test_path or cfg.test_x_key:
+    test = read("test_path" if cfg.test_path else "path", cfg.test_x_key or "x", cfg.test_y_key or "y")
+  return train, test, []
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_size=()):
+  """Reads `root/<class>/<image>`; returns `(images, labels, ids, class_names)`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if not root.is_dir():
+    raise DataError(f"{root}: not a folder of class subfolders")
+  found = sorted(d.name for d in root.iterdir() if d.is_dir())
+  if not found:
+    raise DataError(f"{root}: no class subfolders")
+  image_size = shape_option(image_size)
+  class_names = class_names or found
+  unknown = sorted(set(found) - set(class_names))
+  if unknown:
+    raise DataError(f"{root}: class folders {unknown} are not in the training classes {class_names}")
+  images, labels, ids = [], [], []
+  shape = None
+  for label, name in enumerate(class_names):
+    folder = root / name
+    if not folder.is_dir():
+      continue
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+    for f in files:
+      try:
+        with Image.open(f) as im:
+          im.load()
+          if image_size:
+            im = im.resize(tuple(image_size)[::-1])
+          arr = np.asarray(im)
+      except Exception as e:  # PIL raises many kinds for corrupt files
+        raise DataError(f"{f}: cannot decode image: {e}") from None
+      if arr.ndim == 2:
+        arr = arr[..., None]
+      if arr.shape[-1] == 4:
+        arr = arr[..., :3]
+      if shape is None:
+        shape = arr.shape
+      elif arr.shape != shape:
+        raise DataError(f"{f}: image shape {arr.shape} differs from {shape} "
+                        "(set data.image_size to resize)")
+      images.append(arr.astype(np.uint8))
+      labels.append(label)
+      ids.append(str(f))
+  if not images:
+    raise DataError(f"{root}: no PNG/JPEG images found")
+  return np.stack(images), np.array(labels, np.int32), np.array(ids), class_names
+
+
+def load_image_folder_split(cfg):
+  root = require_file(cfg.path, "path")
+  x, y, ids, names = read_image_folder(root, None, cfg.image_size)
+  train = Split(x, y, ids)
+  test = None
+  if cfg.test_path:
+    tx, ty, tids, _ = read_image_folder(require_file(cfg.test_path, "test_path"), names, cfg.image_size)
+    test = Split(tx, ty, tids)
+  return train, test, names
+
+
+def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, header: bool):
+  """Reads `(texts, raw_labels, ids)`; columns are names (with a header) or 0-based indices."""
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      rows = list(csv.reader(f))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise DataError(f"{path}: cannot read CSV: {e}") from None
+  if header:
+    if not rows:
+      raise DataError(f"{path}: empty CSV")
+    head, rows, first_line = rows[0], rows[1:], 2
+    def col(spec):
+      if spec in head:
+        return head.index(spec)
+      if spec.isdigit():
+        return int(spec)
+      raise DataError(f"{path}: no column {spec!r}; the header has {head}")
+  else:
+    first_line = 1
+    def col(spec):
+      if not spec.isdigit():
+        raise DataError(f"{path}: data.csv_header is False, so columns must be indices, got {spec!r}")
+      return int(spec)
+  ti, li = col(text_column), col(label_column)
+  texts, labels, ids = [], [], []
+  for line, row in enumerate(rows, start=first_line):
+    if not row:
+      continue
+    if max(ti, li) >= len(row):
+      raise DataError(f"{path}:{line}: expected at least {max(ti, li) + 1} columns, got {len(row)}")
+    texts.append(row[ti])
+    labels.append(row[li].strip())
+    ids.append(f"{path.name}:{line}")
+  if not texts:
+    raise DataError(f"{path}: no rows")
+  return texts, labels, np.array(ids)
+
+
+def load_csv_split(cfg):
+  train_path = require_file(cfg.path, "path")
+  texts, raw, ids = read_csv_text(train_path, cfg.text_column, cfg.label_column, cfg.csv_header)
+  if cfg.class_names_path:
+    cp = require_file(cfg.class_names_path, "class_names_path")
+    try:
+      names = [str(c) for c in json.loads(cp.read_text())]
+    except (ValueError, TypeError) as e:
+      raise DataError(f"{cp}: class names must be a JSON list of strings: {e}") from None
+  else:
+    names = sorted(set(raw), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+  index = {n: i for i, n in enumerate(names)}
+
+  def to_labels(raw_labels, path, ids_):
+    out = []
+    for r, i in zip(raw_labels, ids_):
+      if r not in index:
+        raise DataError(f"{i}: label {r!r} is not one of the {len(names)} classes"
+                        + (f" in {cfg.class_names_path}" if cfg.class_names_path else " seen in training"))
+      out.append(index[r])
+    return np.array(out, np.int32)
+
+  train = Split(np.array(texts, dtype=object), to_labels(raw, train_path, ids), ids)
+  test = None
+  if cfg.test_path:
+    tp = require_file(cfg.test_path, "test_path")
+    ttexts, traw, tids = read_csv_text(tp, cfg.text_column, cfg.label_column, cfg.csv_header)
+    test = Split(np.array(ttexts, dtype=object), to_labels(traw, tp, tids), tids)
+  return train, test, names
+
+
+def load_hdf5_split(cfg):
+  try:
+    import h5py  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise DataError("data.source='hdf5' needs h5py: pip install 'jaxal[hdf5]'") from None
+
+  def read(path_field, x_key, y_key):
+    p = require_file(getattr(cfg, path_field), path_field)
+    try:
+      with h5py.File(p, "r") as f:
+        for key in (x_key, y_key):
+          if key not in f:
+            raise DataError(f"{p}: no dataset {key!r}")
+        x, y = f[x_key][()], f[y_key][()]
+    except OSError as e:
+      raise DataError(f"{p}: cannot read HDF5 file: {e}") from None
+    inputs = to_uint8_images(x, f"{p}[{x_key}]", cfg.image_shape)
+    labels = to_labels(np.asarray(y).reshape(-1), f"{p}[{y_key}]")
+    check_pair(inputs, labels, str(p))
+    return Split(inputs, labels, make_ids(f"{p.name}/{x_key}/", len(labels)))
+
+  train = read("path", cfg.x_key or "train/data", cfg.y_key or "train/target")
+  test = None
+  if cfg.test_path or cfg.test_x_key:
+    test = read("test_path" if cfg.test_path else "path", cfg.test_x_key or "test/data",
+                cfg.test_y_key or "test/target")
+  return train, test, []
+
+
