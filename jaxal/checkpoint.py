@@ -29,13 +29,14 @@ class RunCheckpoints:
 
   def save(self, step: int, pool: PoolState, rng_key_data: np.ndarray, variables, meta: dict) -> None:
     """Saves round `step` (the number of completed rounds) and waits until it is on disk."""
-    variables = jax.tree_util.tree_map(np.asarray, variables)
-    self.manager.save(step, args=ocp.args.Composite(
+    items = dict(
         pool=ocp.args.StandardSave(pool.to_arrays()),
         rng=ocp.args.StandardSave({"key_data": np.asarray(rng_key_data)}),
-        model=ocp.args.StandardSave(variables),
         meta=ocp.args.JsonSave(meta),
-    ))
+    )
+    if variables:  # the step-0 checkpoint (initial queries) has no model yet
+      items["model"] = ocp.args.StandardSave(jax.tree_util.tree_map(np.asarray, variables))
+    self.manager.save(step, args=ocp.args.Composite(**items))
     self.manager.wait_until_finished()
 
   def restore(self, step: int | None = None) -> tuple[PoolState, np.ndarray, dict] | None:

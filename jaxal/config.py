@@ -69,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.search = ml_collections.ConfigDict(dict(name="fixed"))
+  c.oracle = ml_collections.ConfigDict(dict(
+      name="simulated",       # simulated | files (people label exported queries)
+      allow_partial=False,    # accept label files that answer only some queries
+  ))
   c.output = ml_collections.ConfigDict(dict(verbose=True, plot=True))
   return c
 
@@ -83,7 +87,8 @@ def validate(config) -> None:
   from jaxal import acquisition, models, search  # pylint: disable=g-import-not-at-top
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
 
-  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "output"):
+  from jaxal import oracle  # pylint: disable=g-import-not-at-top
+  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "oracle", "output"):
     _check(section in config, section, "missing section")
   d, t, al = config.data, config.train, config.al
   _check(d.source in datasets.SOURCES, "data.source", f"unknown source {d.source!r}; known: {sorted(datasets.SOURCES)}")
@@ -134,6 +139,8 @@ def validate(config) -> None:
   _check(config.acquisition.name in acquisition.ACQUISITIONS, "acquisition.name",
          f"unknown acquisition {config.acquisition.name!r}; known: {sorted(acquisition.ACQUISITIONS)}")
   _check(config.acquisition.chunk_size >= 1, "acquisition.chunk_size", "must be >= 1")
+  _check(config.oracle.name in oracle.ORACLES, "oracle.name",
+         f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
 

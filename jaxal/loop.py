@@ -22,6 +22,7 @@ from jaxal import checkpoint as checkpoint_lib
 from jaxal import compiles
 from jaxal import config as config_lib
 from jaxal import models
+from jaxal import oracle as oracle_lib
 from jaxal import report
 from jaxal import search
 from jaxal import workdir as workdir_lib
@@ -73,55 +74,123 @@ def _log(config, msg: str):
     print(msg, flush=True)
 
 
-def _restart(config, workdir, ckpts, force):
-  """Starts the run over (used when extending a one-round run)."""
-  ckpts.manager.delete(ckpts.latest_step())
-  ckpts.close()
-  return run(config, workdir, force=force)
+@dataclasses.dataclass
+class Progress:
+  """What a checkpoint holds: the pool, the round history, and queries awaiting labels."""
+
+  pool: pool_lib.PoolState
+  history: list
+  pending: np.ndarray  # pool indices queried but not yet labeled
+  pending_predictions: dict | None = None
+
+  def meta(self, num_rounds: int) -> dict:
+    return {"history": self.history, "pending": self.pending.tolist(),
+            "pending_predictions": self.pending_predictions, "finished": self.pool.round >= num_rounds}
+
+
+def _restore(ckpts, step=None) -> Progress | None:
+  restored = ckpts.restore(step)
+  if restored is None:
+    return None
+  pool, _, meta = restored
+  return Progress(pool, list(meta["history"]), np.asarray(meta.get("pending", []), np.int32),
+                  meta.get("pending_predictions"))
+
+
+def _start_or_resume(config, workdir, ckpts, data, base_key) -> Progress:
+  """The latest checkpoint, or a fresh pool whose initial set awaits labels (step 0)."""
+  progress = _restore(ckpts)
+  pool_size = len(data.pool)
+  if progress is None:
+    initial = pool_lib.initial_indices(data.pool.labels, config.al.initial_size, config.seed,
+                                       balanced=config.al.balanced_initial)
+    progress = Progress(pool_lib.PoolState.empty(pool_size), [], initial)
+    _save(ckpts, progress, config, base_key, None)
+    return progress
+  if progress.pool.labeled_mask.size != pool_size:
+    raise workdir_lib.WorkdirConflict(f"{workdir}: checkpoint pool has {progress.pool.labeled_mask.size} points, "
+                                      f"the data has {pool_size}")
+  last = progress.history[-1] if progress.history else None
+  if (progress.pool.round < config.al.num_rounds and last is not None and last["queried"] == 0
+      and progress.pending.size == 0):
+    # An extended run: its last round queried nothing, so redo that round from the
+    # checkpoint before it (same keys, same model) and let it query this time.
+    progress = _restore(ckpts, progress.pool.round - 1)
+  _log(config, f"resuming {workdir} at round {progress.pool.round} ({progress.pool.num_labeled} labels"
+               + (f", {progress.pending.size} queries awaiting labels)" if progress.pending.size else ")"))
+  return progress
+
+
+def _save(ckpts, progress: Progress, config, base_key, variables) -> None:
+  ckpts.save(progress.pool.round, progress.pool, np.asarray(jax.random.key_data(base_key)),
+             variables, progress.meta(config.al.num_rounds))
+
+
+def _resolve_pending(progress: Progress, oracle, config) -> Progress:
+  """Asks the oracle for the pending labels (may raise `oracle.LabelsPending`)."""
+  if progress.pending.size == 0:
+    return progress
+  predictions = progress.pending_predictions
+  if predictions is not None:
+    predictions = {k: np.asarray(v) for k, v in predictions.items()}
+  answered, labels = oracle.reveal(progress.pending, round=progress.pool.round, predictions=predictions)
+  answered = np.asarray(answered, np.int32)
+  if not np.isin(answered, progress.pending).all():
+    raise ValueError("the oracle answered indices that were not queried")
+  if answered.size < progress.pending.size and not config.oracle.allow_partial:
+    raise ValueError(f"the oracle answered {answered.size} of {progress.pending.size} queries; "
+                     "set oracle.allow_partial=True to accept partial answers")
+  pool = progress.pool.label(answered, labels)
+  return Progress(pool, progress.history, np.zeros(0, np.int32), None)
+
+
+def _test_metrics(trainer, state, data, chunk_size):
+  logits, _ = trainer.predictor(state, data.test_inputs, chunk_size=chunk_size).outputs()
+  labels = data.dataset.test.labels
+  log_z = np.asarray(jax.nn.logsumexp(logits, -1))
+  loss = float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
+  return float(np.mean(np.argmax(logits, -1) == labels)), loss
+
+
+def _budget(config, pool: pool_lib.PoolState, schedule) -> int:
+  if pool.round + 1 >= config.al.num_rounds:
+    return 0
+  budget = pool_lib.query_size_at(pool.num_labeled, schedule)
+  if config.al.max_labeled:
+    budget = min(budget, config.al.max_labeled - pool.num_labeled)
+  return max(0, min(budget, int((~pool.labeled_mask).sum())))
 
 
 def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dict]:
-  """Runs (or resumes) the active-learning loop; returns the round records."""
+  """Runs (or resumes) the active-learning loop; returns the round records.
+
+  Raises:
+    oracle.LabelsPending: when a person must label exported queries; state is saved and
+      rerunning the same call continues.
+  """
   config_lib.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   workdir_lib.check_or_write_config(workdir, config, force=force)
 
   data = load_data(config)
-  pool_size = len(data.pool)
-  config_lib.validate_against_data(config, pool_size)
+  config_lib.validate_against_data(config, len(data.pool))
+  oracle = oracle_lib.make_oracle(config, workdir, data)
   ckpts = checkpoint_lib.RunCheckpoints(workdir)
-  base_key = jax.random.key(config.seed)
-  restored = ckpts.restore()
-  if restored is None:
-    initial = pool_lib.initial_indices(data.pool.labels, config.al.initial_size, config.seed,
-                                       balanced=config.al.balanced_initial)
-    oracle = pool_lib.SimulatedOracle(data.pool.labels)
-    state = pool_lib.PoolState.empty(pool_size).label(initial, oracle.reveal(initial))
-    history = []
-  else:
-    state, _, meta = restored
-    history = list(meta["history"])
-    if state.round < config.al.num_rounds and history and history[-1]["queried"] == 0:
-      # An extended run: its last round queried nothing, so redo that round from the
-      # checkpoint before it (same keys, same model) and let it query this time.
-      previous = ckpts.restore(state.round - 1) if state.round > 1 else None
-      if previous is None:
-        return _restart(config, workdir, ckpts, force)
-      state, _, meta = previous
-      history = list(meta["history"])
-    if state.labeled_mask.size != pool_size:
-      raise workdir_lib.WorkdirConflict(f"{workdir}: checkpoint pool has {state.labeled_mask.size} points, "
-                                        f"the data has {pool_size}")
-    _log(config, f"resuming {workdir} after round {state.round - 1} ({state.num_labeled} labels)")
-  workdir_lib.write_rounds(workdir, history)  # drops any line written after the checkpoint
-
-  if state.round >= config.al.num_rounds:
-    _log(config, f"run in {workdir} is already finished ({state.round} rounds); nothing to do")
+  try:
+    return _run_rounds(config, workdir, data, oracle, ckpts)
+  finally:
     ckpts.close()
-    return history
 
-  oracle = pool_lib.SimulatedOracle(data.pool.labels)
+
+def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
+  base_key = jax.random.key(config.seed)
+  progress = _start_or_resume(config, workdir, ckpts, data, base_key)
+  workdir_lib.write_rounds(workdir, progress.history)  # drops any line written after the checkpoint
+  if progress.pool.round >= config.al.num_rounds and progress.pending.size == 0:
+    _log(config, f"run in {workdir} is already finished ({progress.pool.round} rounds); nothing to do")
+    return progress.history
+
   schedule = pool_lib.parse_schedule(config.al.query_schedule, "al.query_schedule")
   augment = augment_lib.AugmentConfig(bool(config.augment.flip), int(config.augment.max_shift),
                                       float(config.augment.max_degrees))
@@ -140,53 +209,43 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
     validation = (data.validation_inputs, data.validation.labels)
 
   with compiles.CompileCounter() as counter:
-    while state.round < config.al.num_rounds:
-      r = state.round
-      round_key = jax.random.fold_in(base_key, r)
-      search_key, train_key, select_key = jax.random.split(round_key, 3)
-      _log(config, f"round {r}: {state.num_labeled} labels")
+    progress = _resolve_pending(progress, oracle, config)
+    while progress.pool.round < config.al.num_rounds:
+      pool, history = progress.pool, progress.history
+      r = pool.round
+      search_key, train_key, select_key = jax.random.split(jax.random.fold_in(base_key, r), 3)
+      _log(config, f"round {r}: {pool.num_labeled} labels")
 
       t0 = time.perf_counter()
-      context = SearchContext(config, r, state, history, data, search_key, trainer_for)
+      context = SearchContext(config, r, pool, history, data, search_key, trainer_for)
       model_name, model_options = search.SEARCHES[config.search.name](context)
       trainer = trainer_for(model_name, model_options)
       search_seconds = time.perf_counter() - t0
 
       t0 = time.perf_counter()
-      fit = trainer.fit(train_key, data.pool_inputs, state.labels, state.labeled_indices,
+      fit = trainer.fit(train_key, data.pool_inputs, pool.labels, pool.labeled_indices,
                         validation=validation, verbose=config.output.verbose)
       train_seconds = time.perf_counter() - t0
+      test_accuracy, test_loss = _test_metrics(trainer, fit.state, data, config.train.eval_chunk_size)
 
-      test_logits, _ = trainer.predictor(fit.state, data.test_inputs,
-                                         chunk_size=config.train.eval_chunk_size).outputs()
-      test_labels = data.dataset.test.labels
-      test_loss = float(np.mean(np.asarray(jax.nn.logsumexp(test_logits, -1)) - test_logits[np.arange(len(test_labels)), test_labels]))
-      test_accuracy = float(np.mean(np.argmax(test_logits, -1) == test_labels))
-
-      queried = 0
       t0 = time.perf_counter()
-      next_state = state
-      if r + 1 < config.al.num_rounds:
-        budget = pool_lib.query_size_at(state.num_labeled, schedule)
-        if config.al.max_labeled:
-          budget = min(budget, config.al.max_labeled - state.num_labeled)
-        budget = max(0, min(budget, int((~state.labeled_mask).sum())))
-        if budget:
-          view = acquisition.PoolView(
-              labeled_mask=state.labeled_mask, selectable_mask=~state.labeled_mask,
-              predictor=trainer.predictor(fit.state, data.pool_inputs, chunk_size=config.acquisition.chunk_size,
-                                          verbose=config.output.verbose),
-              options=dict(config.acquisition.options))
-          picked = acquisition.acquire(config.acquisition.name, view, budget, select_key)
-          next_state = state.label(picked, oracle.reveal(picked))
-          queried = budget
+      budget = _budget(config, pool, schedule)
+      picked, predictions = np.zeros(0, np.int32), None
+      if budget:
+        predictor = trainer.predictor(fit.state, data.pool_inputs, chunk_size=config.acquisition.chunk_size,
+                                      verbose=config.output.verbose)
+        view = acquisition.PoolView(labeled_mask=pool.labeled_mask, selectable_mask=~pool.labeled_mask,
+                                    predictor=predictor, options=dict(config.acquisition.options))
+        picked = acquisition.acquire(config.acquisition.name, view, budget, select_key)
+        if getattr(oracle, "wants_predictions", False):
+          probs = predictor.probs()[picked]
+          predictions = {"predicted_class": probs.argmax(-1).tolist(), "confidence": probs.max(-1).tolist()}
       selection_seconds = time.perf_counter() - t0
-      next_state = next_state.next_round()
 
       described = models.describe(trainer.model, (1,) + data.dataset.input_shape, data.pool.inputs.dtype)
       record = {
           "round": r,
-          "num_labeled": state.num_labeled,
+          "num_labeled": pool.num_labeled,
           "test_accuracy": test_accuracy,
           "test_loss": test_loss,
           "architecture": described["architecture"],
@@ -200,22 +259,21 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
           "train_accuracy": fit.train_accuracy,
           "train_loss": fit.train_loss,
           "val_accuracy": fit.val_accuracy,
-          "queried": queried,
+          "queried": int(picked.size),
           "acquisition": config.acquisition.name,
       }
-      history.append(record)
-      finished = next_state.round >= config.al.num_rounds
-      ckpts.save(next_state.round, next_state, np.asarray(jax.random.key_data(base_key)), fit.state.variables,
-                 {"history": history, "finished": finished})
-      state = next_state
-      workdir_lib.write_rounds(workdir, history)
+      progress = Progress(pool.next_round(), history + [record], picked, predictions)
+      _save(ckpts, progress, config, base_key, fit.state.variables)
+      workdir_lib.write_rounds(workdir, progress.history)
       if config.output.plot:
-        report.plot_learning_curve(history, workdir / "curves.png", title=f"{data.dataset.name}: {config.acquisition.name}")
+        report.plot_learning_curve(progress.history, workdir / "curves.png",
+                                   title=f"{data.dataset.name}: {config.acquisition.name}")
       _log(config, f"round {r}: test_accuracy {test_accuracy:.4f} test_loss {test_loss:.4f} "
                    f"[{record['architecture']}, {record['num_params']:,} params] train {train_seconds:.1f}s "
                    f"select {selection_seconds:.1f}s compiles {record['compiles']}"
-                   + (f" -> queried {queried}" if queried else ""))
-  ckpts.close()
-  _log(config, f"run finished: {len(history)} rounds, {state.num_labeled} labels, "
+                   + (f" -> queried {picked.size}" if picked.size else ""))
+      progress = _resolve_pending(progress, oracle, config)
+  history = progress.history
+  _log(config, f"run finished: {len(history)} rounds, {history[-1]['num_labeled']} labels, "
                f"final test accuracy {history[-1]['test_accuracy']:.4f}; results in {workdir}")
   return history

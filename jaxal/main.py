@@ -13,11 +13,14 @@ from ml_collections import config_flags
 
 from jaxal import config as config_lib
 from jaxal import loop
+from jaxal import oracle as oracle_lib
 from jaxal import workdir as workdir_lib
 from jaxal.data import datasets
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots.")
+_ORACLE = flags.DEFINE_string("oracle", None, "Who labels the queries: 'simulated' (true labels) or 'files' "
+                               "(people fill in exported CSVs). Sets config.oracle.name.")
 _FORCE = flags.DEFINE_bool("force", False, "Continue a workdir whose saved config differs from this one.")
 _VERBOSE_LOGS = flags.DEFINE_bool("log_all", False, "Show INFO logs of the libraries (orbax, ...).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -28,8 +31,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _VERBOSE_LOGS.value:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  config = _CONFIG.value
+  if _ORACLE.value:
+    with config.unlocked():
+      config.oracle.name = _ORACLE.value
   try:
-    loop.run(_CONFIG.value, _WORKDIR.value, force=_FORCE.value)
+    loop.run(config, _WORKDIR.value, force=_FORCE.value)
+  except oracle_lib.LabelsPending as e:
+    print(str(e))  # not an error: the run waits for people to label the exported queries
   except (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

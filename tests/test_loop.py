@@ -132,3 +132,48 @@ def test_sigkill_mid_run_then_resume(reference_run, tmp_path):
   pool, meta = _labeled(killed)
   assert meta["finished"] and pool.num_labeled == 60
   assert pool.round == 3
+
+
+def test_pending_labels_stop_the_run_and_resume_identically(reference_run, tmp_path, monkeypatch):
+  """An oracle that has no answers yet stops the run; rerunning continues without re-querying."""
+  from jaxal import oracle as oracle_lib
+  workdir, history = reference_run
+  asked = []
+
+  class SlowPeople(oracle_lib.SimulatedOracle):
+    wants_predictions = True
+    ready = False
+
+    def reveal(self, indices, *, round=0, predictions=None):
+      asked.append((round, tuple(np.asarray(indices).tolist())))
+      if round == 2 and not SlowPeople.ready:
+        assert predictions is not None and len(predictions["predicted_class"]) == len(indices)
+        raise oracle_lib.LabelsPending("fill in queries/round_002.csv")
+      return super().reveal(indices, round=round, predictions=predictions)
+
+  monkeypatch.setitem(oracle_lib.ORACLES, "slow", lambda config, wd, data: SlowPeople(data.pool.labels))
+  c = tiny_config(**{"oracle.name": "slow"})
+  with pytest.raises(oracle_lib.LabelsPending):
+    loop.run(c, tmp_path)
+  assert len(workdir_lib.read_rounds(tmp_path)) == 2
+  SlowPeople.ready = True
+  resumed = loop.run(c, tmp_path)
+  round2 = [q for r, q in asked if r == 2]
+  assert len(round2) == 2 and round2[0] == round2[1]  # the same queries, asked again, not re-selected
+  for a, b in zip(resumed, history):
+    assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+
+
+def test_partial_answers_need_permission(tmp_path, monkeypatch):
+  from jaxal import oracle as oracle_lib
+
+  class HalfDone(oracle_lib.SimulatedOracle):
+    def reveal(self, indices, *, round=0, predictions=None):
+      idx, labels = super().reveal(indices)
+      return (idx, labels) if round == 0 else (idx[::2], labels[::2])
+
+  monkeypatch.setitem(oracle_lib.ORACLES, "half", lambda config, wd, data: HalfDone(data.pool.labels))
+  with pytest.raises(ValueError, match="allow_partial"):
+    loop.run(tiny_config(**{"oracle.name": "half"}), tmp_path / "a")
+  history = loop.run(tiny_config(**{"oracle.name": "half", "oracle.allow_partial": True}), tmp_path / "b")
+  assert [r["num_labeled"] for r in history] == [20, 30, 40]

@@ -65,5 +65,7 @@ def test_schedule_errors_name_the_field(text, msg):
 
 
 def test_simulated_oracle_reads_true_labels():
-  oracle = pool_lib.SimulatedOracle(np.array([5, 6, 7]))
-  np.testing.assert_array_equal(oracle.reveal(np.array([2, 0])), [7, 5])
+  from jaxal import oracle as oracle_lib
+  idx, labels = oracle_lib.SimulatedOracle(np.array([5, 6, 7])).reveal(np.array([2, 0]))
+  np.testing.assert_array_equal(idx, [2, 0])
+  np.testing.assert_array_equal(labels, [7, 5])

@@ -1,12 +1,10 @@
 """Pool bookkeeping: which points are labeled, what labels were revealed, which round.
 
-`PoolState` is an explicit, immutable value: `label(...)` returns a new state. An oracle
-reveals labels for queried indices; `SimulatedOracle` reads the true labels.
+`PoolState` is an explicit, immutable value: `label(...)` returns a new state. Oracles,
+which reveal the labels, live in `jaxal.oracle`.
 """
 
 import dataclasses
-from typing import Protocol
-
 import numpy as np
 
 UNKNOWN = -1
@@ -63,23 +61,6 @@ class PoolState:
   def from_arrays(cls, arrays: dict) -> "PoolState":
     return cls(np.asarray(arrays["labeled_mask"], bool), np.asarray(arrays["labels"], np.int32),
                int(arrays["round"]))
-
-
-class Oracle(Protocol):
-  """Reveals the labels of queried pool indices."""
-
-  def reveal(self, indices: np.ndarray) -> np.ndarray:
-    ...
-
-
-@dataclasses.dataclass
-class SimulatedOracle:
-  """Answers queries from the dataset's true labels."""
-
-  true_labels: np.ndarray
-
-  def reveal(self, indices: np.ndarray) -> np.ndarray:
-    return np.asarray(self.true_labels)[np.asarray(indices)].astype(np.int32)
 
 
 def initial_indices(labels: np.ndarray, size: int, seed: int, *, balanced: bool) -> np.ndarray:
