@@ -68,7 +68,14 @@ def base_config() -> ml_collections.ConfigDict:
       options=ml_collections.ConfigDict(dict(mc_samples=100)),
   ))
 
-  c.search = ml_collections.ConfigDict(dict(name="fixed"))
+  c.search = ml_collections.ConfigDict(dict(
+      name="fixed",           # fixed | inas
+      initial_blocks=1, initial_stacks=1,  # iNAS: A(1,1) start
+      max_blocks=12, max_stacks=5,
+      steps=1,                # iNAS expansion steps per round (T_iNAS)
+      epochs=0,               # premature-evaluation epochs (0 = train.epochs // 4)
+      train_fraction=0.8, split_seed=1,
+  ))
   c.oracle = ml_collections.ConfigDict(dict(
       name="simulated",       # simulated | files (people label exported queries)
       allow_partial=False,    # accept label files that answer only some queries
@@ -143,6 +150,15 @@ def validate(config) -> None:
          f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
+  s = config.search
+  _check(s.max_blocks >= 1 and s.max_stacks >= 1, "search.max_blocks", "grid caps must be >= 1")
+  _check(1 <= s.initial_blocks <= s.max_blocks, "search.initial_blocks", f"must be in [1, {s.max_blocks}]")
+  _check(1 <= s.initial_stacks <= s.max_stacks, "search.initial_stacks", f"must be in [1, {s.max_stacks}]")
+  _check(s.steps >= 1, "search.steps", "must be >= 1")
+  _check(s.epochs >= 0, "search.epochs", "must be >= 0")
+  _check(0 < s.train_fraction < 1, "search.train_fraction", "must be in (0, 1)")
+  _check(s.name != "inas" or config.model.name == "resnet_grid", "model.name",
+         "iNAS searches the resnet_grid family; set model.name='resnet_grid'")
 
 
 def validate_against_data(config, pool_size: int) -> None:

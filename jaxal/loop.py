@@ -218,7 +218,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
 
       t0 = time.perf_counter()
       context = SearchContext(config, r, pool, history, data, search_key, trainer_for)
-      model_name, model_options = search.SEARCHES[config.search.name](context)
+      model_name, model_options, search_info = search.SEARCHES[config.search.name](context)
       trainer = trainer_for(model_name, model_options)
       search_seconds = time.perf_counter() - t0
 
@@ -262,6 +262,8 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
           "queried": int(picked.size),
           "acquisition": config.acquisition.name,
       }
+      if search_info:
+        record["search"] = search_info
       progress = Progress(pool.next_round(), history + [record], picked, predictions)
       _save(ckpts, progress, config, base_key, fit.state.variables)
       workdir_lib.write_rounds(workdir, progress.history)

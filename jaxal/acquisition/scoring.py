@@ -49,6 +49,8 @@ class Predictor:
     preprocess: a jittable function mapping raw inputs to model inputs (hashable).
     chunk_size: rows per forward call.
     verbose: print progress.
+    rows: optional indices into `inputs` to score instead of every row (any count: the
+      chunks gather by index, so their shapes never change).
   """
 
   model: Any
@@ -57,11 +59,12 @@ class Predictor:
   preprocess: Callable
   chunk_size: int = 512
   verbose: bool = False
+  rows: np.ndarray | None = None
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def num_points(self) -> int:
-    return int(self.inputs.shape[0])
+    return int(self.inputs.shape[0] if self.rows is None else len(self.rows))
 
   def outputs(self) -> tuple[np.ndarray, np.ndarray]:
     """`(logits (n, C), embeddings (n, d))` in float32 for every pool point (cached)."""
@@ -70,6 +73,8 @@ class Predictor:
       logits, embeds = [], []
       chunks = list(chunk_indices(n, self.chunk_size))
       for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose):
+        if self.rows is not None:
+          idx = np.asarray(self.rows, np.int32)[idx]
         lg, em = _forward_chunk(self.model, self.preprocess, self.variables, self.inputs, idx)
         logits.append(np.asarray(lg)[valid])
         embeds.append(np.asarray(em)[valid])

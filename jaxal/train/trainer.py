@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -74,15 +74,23 @@ class Trainer:
     return self._init(key)
 
   def fit(self, key: jax.Array, inputs, labels: np.ndarray, labeled: np.ndarray, *,
-          validation: tuple[Any, np.ndarray] | None = None, verbose: bool = False) -> FitResult:
+          validation: tuple | None = None, epochs: int | None = None,
+          track_best: bool = False, verbose: bool = False) -> FitResult:
     """Trains a fresh model on pool rows `labeled`.
+
+    With `train.patience > 0` and a validation set, training stops after `patience` epochs
+    without improvement and returns the best validation model. With `track_best`, the
+    validation accuracy is measured every epoch and its maximum is reported (iNAS ranks
+    candidates this way), without stopping early.
 
     Args:
       key: PRNG key; init, shuffling, augmentation and dropout all derive from it.
       inputs: device array of all pool inputs.
       labels: `(n,)` int32 revealed labels (only `labeled` rows are read).
       labeled: indices of labeled pool rows.
-      validation: optional `(device inputs, labels)` for patience-based early stopping.
+      validation: optional `(device inputs, labels)` or `(device inputs, labels, rows)`.
+      epochs: overrides `train.epochs` (same compiled steps, same lr schedule).
+      track_best: report the best per-epoch validation accuracy.
     """
     cfg = self.cfg
     if labeled.size == 0:
@@ -92,14 +100,15 @@ class Trainer:
     rng = np.random.default_rng(np.asarray(jax.random.key_data(loop_key)).ravel().tolist())
     labels_dev = jnp.asarray(labels, jnp.int32)
     spc = cfg.steps_per_call
-    best = (-1.0, None)
-    since_best = 0
+    num_epochs = cfg.epochs if epochs is None else epochs
+    use_val = validation is not None and (cfg.patience > 0 or track_best)
+    best_acc, best_state, since_best = -1.0, None, 0
     loss = acc = float("nan")
     val_acc = None
     stopped = False
     start = time.perf_counter()
     epoch = 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(num_epochs):
       idx = epoch_indices(labeled, cfg.epoch_size, cfg.batch_size, rng)
       steps = idx.shape[0]
       padded = math.ceil(steps / spc) * spc
@@ -117,29 +126,36 @@ class Trainer:
       if not math.isfinite(loss):
         raise TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1} (lr {lr:g}); "
                                "lower train.lr_schedule or check the data")
-      if validation is not None and cfg.patience > 0:
+      if use_val:
         val_acc = self.accuracy(state, *validation)
-        if val_acc > best[0]:  # copy: `state` is donated to the next block
-          best, since_best = (val_acc, jax.tree_util.tree_map(jnp.copy, state)), 0
+        if val_acc > best_acc:
+          best_acc, since_best = val_acc, 0
+          if cfg.patience > 0:  # copy: `state` is donated to the next block
+            best_state = jax.tree_util.tree_map(jnp.copy, state)
         else:
           since_best += 1
-      if verbose and (epoch + 1 == cfg.epochs or (epoch + 1) % max(1, cfg.epochs // 5) == 0):
+      if verbose and (epoch + 1 == num_epochs or (epoch + 1) % max(1, num_epochs // 5) == 0):
         extra = f" val_acc {val_acc:.4f}" if val_acc is not None else ""
-        print(f"  epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} acc {acc:.4f}{extra} "
+        print(f"  epoch {epoch + 1}/{num_epochs}: loss {loss:.4f} acc {acc:.4f}{extra} "
               f"({time.perf_counter() - start:.1f}s)", flush=True)
       if cfg.stop_at_train_accuracy and acc >= cfg.stop_at_train_accuracy:
         stopped = True
         break
-      if validation is not None and cfg.patience > 0 and since_best >= cfg.patience:
+      if use_val and cfg.patience > 0 and since_best >= cfg.patience:
         stopped = True
         break
-    if best[1] is not None:
-      state, val_acc = best[1], best[0]
+    if best_state is not None:
+      state = best_state
+    if use_val:
+      val_acc = best_acc
     return FitResult(state, epoch + 1, loss, acc, val_acc, stopped)
 
   def predictor(self, state: step_lib.TrainState, inputs, *, chunk_size: int, verbose: bool = False) -> Predictor:
     return Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, verbose=verbose)
 
-  def accuracy(self, state, inputs, labels: np.ndarray, chunk_size: int = 512) -> float:
-    logits, _ = self.predictor(state, inputs, chunk_size=chunk_size).outputs()
+  def accuracy(self, state, inputs, labels: np.ndarray, rows: np.ndarray | None = None,
+               chunk_size: int = 512) -> float:
+    """Accuracy on `inputs` (or on its `rows`) against `labels`."""
+    predictor = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, rows=rows)
+    logits, _ = predictor.outputs()
     return float(np.mean(np.argmax(logits, -1) == labels))
