@@ -33,8 +33,10 @@ def test_inas_cifar10_shrunk_on_mock_tfds(tmp_path):
   c.al.initial_size = 10
   c.al.query_schedule = "0:10"
   c.al.num_rounds = 2
+  c.search.epochs = 1
   c.output.verbose = False
   with tfds.testing.mock_data(num_examples=40):
     history = loop.run(c, tmp_path)
   assert [r["num_labeled"] for r in history] == [10, 20]
-  assert history[0]["architecture"] == "resnet_grid(1,2)"
+  assert history[0]["search"]["start"] == [1, 1]
+  assert len(history[0]["search"]["steps"][0]) == 3
