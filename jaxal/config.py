@@ -68,6 +68,14 @@ def base_config() -> ml_collections.ConfigDict:
       options=ml_collections.ConfigDict(dict(mc_samples=100)),
   ))
 
+  c.target = ml_collections.ConfigDict(dict(
+      name="",                # SVP target model; "" = the selection model is the target
+      options=ml_collections.ConfigDict(),
+      epochs=0, lr_schedule="",  # overrides of train.* for the target (0 / "" = same)
+      eval_rounds="last",     # also train the target at these rounds: "all" or "0,3,last"
+      agreement=True,         # proxy-target rank correlation and top-b overlap in those rounds
+  ))
+
   c.search = ml_collections.ConfigDict(dict(
       name="fixed",           # fixed | inas
       initial_blocks=1, initial_stacks=1,  # iNAS: A(1,1) start
@@ -150,6 +158,18 @@ def validate(config) -> None:
          f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
+  tg = config.target
+  if tg.name:
+    _check(tg.name in models.available(), "target.name", f"unknown model {tg.name!r}; known: {models.available()}")
+  _check(tg.epochs >= 0, "target.epochs", "must be >= 0")
+  if tg.lr_schedule:
+    try:
+      pool_lib.parse_schedule(tg.lr_schedule, "target.lr_schedule", float)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  ev = str(tg.eval_rounds).strip()
+  _check(ev == "all" or all(p.strip() == "last" or p.strip().isdigit() for p in ev.split(",") if p.strip()),
+         "target.eval_rounds", f"must be 'all' or a comma list of round numbers and 'last', got {ev!r}")
   s = config.search
   _check(s.max_blocks >= 1 and s.max_stacks >= 1, "search.max_blocks", "grid caps must be >= 1")
   _check(1 <= s.initial_blocks <= s.max_blocks, "search.initial_blocks", f"must be in [1, {s.max_blocks}]")

@@ -23,6 +23,7 @@ from jaxal import compiles
 from jaxal import config as config_lib
 from jaxal import models
 from jaxal import oracle as oracle_lib
+from jaxal import proxy
 from jaxal import report
 from jaxal import search
 from jaxal import workdir as workdir_lib
@@ -196,11 +197,13 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
                                       float(config.augment.max_degrees))
   trainers = {}
 
-  def trainer_for(name: str, options: dict) -> trainer_lib.Trainer:
-    key = (name, tuple(sorted(options.items())))
+  def trainer_for(name: str, options: dict, train_cfg=None) -> trainer_lib.Trainer:
+    """One trainer (one set of compiled functions) per architecture and training config."""
+    train_cfg = train_cfg or config.train
+    key = (name, tuple(sorted(options.items())), workdir_lib.config_to_json(train_cfg))
     if key not in trainers:
       module = models.create(name, data.dataset.num_classes, **options)
-      trainers[key] = trainer_lib.Trainer(module, config.train, data.preprocess, augment,
+      trainers[key] = trainer_lib.Trainer(module, train_cfg, data.preprocess, augment,
                                           data.dataset.input_shape, data.pool.inputs.dtype)
     return trainers[key]
 
@@ -213,7 +216,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
     while progress.pool.round < config.al.num_rounds:
       pool, history = progress.pool, progress.history
       r = pool.round
-      search_key, train_key, select_key = jax.random.split(jax.random.fold_in(base_key, r), 3)
+      search_key, train_key, select_key, target_key = jax.random.split(jax.random.fold_in(base_key, r), 4)
       _log(config, f"round {r}: {pool.num_labeled} labels")
 
       t0 = time.perf_counter()
@@ -230,7 +233,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
 
       t0 = time.perf_counter()
       budget = _budget(config, pool, schedule)
-      picked, predictions = np.zeros(0, np.int32), None
+      picked, predictions, predictor = np.zeros(0, np.int32), None, None
       if budget:
         predictor = trainer.predictor(fit.state, data.pool_inputs, chunk_size=config.acquisition.chunk_size,
                                       verbose=config.output.verbose)
@@ -264,6 +267,8 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
       }
       if search_info:
         record["search"] = search_info
+      record.update(proxy.target_round(config=config, data=data, pool=pool, trainer_for=trainer_for,
+                                       key=target_key, proxy_predictor=predictor, picked=picked))
       progress = Progress(pool.next_round(), history + [record], picked, predictions)
       _save(ckpts, progress, config, base_key, fit.state.variables)
       workdir_lib.write_rounds(workdir, progress.history)

@@ -1,0 +1,46 @@
+"""Metrics against scipy and hand computations."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from jaxal import metrics
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_correlations_match_scipy_on_tied_data(seed):
+  rng = np.random.default_rng(seed)
+  a = rng.integers(0, 6, 200).astype(float)  # many ties
+  b = a + rng.integers(0, 4, 200)
+  np.testing.assert_allclose(metrics.rankdata(a), scipy.stats.rankdata(a))
+  assert metrics.spearman(a, b) == pytest.approx(scipy.stats.spearmanr(a, b).statistic, abs=1e-12)
+  assert metrics.pearson(a, b) == pytest.approx(scipy.stats.pearsonr(a, b).statistic, abs=1e-12)
+
+
+def test_spearman_properties():
+  x = np.random.default_rng(0).normal(size=50)
+  assert metrics.spearman(x, x) == pytest.approx(1.0)
+  assert metrics.spearman(x, -x) == pytest.approx(-1.0)
+  assert metrics.spearman(np.exp(x), x ** 3) == pytest.approx(1.0)  # monotone transforms
+  assert np.isnan(metrics.pearson(np.ones(5), np.arange(5)))
+
+
+def test_topk_overlap_with_ties():
+  a = np.array([0.9, 0.5, 0.5, 0.1, 0.5])
+  b = np.array([0.5, 0.5, 0.9, 0.5, 0.0])
+  # top-2: a -> {0, 1} (tie among 1, 2, 4 goes to index 1); b -> {2, 0}
+  assert metrics.topk_overlap(a, b, 2) == 0.5
+  assert metrics.topk_overlap(a, a, 3) == 1.0
+  assert metrics.selection_overlap([1, 2, 3, 4], [4, 3, 9, 8]) == 0.5
+
+
+def test_selection_runtime_and_speedup_on_synthetic_logs():
+  baseline = [{"train_seconds": 100.0, "selection_seconds": 20.0, "queried": 10},
+              {"train_seconds": 200.0, "selection_seconds": 30.0, "queried": 10},
+              {"train_seconds": 400.0, "selection_seconds": 0.0, "queried": 0}]  # final: no selection
+  proxy = [{"train_seconds": 10.0, "selection_seconds": 5.0, "search_seconds": 1.0, "queried": 10},
+           {"train_seconds": 20.0, "selection_seconds": 6.0, "queried": 10},
+           {"train_seconds": 40.0, "selection_seconds": 0.0, "queried": 0}]
+  assert metrics.selection_runtime(baseline) == 350.0
+  assert metrics.selection_runtime(proxy) == 42.0
+  assert metrics.speedup(baseline, proxy) == pytest.approx(350 / 42)
