@@ -88,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
       name="simulated",       # simulated | files (people label exported queries)
       allow_partial=False,    # accept label files that answer only some queries
   ))
+  c.parallel = ml_collections.ConfigDict(dict(
+      num_devices=0,          # data-parallel devices (0 = all local devices)
+      distributed=False,      # call jax.distributed.initialize() (multi-host)
+  ))
   c.output = ml_collections.ConfigDict(dict(verbose=True, plot=True))
   return c
 
@@ -103,7 +107,8 @@ def validate(config) -> None:
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
 
   from jaxal import oracle  # pylint: disable=g-import-not-at-top
-  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "oracle", "output"):
+  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "oracle", "parallel",
+                  "output"):
     _check(section in config, section, "missing section")
   d, t, al = config.data, config.train, config.al
   _check(d.source in datasets.SOURCES, "data.source", f"unknown source {d.source!r}; known: {sorted(datasets.SOURCES)}")
@@ -158,6 +163,7 @@ def validate(config) -> None:
          f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
+  _check(config.parallel.num_devices >= 0, "parallel.num_devices", "must be >= 0")
   tg = config.target
   if tg.name:
     _check(tg.name in models.available(), "target.name", f"unknown model {tg.name!r}; known: {models.available()}")
@@ -191,6 +197,16 @@ def validate_against_data(config, pool_size: int) -> None:
   total = planned_sizes(config, pool_size)[-1]
   _check(total <= pool_size, "al.query_schedule", f"the run would label {total} points but the pool has {pool_size} "
          "(lower al.num_rounds or set al.max_labeled)")
+
+
+def validate_against_devices(config, num_devices: int) -> None:
+  """Batch and chunk sizes must split evenly over the data-parallel devices."""
+  for field, value in (("train.batch_size", config.train.batch_size),
+                       ("acquisition.chunk_size", config.acquisition.chunk_size),
+                       ("train.eval_chunk_size", config.train.eval_chunk_size)):
+    _check(value % num_devices == 0, field,
+           f"{value} is not divisible by the {num_devices} data-parallel devices "
+           f"(per-device size would be {value / num_devices:g}); change it or set parallel.num_devices")
 
 
 def planned_sizes(config, pool_size: int) -> list[int]:

@@ -23,6 +23,7 @@ from jaxal import compiles
 from jaxal import config as config_lib
 from jaxal import models
 from jaxal import oracle as oracle_lib
+from jaxal import parallel
 from jaxal import proxy
 from jaxal import report
 from jaxal import search
@@ -60,18 +61,20 @@ class SearchContext:
   trainer_for: object  # (name, options) -> Trainer, cached per architecture
 
 
-def load_data(config) -> RunData:
+def load_data(config, mesh=None) -> RunData:
+  """Loads the dataset, carves the validation split, and puts inputs on the devices."""
   dataset = datasets.load(config.data)
   pool, validation = dataset.train, None
   if config.data.validation_size:
     pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1)
   preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
-  return RunData(dataset, pool, validation, jnp.asarray(pool.inputs), jnp.asarray(dataset.test.inputs),
-                 None if validation is None else jnp.asarray(validation.inputs), preprocess)
+  put = lambda x: parallel.replicate(jnp.asarray(x), mesh)
+  return RunData(dataset, pool, validation, put(pool.inputs), put(dataset.test.inputs),
+                 None if validation is None else put(validation.inputs), preprocess)
 
 
 def _log(config, msg: str):
-  if config.output.verbose:
+  if config.output.verbose and parallel.is_primary():
     print(msg, flush=True)
 
 
@@ -170,24 +173,29 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
       rerunning the same call continues.
   """
   config_lib.validate(config)
+  mesh = parallel.make_mesh(config.parallel.num_devices)
+  config_lib.validate_against_devices(config, parallel.num_devices(mesh))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  workdir_lib.check_or_write_config(workdir, config, force=force)
+  if parallel.is_primary():
+    workdir_lib.check_or_write_config(workdir, config, force=force)
 
-  data = load_data(config)
+  data = load_data(config, mesh)
   config_lib.validate_against_data(config, len(data.pool))
   oracle = oracle_lib.make_oracle(config, workdir, data)
   ckpts = checkpoint_lib.RunCheckpoints(workdir)
   try:
-    return _run_rounds(config, workdir, data, oracle, ckpts)
+    return _run_rounds(config, workdir, data, oracle, ckpts, mesh)
   finally:
     ckpts.close()
 
 
-def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
+def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
   base_key = jax.random.key(config.seed)
   progress = _start_or_resume(config, workdir, ckpts, data, base_key)
-  workdir_lib.write_rounds(workdir, progress.history)  # drops any line written after the checkpoint
+  primary = parallel.is_primary()
+  if primary:
+    workdir_lib.write_rounds(workdir, progress.history)  # drops any line written after the checkpoint
   if progress.pool.round >= config.al.num_rounds and progress.pending.size == 0:
     _log(config, f"run in {workdir} is already finished ({progress.pool.round} rounds); nothing to do")
     return progress.history
@@ -204,7 +212,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
     if key not in trainers:
       module = models.create(name, data.dataset.num_classes, **options)
       trainers[key] = trainer_lib.Trainer(module, train_cfg, data.preprocess, augment,
-                                          data.dataset.input_shape, data.pool.inputs.dtype)
+                                          data.dataset.input_shape, data.pool.inputs.dtype, mesh)
     return trainers[key]
 
   validation = None
@@ -271,8 +279,9 @@ def _run_rounds(config, workdir, data, oracle, ckpts) -> list[dict]:
                                        key=target_key, proxy_predictor=predictor, picked=picked))
       progress = Progress(pool.next_round(), history + [record], picked, predictions)
       _save(ckpts, progress, config, base_key, fit.state.variables)
-      workdir_lib.write_rounds(workdir, progress.history)
-      if config.output.plot:
+      if primary:
+        workdir_lib.write_rounds(workdir, progress.history)
+      if primary and config.output.plot:
         report.plot_learning_curve(progress.history, workdir / "curves.png",
                                    title=f"{data.dataset.name}: {config.acquisition.name}")
       _log(config, f"round {r}: test_accuracy {test_accuracy:.4f} test_loss {test_loss:.4f} "

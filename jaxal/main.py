@@ -13,6 +13,7 @@ from ml_collections import config_flags
 
 from jaxal import config as config_lib
 from jaxal import loop
+from jaxal import parallel
 from jaxal import oracle as oracle_lib
 from jaxal import workdir as workdir_lib
 from jaxal.data import datasets
@@ -32,6 +33,7 @@ def main(argv):
   if not _VERBOSE_LOGS.value:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
+  parallel.initialize_distributed(config.parallel.distributed)
   if _ORACLE.value:
     with config.unlocked():
       config.oracle.name = _ORACLE.value

@@ -10,7 +10,7 @@ import pathlib
 
 
 # Fields that do not change results; a rerun may change them freely.
-IGNORED_PREFIXES = ("output.",)
+IGNORED_PREFIXES = ("output.", "parallel.")
 
 
 class WorkdirConflict(RuntimeError):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxal import parallel
 from jaxal import progress
 
 Array = Any
@@ -23,8 +24,9 @@ def pad_to_multiple(n: int, chunk_size: int) -> int:
   return -(-n // chunk_size) * chunk_size
 
 
-@functools.partial(jax.jit, static_argnames=("model", "preprocess"))
-def _forward_chunk(model, preprocess, variables, inputs, indices):
+@functools.partial(jax.jit, static_argnames=("model", "preprocess", "sharding"))
+def _forward_chunk(model, preprocess, variables, inputs, indices, sharding=None):
+  indices = parallel.constrain_batch(indices, sharding)
   x = preprocess(jnp.take(inputs, indices, axis=0))
   logits, embedding = model.apply(variables, x, train=False)
   return logits.astype(jnp.float32), embedding.astype(jnp.float32)
@@ -51,6 +53,7 @@ class Predictor:
     verbose: print progress.
     rows: optional indices into `inputs` to score instead of every row (any count: the
       chunks gather by index, so their shapes never change).
+    sharding: how to split each chunk over devices (`parallel.batch_sharded(mesh)`), or None.
   """
 
   model: Any
@@ -60,6 +63,7 @@ class Predictor:
   chunk_size: int = 512
   verbose: bool = False
   rows: np.ndarray | None = None
+  sharding: Any = None
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
@@ -75,7 +79,7 @@ class Predictor:
       for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose):
         if self.rows is not None:
           idx = np.asarray(self.rows, np.int32)[idx]
-        lg, em = _forward_chunk(self.model, self.preprocess, self.variables, self.inputs, idx)
+        lg, em = _forward_chunk(self.model, self.preprocess, self.variables, self.inputs, idx, self.sharding)
         logits.append(np.asarray(lg)[valid])
         embeds.append(np.asarray(em)[valid])
       self._cache["outputs"] = (np.concatenate(logits), np.concatenate(embeds))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxal import parallel
 from jaxal.data import augment as augment_lib
 
 Array = Any
@@ -37,7 +38,7 @@ def cross_entropy(*, logits: Array, labels: Array) -> Array:
 
 def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: Array, valid: Array,
                 key: Array, learning_rate: Array, *, model, tx: optax.GradientTransformation,
-                preprocess: Callable, augment: augment_lib.AugmentConfig):
+                preprocess: Callable, augment: augment_lib.AugmentConfig, batch_sharding=None):
   """Runs `len(valid)` steps; returns the new state and per-step (loss, correct) sums.
 
   Args:
@@ -48,6 +49,7 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     valid: `(steps,)` bool; False steps are no-ops.
     key: PRNG key for augmentation and dropout.
     learning_rate: scalar fed into the injected optimizer hyperparameter.
+    batch_sharding: where to place each batch (split over the mesh's data axis), or None.
   Returns:
     `(state, (loss_sum, correct_sum))`, sums over valid steps of batch means/counts.
   """
@@ -56,6 +58,7 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
   def one_step(state, xs):
     idx, ok, k = xs
     k_aug, k_drop = jax.random.split(k)
+    idx = parallel.constrain_batch(idx, batch_sharding)
     x = preprocess(jnp.take(inputs, idx, axis=0))
     if augment.enabled:
       x = augment_lib.augment_batch(k_aug, x, augment)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxal import models as models_lib
+from jaxal import parallel
 from jaxal.acquisition.scoring import Predictor
 from jaxal.data import augment as augment_lib
 from jaxal.train import optim
@@ -53,17 +54,23 @@ class Trainer:
   """Holds the compiled init and training functions of one architecture."""
 
   def __init__(self, model, train_cfg, preprocess: Callable, augment: augment_lib.AugmentConfig,
-               input_shape: tuple[int, ...], input_dtype):
+               input_shape: tuple[int, ...], input_dtype, mesh=None):
     self.model = model
+    self.mesh = mesh
+    self.batch_sharding = parallel.batch_sharded(mesh)
+    if train_cfg.batch_size % parallel.num_devices(mesh):
+      raise ValueError(f"train.batch_size {train_cfg.batch_size} is not divisible by the "
+                       f"{parallel.num_devices(mesh)} devices of the data-parallel mesh")
     self.cfg = train_cfg
     self.preprocess = preprocess
     self.input_shape = tuple(input_shape)
     self.tx = optim.make_optimizer(train_cfg)
     self.lr_schedule = optim.parse_lr_schedule(train_cfg.lr_schedule)
     sample = jnp.zeros((1,) + self.input_shape, input_dtype)
-    self._init = jax.jit(functools.partial(self._init_impl, sample=sample))
+    self._init = jax.jit(functools.partial(self._init_impl, sample=sample), out_shardings=parallel.replicated(mesh))
     self._block = jax.jit(
-        functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment),
+        functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment,
+                          batch_sharding=self.batch_sharding),
         donate_argnums=(0,))
 
   def _init_impl(self, key, *, sample):
@@ -98,7 +105,7 @@ class Trainer:
     init_key, loop_key = jax.random.split(key)
     state = self.init(init_key)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(loop_key)).ravel().tolist())
-    labels_dev = jnp.asarray(labels, jnp.int32)
+    labels_dev = parallel.replicate(jnp.asarray(labels, jnp.int32), self.mesh)
     spc = cfg.steps_per_call
     num_epochs = cfg.epochs if epochs is None else epochs
     use_val = validation is not None and (cfg.patience > 0 or track_best)
@@ -151,11 +158,13 @@ class Trainer:
     return FitResult(state, epoch + 1, loss, acc, val_acc, stopped)
 
   def predictor(self, state: step_lib.TrainState, inputs, *, chunk_size: int, verbose: bool = False) -> Predictor:
-    return Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, verbose=verbose)
+    return Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, verbose=verbose,
+                     sharding=self.batch_sharding)
 
   def accuracy(self, state, inputs, labels: np.ndarray, rows: np.ndarray | None = None,
                chunk_size: int = 512) -> float:
     """Accuracy on `inputs` (or on its `rows`) against `labels`."""
-    predictor = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, rows=rows)
+    predictor = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, rows=rows,
+                          sharding=self.batch_sharding)
     logits, _ = predictor.outputs()
     return float(np.mean(np.argmax(logits, -1) == labels))

@@ -1,0 +1,75 @@
+"""Data parallelism on 8 fake CPU devices matches one device.
+
+JAX fixes its device count at start-up, so the comparisons run in a subprocess with
+`--xla_force_host_platform_device_count=8`.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jaxal import config as config_lib
+from tests.conftest import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _eight_devices_match_one():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jaxal import acquisition, models, parallel
+  from jaxal.data import augment, pipeline
+  from jaxal.train import trainer as trainer_lib
+
+  assert jax.device_count() == 8
+  mesh = parallel.make_mesh(0)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (300, 8, 8, 1), dtype=np.uint8)
+  y = (np.arange(300) % 3).astype(np.int32)
+  c = config_lib.base_config().train
+  c.batch_size, c.epochs, c.epoch_size, c.steps_per_call, c.lr_schedule = 32, 2, 96, 2, "0:0.05"
+  pre = pipeline.make_preprocess(x, "image", "per_channel")
+  model = models.create("resnet_grid", 3, blocks=1, stacks=2, width=4)
+  aug = augment.AugmentConfig(flip=True, max_shift=1)
+  results = []
+  for m in (None, mesh):
+    t = trainer_lib.Trainer(model, c, pre, aug, (8, 8, 1), np.uint8, mesh=m)
+    inputs = parallel.replicate(jnp.asarray(x), m)
+    fit = t.fit(jax.random.key(0), inputs, y, np.arange(100))
+    if m is not None:
+      leaf = jax.tree_util.tree_leaves(fit.state.params)[0]
+      assert len(leaf.sharding.device_set) == 8  # really replicated over the mesh
+    predictor = t.predictor(fit.state, inputs, chunk_size=64)
+    logits, emb = predictor.outputs()
+    view = acquisition.PoolView(np.arange(300) < 100, np.arange(300) >= 100, predictor, {})
+    picked = acquisition.acquire("least_confidence", view, 20, jax.random.key(1))
+    results.append((fit, logits, emb, picked))
+  (f1, l1, e1, p1), (f8, l8, e8, p8) = results
+  for a, b in zip(jax.tree_util.tree_leaves(f1.state.params), jax.tree_util.tree_leaves(f8.state.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+  np.testing.assert_allclose(l1, l8, rtol=1e-3, atol=1e-4)
+  # Selection from the same model scored on 8 devices picks the same indices.
+  t8 = trainer_lib.Trainer(model, c, pre, aug, (8, 8, 1), np.uint8, mesh=mesh)
+  same_model = t8.predictor(f1.state, parallel.replicate(jnp.asarray(x), mesh), chunk_size=64)
+  picked_same = acquisition.acquire("least_confidence", acquisition.PoolView(
+      np.arange(300) < 100, np.arange(300) >= 100, same_model, {}), 20, jax.random.key(1))
+  np.testing.assert_array_equal(np.sort(picked_same), np.sort(p1))
+  print("OK")
+
+
+def test_eight_devices_match_one():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  code = "from tests.test_parallel import _eight_devices_match_one as f; f()"
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_indivisible_batch_is_a_clear_error():
+  c = tiny_config(**{"train.batch_size": 30})
+  with pytest.raises(config_lib.ConfigError, match="train.batch_size: 30 is not divisible by the 8"):
+    config_lib.validate_against_devices(c, 8)
+  config_lib.validate_against_devices(tiny_config(), 8)
