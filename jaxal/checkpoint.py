@@ -8,6 +8,7 @@ leaves a half-written checkpoint that looks valid.
 """
 
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -40,13 +41,29 @@ class RunCheckpoints:
     self.manager.wait_until_finished()
 
   def restore(self, step: int | None = None) -> tuple[PoolState, np.ndarray, dict] | None:
-    """`(pool, rng key data, meta)` of `step` (default: latest), or None when there is none."""
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
+    """`(pool, rng key data, meta)` of `step`, or of the latest readable step.
+
+    Without `step`, a latest checkpoint that cannot be read (corrupted or partial files) is
+    reported and skipped in favour of the one before it. Returns None when there is none.
+    """
+    if step is not None:
+      return self._restore_step(step)
+    for candidate in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self._restore_step(candidate)
+      except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
+        print(f"warning: checkpoint {self.directory / str(candidate)} is unreadable ({type(e).__name__}: "
+              f"{str(e)[:200]}); falling back to the previous one", file=sys.stderr, flush=True)
+    return None
+
+  def _restore_step(self, step: int):
     restored = self.manager.restore(step, args=ocp.args.Composite(
         pool=ocp.args.StandardRestore(), rng=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-    return PoolState.from_arrays(restored["pool"]), np.asarray(restored["rng"]["key_data"]), dict(restored["meta"])
+    pool = PoolState.from_arrays(restored["pool"])
+    meta = dict(restored["meta"])
+    if pool.round != step or not isinstance(meta.get("history"), list):
+      raise ValueError(f"inconsistent contents (round {pool.round} in step {step})")
+    return pool, np.asarray(restored["rng"]["key_data"]), meta
 
   def restore_model(self, step: int | None = None):
     """The model variables saved at `step` (default: latest)."""

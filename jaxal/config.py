@@ -122,6 +122,10 @@ def validate(config) -> None:
 
   _check(config.model.name in models.available(), "model.name",
          f"unknown model {config.model.name!r}; known: {models.available()}")
+  try:
+    models.create(config.model.name, 2, **dict(config.model.options))
+  except ValueError as e:
+    raise ConfigError(f"model.options: {e}") from None
 
   _check(t.optimizer in ("sgd", "adam"), "train.optimizer", f"must be sgd or adam, got {t.optimizer!r}")
   _check(t.weight_decay_on in ("conv", "kernels", "all", "none"), "train.weight_decay_on",

@@ -37,13 +37,22 @@ def main(argv):
   if _ORACLE.value:
     with config.unlocked():
       config.oracle.name = _ORACLE.value
+  sys.exit(execute(config, _WORKDIR.value, force=_FORCE.value))
+
+
+USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict)
+
+
+def execute(config, workdir: str, *, force: bool = False) -> int:
+  """Runs the loop; returns the exit code (0 done or waiting for labels, 2 bad input)."""
   try:
-    loop.run(config, _WORKDIR.value, force=_FORCE.value)
+    loop.run(config, workdir, force=force)
   except oracle_lib.LabelsPending as e:
     print(str(e))  # not an error: the run waits for people to label the exported queries
-  except (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict) as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    return 2
+  return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
   try:
     with opener(path, "rb") as f:
       raw = f.read()
-  except OSError as e:
+  except (OSError, EOFError) as e:
     raise DataError(f"{path}: cannot read IDX file: {e}") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
     raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -109,6 +109,8 @@ def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_s
     if not folder.is_dir():
       continue
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files and folder.parent == root and name in found:
+      raise DataError(f"{root}: class folder {name!r} has no images (PNG/JPEG)")
     for f in files:
       try:
         with Image.open(f) as im:
@@ -193,6 +195,9 @@ def load_csv_split(cfg):
       names = [str(c) for c in json.loads(cp.read_text())]
     except (ValueError, TypeError) as e:
       raise DataError(f"{cp}: class names must be a JSON list of strings: {e}") from None
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+      raise DataError(f"{cp}: duplicate class names {duplicated}")
   else:
     names = sorted(set(raw), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
   index = {n: i for i, n in enumerate(names)}

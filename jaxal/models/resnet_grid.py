@@ -73,6 +73,13 @@ class ResNetGrid(nn.Module):
   block: str = "basic"
   width: int = 64
 
+  def __post_init__(self):
+    if self.blocks < 1 or self.stacks < 1 or self.width < 1:
+      raise ValueError(f"blocks, stacks and width must be >= 1, got {self.blocks}, {self.stacks}, {self.width}")
+    if self.block not in BLOCKS:
+      raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {self.block!r}")
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, *, train: bool = False, mc_dropout: bool = False):
     del mc_dropout  # dropout lives in the head only, as in active-iNAS
