@@ -68,7 +68,7 @@ def load_data(config, mesh=None) -> RunData:
   if config.data.validation_size:
     pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1)
   preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
-  put = lambda x: parallel.replicate(jnp.asarray(x), mesh)
+  put = lambda x: jnp.asarray(x) if mesh is None else parallel.replicate(np.asarray(x), mesh)
   return RunData(dataset, pool, validation, put(pool.inputs), put(dataset.test.inputs),
                  None if validation is None else put(validation.inputs), preprocess)
 

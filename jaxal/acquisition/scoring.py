@@ -29,7 +29,10 @@ def _forward_chunk(model, preprocess, variables, inputs, indices, sharding=None)
   indices = parallel.constrain_batch(indices, sharding)
   x = preprocess(jnp.take(inputs, indices, axis=0))
   logits, embedding = model.apply(variables, x, train=False)
-  return logits.astype(jnp.float32), embedding.astype(jnp.float32)
+  out = logits.astype(jnp.float32), embedding.astype(jnp.float32)
+  if sharding is not None:  # gather to every device, so every host can read the result
+    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh))
+  return out
 
 
 def chunk_indices(n: int, chunk_size: int):
@@ -76,7 +79,7 @@ class Predictor:
       n = self.num_points
       logits, embeds = [], []
       chunks = list(chunk_indices(n, self.chunk_size))
-      for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose):
+      for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose and parallel.is_primary()):
         if self.rows is not None:
           idx = np.asarray(self.rows, np.int32)[idx]
         lg, em = _forward_chunk(self.model, self.preprocess, self.variables, self.inputs, idx, self.sharding)

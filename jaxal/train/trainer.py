@@ -141,7 +141,7 @@ class Trainer:
             best_state = jax.tree_util.tree_map(jnp.copy, state)
         else:
           since_best += 1
-      if verbose and (epoch + 1 == num_epochs or (epoch + 1) % max(1, num_epochs // 5) == 0):
+      if verbose and parallel.is_primary() and (epoch + 1 == num_epochs or (epoch + 1) % max(1, num_epochs // 5) == 0):
         extra = f" val_acc {val_acc:.4f}" if val_acc is not None else ""
         print(f"  epoch {epoch + 1}/{num_epochs}: loss {loss:.4f} acc {acc:.4f}{extra} "
               f"({time.perf_counter() - start:.1f}s)", flush=True)
