@@ -1,7 +1,5 @@
 """Malformed files and configs: each gets a clear error naming the file or field, before compute."""
 
-import gzip
-import json
 
 import numpy as np
 import pytest

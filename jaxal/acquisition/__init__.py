@@ -1,27 +1,81 @@
 """Acquisition functions: score the pool, then select a batch.
 
-Per-point scores (higher = query first): `least_confidence`, `margin`, `entropy`.
-Every acquisition the loop can use is registered by name in `ACQUISITIONS` and called
-through `acquire(name, view, budget, key)`.
+Public scores (higher = query first):
+* softmax: `least_confidence`, `margin`, `entropy` on `(n, C)` probabilities;
+* MC-dropout: `bald`, `predictive_entropy`, `variation_ratio`, `variation_ratio_mode`,
+  `mc_pred_class_variance` on `(T, n, C)` probabilities.
+Set selectors: `kcenter_greedy(embeddings, labeled_mask, budget)` and
+`badge(probs, embeddings, labeled_mask, budget, key)`.
+
+Every acquisition the loop can use is registered by name in `ACQUISITIONS` as
+`fn(view, budget, key) -> indices` and called through `acquire(name, view, budget, key)`.
+Options (`config.acquisition.options`, passed as `view.options`):
+* `mc_samples` (T, default 100) for `bald` and `mc_variance`;
+* `mc_head_only` (default: automatic) to force the full-model or head-only MC path;
+* `kcenter_dtype` (`float32` or `bfloat16`) for `coreset`.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxal.acquisition.base import PoolView, score_based, top_k_selectable  # noqa: F401  (public API)
+from jaxal.acquisition.badge_seeding import badge
+from jaxal.acquisition.base import PoolView, score_based, top_k_selectable
+from jaxal.acquisition.kcenter import kcenter_greedy
+from jaxal.acquisition.mc_dropout import (bald, bald_from_stats, mc_pred_class_variance, predictive_entropy,
+                                          variation_ratio, variation_ratio_mode)
 from jaxal.acquisition.random import random_acquire
-from jaxal.acquisition.scoring import Predictor  # noqa: F401  (public API)
+from jaxal.acquisition.scoring import Predictor
 from jaxal.acquisition.uncertainty import entropy, least_confidence, margin
+
+__all__ = ["ACQUISITIONS", "PoolView", "Predictor", "acquire", "badge", "bald", "entropy", "kcenter_greedy",
+           "least_confidence", "margin", "mc_pred_class_variance", "predictive_entropy", "top_k_selectable",
+           "variation_ratio", "variation_ratio_mode"]
+
+
+def _mc_stats(view: PoolView, key):
+  head_only = view.options.get("mc_head_only", None)
+  return view.predictor.mc_statistics(int(view.options.get("mc_samples", 100)), key, head_only=head_only)
+
+
+def bald_acquire(view: PoolView, budget: int, key) -> np.ndarray:
+  """Top-`budget` by BALD mutual information over `mc_samples` dropout passes."""
+  stats = _mc_stats(view, key)
+  return top_k_selectable(bald_from_stats(jnp.asarray(stats["mean_probs"]), jnp.asarray(stats["mean_entropy"])),
+                          view.selectable_mask, budget)
+
+
+def mc_variance_acquire(view: PoolView, budget: int, key) -> np.ndarray:
+  """active-iNAS's MC-dropout query: highest variance of the predicted class's probability."""
+  stats = _mc_stats(view, key)
+  return top_k_selectable(stats["pred_class_variance"], view.selectable_mask, budget)
+
+
+def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
+  """Greedy k-center on penultimate embeddings, the labeled points as initial centers."""
+  del key
+  _, embeddings = view.predictor.outputs()
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[view.options.get("kcenter_dtype", "float32")]
+  centers = view.labeled_mask | ~view.selectable_mask  # held-out points are never picked
+  return kcenter_greedy(embeddings, centers, budget, storage_dtype=dtype)
+
+
+def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
+  """BADGE: k-means++ seeding on factorized gradient embeddings of the selectable points."""
+  _, embeddings = view.predictor.outputs()
+  return badge(view.predictor.probs(), embeddings, ~view.selectable_mask, budget, key)
+
 
 ACQUISITIONS = {
     "random": random_acquire,
     "least_confidence": score_based(least_confidence),
     "margin": score_based(margin),
     "entropy": score_based(entropy),
+    "bald": bald_acquire,
+    "mc_variance": mc_variance_acquire,
+    "coreset": coreset_acquire,
+    "badge": badge_acquire,
 }
-
-# Acquisitions that need no trained model.
-MODEL_FREE = frozenset({"random"})
 
 
 def acquire(name: str, view: PoolView, budget: int, key: jax.Array) -> np.ndarray:

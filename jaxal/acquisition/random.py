@@ -11,5 +11,6 @@ def random_acquire(view: PoolView, budget: int, key: jax.Array) -> np.ndarray:
   candidates = np.flatnonzero(view.selectable_mask)
   if budget > candidates.size:
     raise ValueError(f"budget {budget} exceeds the {candidates.size} selectable points")
-  perm = np.asarray(jax.random.permutation(key, candidates.size))
-  return candidates[perm[:budget]].astype(np.int32)
+  # A numpy generator seeded from the key: a jax permutation would compile per pool size.
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+  return np.sort(rng.choice(candidates, budget, replace=False)).astype(np.int32)

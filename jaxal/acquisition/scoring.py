@@ -35,6 +35,51 @@ def _forward_chunk(model, preprocess, variables, inputs, indices, sharding=None)
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("model", "preprocess", "num_samples", "group", "head_only",
+                                             "sharding"))
+def _mc_chunk(model, preprocess, variables, inputs, indices, key, *, num_samples, group, head_only, sharding=None):
+  """Per-point MC-dropout statistics of one chunk, accumulated over passes (never (T, B, C))."""
+  indices = parallel.constrain_batch(indices, sharding)
+  x = preprocess(jnp.take(inputs, indices, axis=0))
+  det_logits, h = model.apply(variables, x, train=False)
+  c_hat = jnp.argmax(det_logits, axis=-1)
+  row_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)  # one key per pool row
+
+  def one_pass(t):
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(row_keys)
+    if head_only:
+      logits = jax.vmap(lambda hh, k: model.apply(variables, hh[None], mc_dropout=True, method="head",
+                                                  rngs={"dropout": k})[0])(h, keys)
+    else:
+      logits = jax.vmap(lambda xx, k: model.apply(variables, xx[None], mc_dropout=True,
+                                                  rngs={"dropout": k})[0][0])(x, keys)
+    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+  def accumulate(carry, ts):
+    logp = jax.vmap(one_pass)(ts)  # (group, B, C)
+    p = jnp.exp(logp)
+    p_hat = jnp.take_along_axis(p, c_hat[None, :, None], axis=-1)[..., 0]
+    votes = jax.nn.one_hot(jnp.argmax(logp, -1), p.shape[-1]).sum(0)
+    ent = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
+    sums = (p.sum(0), ent.sum(0), votes, p_hat.sum(0), (p_hat ** 2).sum(0))
+    return jax.tree_util.tree_map(jnp.add, carry, sums), None
+
+  b, c = det_logits.shape
+  zeros = (jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b,)))
+  ts = jnp.arange(num_samples).reshape(num_samples // group, group)
+  (sp, sh, votes, s1, s2), _ = jax.lax.scan(accumulate, zeros, ts)
+  mean_p1 = s1 / num_samples
+  out = (sp / num_samples, sh / num_samples, votes, jnp.maximum(s2 / num_samples - mean_p1 ** 2, 0.0), c_hat)
+  if sharding is not None:
+    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh))
+  return out
+
+
+def _group_size(num_samples: int, cap: int) -> int:
+  """The largest divisor of `num_samples` that is at most `cap` (passes vmapped at once)."""
+  return max(g for g in range(1, min(cap, num_samples) + 1) if num_samples % g == 0)
+
+
 def chunk_indices(n: int, chunk_size: int):
   """Yields `(index_array, valid)` pairs of length `chunk_size`, the last one padded with 0s."""
   for start in range(0, n, chunk_size):
@@ -91,3 +136,35 @@ class Predictor:
   def probs(self) -> np.ndarray:
     logits, _ = self.outputs()
     return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+  def mc_statistics(self, num_samples: int, key: jax.Array, *, head_only: bool | None = None,
+                    group: int = 0) -> dict[str, np.ndarray]:
+    """MC-dropout statistics over `num_samples` stochastic passes (dropout on, BN frozen).
+
+    Pass `t` of pool row `i` uses the key `fold_in(fold_in(key, i), t)`, so results do not
+    depend on the chunk size or on which rows share a chunk. With `head_only` (default:
+    when the backbone has no dropout of its own), the embedding is computed once and only
+    the head is re-run; it gives exactly the full model's passes for the same keys.
+    `group` passes are vmapped at once (default: all T for the head, 4 for the full model).
+
+    Returns:
+      `mean_probs (n, C)`, `mean_entropy (n,)`, `votes (n, C)` (argmax counts),
+      `pred_class_variance (n,)` (variance over passes of the deterministic class's
+      probability) and `pred_class (n,)`.
+    """
+    if head_only is None:
+      head_only = not getattr(self.model.backbone, "dropout_in_backbone", False)
+    group = _group_size(num_samples, group or (num_samples if head_only else 4))
+    cache_key = ("mc", num_samples, head_only, group, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()))
+    if cache_key not in self._cache:
+      parts = []
+      chunks = list(chunk_indices(self.num_points, self.chunk_size))
+      for idx, valid in progress.track(chunks, f"MC-dropout x{num_samples}", enabled=self.verbose and parallel.is_primary()):
+        if self.rows is not None:
+          idx = np.asarray(self.rows, np.int32)[idx]
+        out = _mc_chunk(self.model, self.preprocess, self.variables, self.inputs, idx, key,
+                        num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding)
+        parts.append([np.asarray(o)[valid] for o in out])
+      names = ("mean_probs", "mean_entropy", "votes", "pred_class_variance", "pred_class")
+      self._cache[cache_key] = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+    return self._cache[cache_key]
