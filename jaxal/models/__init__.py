@@ -17,6 +17,7 @@ from jaxal.models.base import Classifier
 # name -> "module:backbone factory". Model families add their names here.
 _REGISTRY: dict[str, str] = {
     "resnet_grid": "jaxal.models.resnet_grid:ResNetGrid",
+    "small_cnn": "jaxal.models.small_cnn:SmallCNN",
 }
 
 
