@@ -18,6 +18,16 @@ from jaxal.models.base import Classifier
 _REGISTRY: dict[str, str] = {
     "resnet_grid": "jaxal.models.resnet_grid:ResNetGrid",
     "small_cnn": "jaxal.models.small_cnn:SmallCNN",
+    "resnet18": "jaxal.models.resnet:resnet18",
+    "resnet34": "jaxal.models.resnet:resnet34",
+    "resnet50": "jaxal.models.resnet:resnet50",
+    "vgg11": "jaxal.models.vgg:vgg11",
+    "vgg16": "jaxal.models.vgg:vgg16",
+    "vgg19": "jaxal.models.vgg:vgg19",
+    "preact_resnet20": "jaxal.models.preact_resnet:preact_resnet20",
+    "preact_resnet56": "jaxal.models.preact_resnet:preact_resnet56",
+    "preact_resnet110": "jaxal.models.preact_resnet:preact_resnet110",
+    "preact_resnet164": "jaxal.models.preact_resnet:preact_resnet164",
 }
 
 
@@ -61,12 +71,16 @@ def count_params(params) -> int:
 
 
 def describe(module: Classifier, input_shape, dtype=jnp.float32) -> dict:
-  """Parameter count, depth and a short architecture label, without allocating weights."""
+  """Trainable parameter count, BatchNorm statistics count, depth and a short label.
+
+  Computed with `jax.eval_shape`, so no weights are allocated.
+  """
   shapes = jax.eval_shape(lambda k: init_variables(module, k, input_shape, dtype), jax.random.key(0))
   backbone = module.backbone
   label = getattr(backbone, "label", None) or type(backbone).__name__.lower()
   return {
       "architecture": label,
       "num_params": count_params(shapes["params"]),
+      "num_batch_stats": count_params(shapes["batch_stats"]),
       "depth": module.depth,
   }
