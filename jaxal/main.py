@@ -4,6 +4,8 @@ Overrides work as `--config.train.epochs=3`. Rerunning the same command on the s
 workdir resumes after the last completed round.
 """
 
+import os
+import pathlib
 import sys
 
 from absl import app
@@ -19,12 +21,13 @@ from jaxal import workdir as workdir_lib
 from jaxal.data import datasets
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots "
+                                "(default: workdirs/<config file name>).")
 _ORACLE = flags.DEFINE_string("oracle", None, "Who labels the queries: 'simulated' (true labels) or 'files' "
                                "(people fill in exported CSVs). Sets config.oracle.name.")
 _FORCE = flags.DEFINE_bool("force", False, "Continue a workdir whose saved config differs from this one.")
 _VERBOSE_LOGS = flags.DEFINE_bool("log_all", False, "Show INFO logs of the libraries (orbax, ...).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
@@ -37,7 +40,8 @@ def main(argv):
   if _ORACLE.value:
     with config.unlocked():
       config.oracle.name = _ORACLE.value
-  sys.exit(execute(config, _WORKDIR.value, force=_FORCE.value))
+  workdir = _WORKDIR.value or os.path.join("workdirs", pathlib.Path(flags.FLAGS["config"].config_filename).stem)
+  sys.exit(execute(config, workdir, force=_FORCE.value))
 
 
 USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict)

@@ -40,3 +40,34 @@ def test_inas_cifar10_shrunk_on_mock_tfds(tmp_path):
   assert [r["num_labeled"] for r in history] == [10, 20]
   assert history[0]["search"]["start"] == [1, 1]
   assert len(history[0]["search"]["steps"][0]) == 3
+
+
+def test_design_card_command_on_mock_tfds(tmp_path):
+  """`python -m jaxal.main --config=configs/svp_cifar100.py`, shrunk onto mock CIFAR-100."""
+  import os
+  import subprocess
+  import sys
+  code = (
+      "import sys, jax, tensorflow_datasets as tfds\n"
+      "jax.config.update('jax_disable_most_optimizations', True)  # ResNet-164 compiles faster\n"
+      "from absl import app\n"
+      "from jaxal import main\n"
+      "sys.argv = ['jaxal.main', '--config=configs/svp_cifar100.py', "
+      f"'--workdir={tmp_path}', '--config.model.options.width=2', '--config.target.options.width=2', "
+      "'--config.train.epochs=1', '--config.target.epochs=1', '--config.train.batch_size=8', "
+      "'--config.al.initial_size=8', '--config.al.query_schedule=0:8', '--config.al.num_rounds=2', "
+      "'--config.target.eval_rounds=all', '--config.output.verbose=False']\n"
+      "with tfds.testing.mock_data(num_examples=40):\n"
+      "  try:\n"
+      "    app.run(main.main)\n"
+      "  except SystemExit as e:\n"
+      "    assert e.code == 0, e.code\n")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  from jaxal import workdir as workdir_lib
+  rows = workdir_lib.read_rounds(tmp_path)
+  assert [r["num_labeled"] for r in rows] == [8, 16]
+  assert rows[0]["architecture"].startswith("preact_resnet20") and rows[-1]["target_architecture"].startswith("preact_resnet164")
+  assert "spearman" in rows[0]

@@ -75,3 +75,30 @@ def test_agreement_of_identical_and_opposite_scorers():
   flipped = np.stack([0.5 + (0.5 - margin), 0.5 - (0.5 - margin)], axis=1).astype(np.float32)
   opposite = proxy.agreement(c, pool, FixedPredictor(probs), FixedPredictor(flipped), np.arange(10, 15), None)
   assert opposite["spearman"] == pytest.approx(-1.0, abs=1e-6) and opposite["topk_overlap"] == 0.0
+
+
+def _fake_run(path, seconds, accuracy, target=True):
+  from jaxal import workdir as workdir_lib
+  path.mkdir()
+  rows = [{"round": 0, "num_labeled": 10, "test_accuracy": 0.5, "architecture": "small", "train_seconds": seconds,
+           "selection_seconds": 1.0, "search_seconds": 0.0, "queried": 10, "spearman": 0.5, "topk_overlap": 0.4},
+          {"round": 1, "num_labeled": 20, "test_accuracy": accuracy, "architecture": "small",
+           "train_seconds": 99.0, "selection_seconds": 0.0, "search_seconds": 0.0, "queried": 0}]
+  if target:
+    rows[-1].update(target_test_accuracy=accuracy, target_architecture="big")
+  workdir_lib.write_rounds(path, rows)
+
+
+def test_svp_report_table(tmp_path, capsys):
+  from jaxal import svp_report
+  _fake_run(tmp_path / "base0", 9.0, 0.90, target=False)
+  _fake_run(tmp_path / "base1", 9.0, 0.92, target=False)
+  _fake_run(tmp_path / "proxy0", 1.0, 0.91)
+  _fake_run(tmp_path / "proxy1", 1.0, 0.91)
+  svp_report.main(["--baseline", str(tmp_path / "base0"), str(tmp_path / "base1"),
+                   "--proxy", str(tmp_path / "proxy0"), str(tmp_path / "proxy1")])
+  out = capsys.readouterr().out
+  proxy_row = [line for line in out.splitlines() if line.startswith("| proxy0")][0]
+  assert "5.00x" in proxy_row  # (9 + 1) / (1 + 1): the final, non-selecting round is excluded
+  assert "**9.00" in proxy_row  # within one std of the baseline's error
+  assert "0.500" in proxy_row

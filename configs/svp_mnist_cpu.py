@@ -1,0 +1,52 @@
+"""Selection via Proxy sized for a 2-core CPU on the MNIST test set (../shared/data/mnist_test).
+
+    python -m jaxal.main --config=configs/svp_mnist_cpu.py --workdir=runs/svp_mnist_proxy
+    python -m jaxal.main --config=configs/svp_mnist_cpu.py --workdir=runs/svp_mnist_base \
+        --config.model.name=preact_resnet20 --config.model.options.width=16 --config.train.epochs=8 \
+        --config.target.name=""
+    python -m jaxal.svp_report runs/svp_mnist_base runs/svp_mnist_proxy
+
+Pool of 8,000 and 2,000 held out. SVP's schedule scaled down: 160 random labels (2%), then
+640 (8%), then 800 (10%) per round up to 4,000 (50%). Proxy: a small CNN (width 8) trained
+4 epochs; target: a pre-activation ResNet-20 (width 16) trained 8 epochs. The target is also
+trained at every round for the agreement measurements (`target.eval_rounds = "all"`).
+"""
+
+import pathlib
+
+import ml_collections
+
+from jaxal import config as config_lib
+
+MNIST = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test"
+
+
+def get_config():
+  c = config_lib.base_config()
+  c.data.source = "idx"
+  c.data.name = "mnist_test"
+  c.data.path = str(MNIST / "t10k-images-idx3-ubyte.gz")
+  c.data.labels_path = str(MNIST / "t10k-labels-idx1-ubyte.gz")
+  c.data.test_size = 2000
+  c.model.name = "small_cnn"
+  c.model.options = ml_collections.ConfigDict(dict(width=8, embed=64))
+  c.target.name = "preact_resnet20"
+  c.target.options = ml_collections.ConfigDict(dict(width=16))
+  c.target.epochs = 8
+  c.target.eval_rounds = "all"
+  c.train.optimizer = "sgd"
+  c.train.momentum = 0.9
+  c.train.nesterov = False
+  c.train.weight_decay = 5e-4
+  c.train.weight_decay_on = "all"
+  c.train.batch_size = 64
+  c.train.epochs = 4
+  c.train.epoch_size = 0
+  c.train.lr_schedule = "0:0.05"
+  c.al.initial_size = 160
+  c.al.query_schedule = "0:640,800:800"
+  c.al.num_rounds = 6  # 160, 800, 1600, 2400, 3200, 4000
+  c.acquisition.name = "least_confidence"
+  c.acquisition.chunk_size = 1000
+  c.train.eval_chunk_size = 1000
+  return c
