@@ -208,6 +208,8 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
   def trainer_for(name: str, options: dict, train_cfg=None) -> trainer_lib.Trainer:
     """One trainer (one set of compiled functions) per architecture and training config."""
     train_cfg = train_cfg or config.train
+    if name in models.TAKES_VOCAB and "vocab_size" not in options:
+      options = {**options, "vocab_size": data.dataset.vocab_size}
     key = (name, tuple(sorted(options.items())), workdir_lib.config_to_json(train_cfg))
     if key not in trainers:
       module = models.create(name, data.dataset.num_classes, **options)

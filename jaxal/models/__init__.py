@@ -28,7 +28,12 @@ _REGISTRY: dict[str, str] = {
     "preact_resnet56": "jaxal.models.preact_resnet:preact_resnet56",
     "preact_resnet110": "jaxal.models.preact_resnet:preact_resnet110",
     "preact_resnet164": "jaxal.models.preact_resnet:preact_resnet164",
+    "fasttext": "jaxal.models.fasttext:FastText",
+    "text_cnn": "jaxal.models.text_cnn:TextCNN",
 }
+
+# Text models whose embedding table is sized from the dataset's vocabulary.
+TAKES_VOCAB = frozenset({"fasttext", "text_cnn"})
 
 
 def available() -> list[str]:
@@ -61,7 +66,7 @@ def create(name: str, num_classes: int, **options: Any) -> Classifier:
 
 def init_variables(module: Classifier, rng: jax.Array, input_shape, dtype=jnp.float32):
   """Initializes `{"params", "batch_stats"}` for inputs of shape `(batch, ...)`."""
-  x = jnp.zeros(input_shape, dtype)
+  x = jnp.ones(input_shape, dtype)  # ones: token id 0 is padding
   variables = module.init({"params": rng, "dropout": rng}, x, train=False)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
