@@ -12,7 +12,7 @@ with momentum 0.9, weight decay 5e-4, batch 128, 181 epochs at lr 0.01 (1 epoch 
 0.1 (90), 0.01 (45), 0.001 (45); random crops with 4-pixel padding and flips; CIFAR-10
 per-channel normalization. A cheaper proxy trains fewer epochs, e.g. the README's 50-epoch
 schedule: `--config.train.epochs=50 --config.train.lr_schedule=0:0.01,1:0.1,46:0.01`.
-Speed-up and agreement: `python -m jaxal.svp_report runs/svp_c10_base runs/svp_c10_proxy`.
+Speed-up and agreement: `python -m jaxal.svp_report --baseline runs/svp_c10_base --proxy runs/svp_c10_proxy`.
 """
 
 from jaxal import config as config_lib

@@ -4,7 +4,7 @@
     python -m jaxal.main --config=configs/svp_mnist_cpu.py --workdir=runs/svp_mnist_base \
         --config.model.name=preact_resnet20 --config.train.epochs=6 \
         --config.target.name=""
-    python -m jaxal.svp_report runs/svp_mnist_base runs/svp_mnist_proxy
+    python -m jaxal.svp_report --baseline runs/svp_mnist_base --proxy runs/svp_mnist_proxy
 
 Pool of 8,000 and 2,000 held out. SVP's schedule scaled down: 160 random labels (2%), then
 640 (8%), then 800 (10%) per round up to 4,000 (50%). Proxy: a small CNN (width 8) trained
