@@ -82,3 +82,68 @@ def selection_runtime(history: list[dict]) -> float:
 def speedup(baseline_history: list[dict], proxy_history: list[dict]) -> float:
   """Data-selection speed-up of a proxy run over the baseline (target selects) run."""
   return selection_runtime(baseline_history) / selection_runtime(proxy_history)
+
+
+def random_labels_needed(sizes, acc_random, target) -> float:
+  """`n_R(a)`: labels random sampling needs to reach accuracy `a` (ALGORITHMS.md §6.1).
+
+  Random's accuracies at `sizes` are made monotone (running maximum) and interpolated
+  piecewise-linearly; the smallest `n` on that curve with accuracy `>= a` is returned. NaN
+  when `a` is below random's first accuracy (no extrapolation) or above its best.
+  """
+  sizes = np.asarray(sizes, np.float64)
+  env = np.maximum.accumulate(np.asarray(acc_random, np.float64))
+  if target < env[0] or target > env[-1]:
+    return float("nan")
+  k = int(np.argmax(env >= target))
+  if k == 0:
+    return float(sizes[0])
+  lo, hi = env[k - 1], env[k]
+  return float(sizes[k - 1] + (target - lo) / (hi - lo) * (sizes[k] - sizes[k - 1]))
+
+
+def labeling_efficiency(sizes, acc_strategy, acc_random, *, censored: str = "nan") -> np.ndarray:
+  """`LE_S(n) = n_R(a_S(n)) / n` per round (Beck et al. 2021; ALGORITHMS.md §6.1).
+
+  Accuracies may be `(rounds,)` or `(seeds, rounds)`; seeds are averaged before inverting.
+  Where the strategy beats random's best accuracy the value is censored: NaN by default, or
+  the lower bound `n_max / n` with `censored="bound"`. Below random's first accuracy: NaN.
+  """
+  sizes = np.asarray(sizes, np.float64)
+  a_s = np.asarray(acc_strategy, np.float64)
+  a_r = np.asarray(acc_random, np.float64)
+  a_s = a_s.mean(0) if a_s.ndim == 2 else a_s
+  a_r = a_r.mean(0) if a_r.ndim == 2 else a_r
+  if not sizes.shape == a_s.shape == a_r.shape:
+    raise ValueError("sizes and both accuracy curves must share the round axis")
+  if censored not in ("nan", "bound"):
+    raise ValueError(f"censored must be 'nan' or 'bound', got {censored!r}")
+  best = np.maximum.accumulate(a_r)[-1]
+  out = np.empty_like(sizes)
+  for i, (n, a) in enumerate(zip(sizes, a_s)):
+    if a > best:
+      out[i] = sizes[-1] / n if censored == "bound" else np.nan
+    else:
+      out[i] = random_labels_needed(sizes, a_r, a) / n
+  return out
+
+
+def gain_over_random(acc_strategy, acc_random) -> tuple[np.ndarray, np.ndarray]:
+  """Per-round accuracy gain over random (ALGORITHMS.md §6.2), in accuracy points.
+
+  With `(seeds, rounds)` inputs the seeds are paired: returns the mean and the standard
+  deviation (ddof 1) over seeds of the per-seed differences; with 1-D inputs the std is 0.
+  """
+  a_s = np.atleast_2d(np.asarray(acc_strategy, np.float64))
+  a_r = np.atleast_2d(np.asarray(acc_random, np.float64))
+  if a_s.shape != a_r.shape:
+    raise ValueError(f"paired seeds need equal shapes, got {a_s.shape} and {a_r.shape}")
+  diff = a_s - a_r
+  std = diff.std(0, ddof=1) if diff.shape[0] > 1 else np.zeros(diff.shape[1])
+  return diff.mean(0), std
+
+
+def spread(values, axis: int = 0) -> np.ndarray:
+  """Spread of performance across a factor: `max - min` along `axis` (ALGORITHMS.md §6.4)."""
+  values = np.asarray(values, np.float64)
+  return values.max(axis=axis) - values.min(axis=axis)

@@ -44,3 +44,34 @@ def test_selection_runtime_and_speedup_on_synthetic_logs():
   assert metrics.selection_runtime(baseline) == 350.0
   assert metrics.selection_runtime(proxy) == 42.0
   assert metrics.speedup(baseline, proxy) == pytest.approx(350 / 42)
+
+
+def test_labeling_efficiency_identity_and_doubling():
+  sizes = np.array([100, 200, 300, 400, 500], float)
+  a_r = 0.001 * sizes  # linear random curve
+  np.testing.assert_allclose(metrics.labeling_efficiency(sizes, a_r, a_r), 1.0)
+  a_s = 0.001 * 2 * sizes  # the strategy reaches random's accuracy at twice the labels
+  le = metrics.labeling_efficiency(sizes, a_s, a_r)
+  np.testing.assert_allclose(le[:2], 2.0)  # defined where 2n <= 500
+  assert np.isnan(le[2:]).all()  # above random's best: censored
+  bound = metrics.labeling_efficiency(sizes, a_s, a_r, censored="bound")
+  np.testing.assert_allclose(bound[2:], 500 / sizes[2:])
+
+
+def test_labeling_efficiency_envelope_below_start_and_seed_average():
+  sizes = [1, 2, 3, 4]
+  a_r = [0.5, 0.7, 0.6, 0.9]  # non-monotone: the envelope is 0.5, 0.7, 0.7, 0.9
+  assert metrics.random_labels_needed(sizes, a_r, 0.7) == 2.0
+  assert metrics.random_labels_needed(sizes, a_r, 0.8) == pytest.approx(3.5)
+  assert np.isnan(metrics.random_labels_needed(sizes, a_r, 0.4))
+  le = metrics.labeling_efficiency(sizes, [[0.4, 0.7, 0.7, 0.9], [0.6, 0.7, 0.9, 0.9]], a_r)
+  np.testing.assert_allclose(le, [1.0, 1.0, 3.5 / 3, 1.0])  # averaged over seeds first
+
+
+def test_gain_over_random_and_spread():
+  mean, std = metrics.gain_over_random([[0.6, 0.8], [0.7, 0.9]], [[0.5, 0.8], [0.5, 0.8]])
+  np.testing.assert_allclose(mean, [0.15, 0.05])
+  np.testing.assert_allclose(std, [np.std([0.1, 0.2], ddof=1), np.std([0.0, 0.1], ddof=1)])
+  m1, s1 = metrics.gain_over_random([0.6, 0.8], [0.5, 0.8])
+  np.testing.assert_allclose(m1, [0.1, 0.0]) and np.testing.assert_allclose(s1, 0.0)
+  np.testing.assert_allclose(metrics.spread([[0.5, 0.9], [0.7, 0.6], [0.6, 0.8]]), [0.2, 0.3])
