@@ -3,15 +3,13 @@
     python -m jaxal.main --config=configs/inas_digits.py --workdir=/tmp/inas_digits
 """
 
-import importlib.util
 import pathlib
+
+from jaxal import config as config_lib
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("digits_demo", pathlib.Path(__file__).with_name("digits_demo.py"))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
+  c = config_lib.load_config_file(pathlib.Path(__file__).with_name("digits_demo.py"))
   c.model.options.blocks = 1
   c.model.options.stacks = 1
   c.search.name = "inas"

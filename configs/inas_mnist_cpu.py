@@ -9,20 +9,13 @@ candidates for 2. Fixed-architecture baselines at the same width:
     --config.search.name=fixed --config.model.options.blocks=2 --config.model.options.stacks=4
 """
 
-import pathlib
-
 from jaxal import config as config_lib
 
-MNIST = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test"
 
 
 def get_config():
   c = config_lib.base_config()
-  c.data.source = "idx"
-  c.data.name = "mnist_test"
-  c.data.path = str(MNIST / "t10k-images-idx3-ubyte.gz")
-  c.data.labels_path = str(MNIST / "t10k-labels-idx1-ubyte.gz")
-  c.data.test_size = 2000
+  config_lib.use_mnist_test(c, test_size=2000)
   c.data.normalization = "scalar"
   c.model.name = "resnet_grid"
   c.model.options.blocks = 1

@@ -5,15 +5,13 @@
 Every other setting is inas_cifar10.py's; no horizontal flips for digits.
 """
 
-import importlib.util
 import pathlib
+
+from jaxal import config as config_lib
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("inas_cifar10", pathlib.Path(__file__).with_name("inas_cifar10.py"))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
+  c = config_lib.load_config_file(pathlib.Path(__file__).with_name("inas_cifar10.py"))
   c.data.name = "svhn_cropped"
   c.data.max_train = 50000
   c.augment.flip = False

@@ -7,22 +7,15 @@ acquisitions, two seeds; 8,000-image pool, 2,000 held out; 100 balanced initial 
 rounds of 100.
 """
 
-import pathlib
-
 import ml_collections
 
 from jaxal import config as config_lib
 
-MNIST = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test"
 
 
 def get_config():
   c = config_lib.base_config()
-  c.data.source = "idx"
-  c.data.name = "mnist_test"
-  c.data.path = str(MNIST / "t10k-images-idx3-ubyte.gz")
-  c.data.labels_path = str(MNIST / "t10k-labels-idx1-ubyte.gz")
-  c.data.test_size = 2000
+  config_lib.use_mnist_test(c, test_size=2000)
   c.model.options.dropout = 0.5
   c.train.optimizer = "adam"
   c.train.lr_schedule = "0:0.001"

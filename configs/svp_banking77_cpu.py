@@ -12,13 +12,11 @@ classifier (widths 3/4/5 x 100 filters over 128-wide embeddings). SVP's schedule
 random (2%), then 800 (8%), then 1,000 (10%) per round up to 5,000 (50%). Adam, lr 1e-3.
 """
 
-import pathlib
-
 import ml_collections
 
 from jaxal import config as config_lib
 
-BANKING77 = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "banking77"
+BANKING77 = config_lib.SHARED_DATA / "banking77"
 
 
 def get_config():

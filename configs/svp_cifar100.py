@@ -6,14 +6,12 @@ Every setting is svp_cifar10.py's (ResNet-20 proxy, ResNet-164 target, 1k + 4k +
 labels, the 181-epoch schedule) on CIFAR-100. Workdir defaults to workdirs/svp_cifar100.
 """
 
-import importlib.util
 import pathlib
+
+from jaxal import config as config_lib
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("svp_cifar10", pathlib.Path(__file__).with_name("svp_cifar10.py"))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
+  c = config_lib.load_config_file(pathlib.Path(__file__).with_name("svp_cifar10.py"))
   c.data.name = "cifar100"
   return c

@@ -12,22 +12,15 @@ Pool of 8,000 and 2,000 held out. SVP's schedule scaled down: 160 random labels 
 trained at rounds 1 and 3 for the agreement measurements (`target.eval_rounds`).
 """
 
-import pathlib
-
 import ml_collections
 
 from jaxal import config as config_lib
 
-MNIST = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test"
 
 
 def get_config():
   c = config_lib.base_config()
-  c.data.source = "idx"
-  c.data.name = "mnist_test"
-  c.data.path = str(MNIST / "t10k-images-idx3-ubyte.gz")
-  c.data.labels_path = str(MNIST / "t10k-labels-idx1-ubyte.gz")
-  c.data.test_size = 2000
+  config_lib.use_mnist_test(c, test_size=2000)
   c.model.name = "small_cnn"
   c.model.options = ml_collections.ConfigDict(dict(width=8))
   c.target.name = "preact_resnet20"

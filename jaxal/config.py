@@ -4,6 +4,8 @@ Config files in `configs/` call `base_config()` and change what they need. `vali
 checks names, types and ranges and raises `ConfigError` naming the offending field.
 """
 
+import pathlib
+
 import ml_collections
 
 from jaxal.data import pool as pool_lib
@@ -94,6 +96,29 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.output = ml_collections.ConfigDict(dict(verbose=True, plot=True))
   return c
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of a config file (configs build on each other with this)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def use_mnist_test(c, test_size: int = 2000) -> None:
+  """Points `c.data` at the MNIST test set in ../shared/data: a pool plus `test_size` held out."""
+  mnist = SHARED_DATA / "mnist_test"
+  c.data.source = "idx"
+  c.data.name = "mnist_test"
+  c.data.path = str(mnist / "t10k-images-idx3-ubyte.gz")
+  c.data.labels_path = str(mnist / "t10k-labels-idx1-ubyte.gz")
+  c.data.test_size = test_size
 
 
 def _check(cond: bool, field: str, message: str):

@@ -1,6 +1,5 @@
 """The shipped configs are valid, and the paper configs run when shrunk onto mock data."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -12,11 +11,7 @@ from jaxal import loop
 CONFIGS = sorted(pathlib.Path(__file__).resolve().parents[1].joinpath("configs").glob("*.py"))
 
 
-def load_config(path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+load_config = config_lib.load_config_file
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
