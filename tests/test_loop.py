@@ -58,6 +58,16 @@ def test_no_recompiles_after_round_zero(reference_run):
   assert [r["compiles"] for r in history[1:]] == [0, 0]
 
 
+def test_no_recompiles_when_epochs_grow_with_the_labeled_set(tmp_path):
+  """epoch_size=0 (one pass): the number of step blocks per epoch grows from round to round."""
+  c = tiny_config(**{"train.epoch_size": 0, "train.steps_per_call": 2, "al.query_schedule": "0:40",
+                     "al.num_rounds": 4, "target.name": "resnet_grid", "target.eval_rounds": "all"})
+  c.target.options = type(c.model.options)(dict(c.model.options))
+  history = loop.run(c, tmp_path)
+  assert [r["num_labeled"] for r in history] == [20, 60, 100, 140]  # 1, 2, 4, 5 steps: 1 to 3 blocks
+  assert [r["compiles"] for r in history[1:]] == [0, 0, 0]
+
+
 def test_finished_run_says_so(reference_run, capsys):
   workdir, history = reference_run
   c = tiny_config()

@@ -122,14 +122,14 @@ class Trainer:
       idx = np.concatenate([idx, np.zeros((padded - steps, cfg.batch_size), np.int32)])
       valid = np.arange(padded) < steps
       lr = optim.lr_at_epoch(epoch, self.lr_schedule)
-      loss_sum, correct_sum = 0.0, 0
+      block_sums = []  # device scalars, summed on the host: adding them in jax would compile
       for b in range(0, padded, spc):
         block_key = jax.random.fold_in(loop_key, epoch * 100_003 + b)
         state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], block_key, lr)
-        loss_sum += l
-        correct_sum += c
-      loss = float(loss_sum) / steps
-      acc = float(correct_sum) / (steps * cfg.batch_size)
+        block_sums.append((l, c))
+      sums = np.asarray(jax.device_get(block_sums), np.float64).sum(0)
+      loss = float(sums[0]) / steps
+      acc = float(sums[1]) / (steps * cfg.batch_size)
       if not math.isfinite(loss):
         raise TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1} (lr {lr:g}); "
                                "lower train.lr_schedule or check the data")
