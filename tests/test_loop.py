@@ -212,3 +212,21 @@ def test_corrupted_latest_checkpoint_falls_back(reference_run, tmp_path, capsys)
   assert [r["num_labeled"] for r in resumed] == [20, 40, 60]
   for a, b in zip(resumed, history):
     assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
+
+
+def test_nan_loss_aborts_without_touching_the_pool(reference_run, tmp_path):
+  import shutil
+  from jaxal.train import trainer as trainer_lib
+  workdir, _ = reference_run
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  before, _ = _labeled(copy)
+  with pytest.raises(trainer_lib.TrainingDiverged, match="training loss became"):
+    loop.run(tiny_config(**{"train.lr_schedule": "0:1e30", "al.num_rounds": 4}), copy, force=True)
+  after, meta = _labeled(copy)
+  np.testing.assert_array_equal(after.labeled_mask, before.labeled_mask)
+  np.testing.assert_array_equal(after.labels, before.labels)
+  assert after.round == before.round and meta["finished"]
+  ckpts = checkpoint_lib.RunCheckpoints(copy)
+  assert ckpts.latest_step() == 3  # nothing was saved by the failed round
+  ckpts.close()

@@ -58,6 +58,13 @@ def _eight_devices_match_one():
   picked_same = acquisition.acquire("least_confidence", acquisition.PoolView(
       np.arange(300) < 100, np.arange(300) >= 100, same_model, {}), 20, jax.random.key(1))
   np.testing.assert_array_equal(np.sort(picked_same), np.sort(p1))
+  # k-center over rows split across the 8 devices (301 rows: padding needed) picks the same.
+  emb = np.random.default_rng(1).normal(size=(301, 16)).astype(np.float32)
+  for num_labeled in (0, 30):
+    lab = np.zeros(301, bool)
+    lab[:num_labeled] = True
+    np.testing.assert_array_equal(acquisition.kcenter_greedy(emb, lab, 25, mesh=mesh),
+                                  acquisition.kcenter_greedy(emb, lab, 25))
   print("OK")
 
 

@@ -57,7 +57,9 @@ def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   _, embeddings = view.predictor.outputs()
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[view.options.get("kcenter_dtype", "float32")]
   centers = view.labeled_mask | ~view.selectable_mask  # held-out points are never picked
-  return kcenter_greedy(embeddings, centers, budget, storage_dtype=dtype)
+  sharding = view.predictor.sharding
+  return kcenter_greedy(embeddings, centers, budget, storage_dtype=dtype,
+                        mesh=None if sharding is None else sharding.mesh)
 
 
 def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxal import parallel
+
 
 def _init_min_d2(x, labeled_mask, block):
   """Squared distance of every point to its nearest labeled point (inf when none)."""
@@ -45,15 +47,17 @@ def _init_min_d2(x, labeled_mask, block):
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "block"))
-def _kcenter(x, labeled_mask, budget: int, block: int):
+def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   min_d2 = _init_min_d2(x, labeled_mask, block)
   # The labeled set's own entries are 0 up to round-off: exclude them explicitly.
   min_d2 = jnp.where(labeled_mask, -jnp.inf, min_d2)
   any_labeled = jnp.any(labeled_mask)
-  xf_mean = jnp.mean(x.astype(jnp.float32), axis=0)
-  from_mean = jnp.sum((x.astype(jnp.float32) - xf_mean) ** 2, axis=1)
+  xf = x.astype(jnp.float32)
+  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
+  from_mean = jnp.sum((xf - xf_mean) ** 2, axis=1)
   # Without labeled points every entry is +inf: rank by distance from the mean instead.
   min_d2 = jnp.where(any_labeled, min_d2, from_mean)
+  min_d2 = jnp.where(valid, min_d2, -jnp.inf)  # padding rows (sharded runs) are never picked
 
   def step(i, carry):
     min_d2, picks = carry
@@ -69,7 +73,7 @@ def _kcenter(x, labeled_mask, budget: int, block: int):
 
 
 def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
-                   storage_dtype=jnp.float32) -> np.ndarray:
+                   storage_dtype=jnp.float32, mesh=None) -> np.ndarray:
   """`budget` unlabeled indices chosen farthest-first from the labeled centers.
 
   Args:
@@ -78,11 +82,25 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
     budget: number of points to pick (at most the number of unlabeled points).
     block: labeled centers per GEMM block in the initial distance pass.
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
+    mesh: optional device mesh; the rows are then split over its `data` axis (padded to a
+      multiple of the device count with rows that can never be picked), and each device
+      scans its own share. The picks are the same as on one device.
   Returns:
     `(budget,)` int32 indices in pick order.
   """
   labeled_mask = np.asarray(labeled_mask, bool)
   if budget > int((~labeled_mask).sum()):
     raise ValueError(f"budget {budget} exceeds the {int((~labeled_mask).sum())} unlabeled points")
-  x = jnp.asarray(embeddings, storage_dtype)
-  return np.asarray(_kcenter(x, jnp.asarray(labeled_mask), int(budget), int(block)))
+  x = np.asarray(embeddings)
+  n = x.shape[0]
+  valid = np.ones(n, bool)
+  if mesh is not None:
+    pad = -n % mesh.size
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    labeled_mask = np.concatenate([labeled_mask, np.zeros(pad, bool)])
+    valid = np.concatenate([valid, np.zeros(pad, bool)])
+    rows = parallel.batch_sharded(mesh)
+    x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid), rows)
+  else:
+    x = jnp.asarray(x, storage_dtype)
+  return np.asarray(_kcenter(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block)))
