@@ -14,6 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxal import config as config_lib
+from jaxal import file_oracle
 from jaxal import loop
 from jaxal import parallel
 from jaxal import oracle as oracle_lib
@@ -44,7 +45,7 @@ def main(argv):
   sys.exit(execute(config, workdir, force=_FORCE.value))
 
 
-USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict)
+USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict, file_oracle.LabelFileError)
 
 
 def execute(config, workdir: str, *, force: bool = False) -> int:

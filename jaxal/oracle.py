@@ -6,6 +6,7 @@ raise `LabelsPending` when the answers are not there yet (a person has to label 
 exported queries); the loop then saves its state and exits, and the same command resumes.
 
 * `simulated`: reads the true labels of the pool.
+* `files`: people fill in exported CSV files (`jaxal.file_oracle`).
 
 `make_oracle(config, workdir, data)` builds the configured one (`oracle.name`).
 """
@@ -37,8 +38,13 @@ def _simulated(config, workdir, data):
   return SimulatedOracle(data.pool.labels)
 
 
+def _files(config, workdir, data):
+  from jaxal import file_oracle  # pylint: disable=g-import-not-at-top
+  return file_oracle.make_file_oracle(config, workdir, data)
+
+
 # name -> factory(config, workdir, run data) -> oracle
-ORACLES: dict[str, Callable] = {"simulated": _simulated}
+ORACLES: dict[str, Callable] = {"simulated": _simulated, "files": _files}
 
 
 def make_oracle(config, workdir, data):

@@ -1,0 +1,161 @@
+"""The `files` oracle: people label exported queries in CSV files.
+
+When a round's queries have no answers yet, `reveal` writes `WORKDIR/queries/round_NNN.csv`
+(columns `index`, `id`, `predicted`, `confidence`, `label`; `label` empty) and, for images, a
+contact sheet `queries/round_NNN.png`, then raises `LabelsPending`. The person fills in the
+`label` column (class names), or drops `WORKDIR/labels/round_NNN.csv` with `id,label` (or
+`index,label`) rows, and reruns the same command.
+
+Answers are checked before anything is applied; every problem is reported with its file and
+line: unknown ids or indices, ids that do not match their index, rows for points that were
+not queried, labels outside the class list, duplicated rows, and missing rows (accepted only
+with `oracle.allow_partial`). Only CSV is read and written.
+"""
+
+import csv
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from jaxal.oracle import LabelsPending
+
+
+class LabelFileError(ValueError):
+  """A label file has problems; nothing from it was applied."""
+
+
+@dataclasses.dataclass
+class FileOracle:
+  workdir: pathlib.Path
+  ids: np.ndarray
+  class_names: list[str]
+  images: np.ndarray | None = None  # uint8 NHWC pool images, for contact sheets
+  allow_partial: bool = False
+  wants_predictions = True
+
+  def query_path(self, round_: int) -> pathlib.Path:
+    return self.workdir / "queries" / f"round_{round_:03d}.csv"
+
+  def label_path(self, round_: int) -> pathlib.Path:
+    return self.workdir / "labels" / f"round_{round_:03d}.csv"
+
+  def reveal(self, indices, *, round: int = 0, predictions: dict | None = None):  # pylint: disable=redefined-builtin
+    indices = np.asarray(indices, np.int64)
+    query = self.query_path(round)
+    labels_file = self.label_path(round)
+    if labels_file.exists():
+      return self._read(labels_file, indices)
+    if query.exists() and self._has_answers(query):
+      return self._read(query, indices)
+    if not query.exists():
+      self._write_queries(query, indices, predictions)
+    raise LabelsPending(
+        f"{len(indices)} points need labels for round {round}. Fill in the 'label' column of {query} "
+        f"(or write {labels_file} with 'id,label' rows), using the class names "
+        f"{self._class_list()}, then rerun the same command.")
+
+  def _class_list(self) -> str:
+    names = self.class_names
+    return ", ".join(names[:20]) + (f", ... ({len(names)} classes)" if len(names) > 20 else "")
+
+  def _write_queries(self, path: pathlib.Path, indices, predictions):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+      w = csv.writer(f)
+      w.writerow(["index", "id", "predicted", "confidence", "label"])
+      for k, i in enumerate(indices):
+        pred, conf = "", ""
+        if predictions is not None:
+          pred = self.class_names[int(predictions["predicted_class"][k])]
+          conf = f"{float(predictions['confidence'][k]):.4f}"
+        w.writerow([int(i), self.ids[i], pred, conf, ""])
+    tmp.replace(path)
+    if self.images is not None:
+      contact_sheet(self.images[indices], [str(int(i)) for i in indices], path.with_suffix(".png"))
+
+  @staticmethod
+  def _has_answers(path: pathlib.Path) -> bool:
+    with open(path, newline="", encoding="utf-8") as f:
+      return any((row.get("label") or "").strip() for row in csv.DictReader(f))
+
+  def _read(self, path: pathlib.Path, queried: np.ndarray):
+    index_of_id = {str(v): i for i, v in enumerate(self.ids)}
+    class_index = {n: i for i, n in enumerate(self.class_names)}
+    queried_set = set(queried.tolist())
+    problems, answers, seen_at = [], {}, {}
+    try:
+      with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "label" not in fields or not ({"id", "index"} & set(fields)):
+          raise LabelFileError(f"{path}: needs a 'label' column and an 'id' or 'index' column, has {fields}")
+        for line, row in enumerate(reader, start=2):
+          label = (row.get("label") or "").strip()
+          if not label:
+            continue
+          where = f"{path}:{line}"
+          idx = None
+          if (row.get("index") or "").strip():
+            try:
+              idx = int(row["index"])
+            except ValueError:
+              problems.append(f"{where}: index {row['index']!r} is not an integer")
+              continue
+            if not 0 <= idx < len(self.ids):
+              problems.append(f"{where}: index {idx} is outside the pool")
+              continue
+            if (row.get("id") or "").strip() and str(self.ids[idx]) != row["id"].strip():
+              problems.append(f"{where}: id {row['id']!r} does not belong to index {idx}")
+              continue
+          else:
+            idx = index_of_id.get(row["id"].strip())
+            if idx is None:
+              problems.append(f"{where}: unknown id {row['id']!r}")
+              continue
+          if idx not in queried_set:
+            problems.append(f"{where}: index {idx} was not queried this round")
+            continue
+          if label not in class_index:
+            problems.append(f"{where}: label {label!r} is not a class ({self._class_list()})")
+            continue
+          if idx in answers:
+            problems.append(f"{where}: index {idx} is labeled again (first at line {seen_at[idx]})")
+            continue
+          answers[idx], seen_at[idx] = class_index[label], line
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+      raise LabelFileError(f"{path}: cannot read: {e}") from None
+    missing = [int(i) for i in queried if int(i) not in answers]
+    if missing and not self.allow_partial:
+      problems.append(f"{path}: {len(missing)} queried points have no label (indices {missing[:10]}"
+                      f"{', ...' if len(missing) > 10 else ''}); set oracle.allow_partial=True to accept")
+    if problems:
+      raise LabelFileError("label file rejected, nothing applied:\n  " + "\n  ".join(problems))
+    answered = np.array(sorted(answers), np.int32)
+    return answered, np.array([answers[i] for i in answered], np.int32)
+
+
+def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, columns: int = 10) -> None:
+  """A grid of `images` (uint8 NHWC) with captions, written as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  n = min(len(images), 100)
+  rows = max(1, -(-n // columns))
+  fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25), dpi=80, squeeze=False)
+  for k, ax in enumerate(axes.ravel()):
+    ax.axis("off")
+    if k < n:
+      img = images[k]
+      ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+      ax.set_title(captions[k], fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def make_file_oracle(config, workdir, data):
+  images = data.pool.inputs if data.dataset.modality == "image" else None
+  return FileOracle(pathlib.Path(workdir), data.pool.ids, list(data.dataset.class_names), images,
+                    bool(config.oracle.allow_partial))
