@@ -8,6 +8,7 @@ import os
 import pathlib
 import sys
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -38,6 +39,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   config = _CONFIG.value
   parallel.initialize_distributed(config.parallel.distributed)
+  if config.output.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.output.compilation_cache_dir))
   if _ORACLE.value:
     with config.unlocked():
       config.oracle.name = _ORACLE.value

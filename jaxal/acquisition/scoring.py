@@ -67,7 +67,12 @@ def _mc_chunk(model, preprocess, variables, inputs, indices, key, *, num_samples
   b, c = det_logits.shape
   zeros = (jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b,)))
   ts = jnp.arange(num_samples).reshape(num_samples // group, group)
-  (sp, sh, votes, s1, s2), _ = jax.lax.scan(accumulate, zeros, ts)
+  # A Python loop, not lax.scan: convolutions inside XLA:CPU while loops are very slow
+  # (see train/step.py).
+  carry = zeros
+  for g in range(ts.shape[0]):
+    carry, _ = accumulate(carry, ts[g])
+  sp, sh, votes, s1, s2 = carry
   mean_p1 = s1 / num_samples
   out = (sp / num_samples, sh / num_samples, votes, jnp.maximum(s2 / num_samples - mean_p1 ** 2, 0.0), c_hat)
   if sharding is not None:

@@ -70,7 +70,8 @@ class Trainer:
     self._init = jax.jit(functools.partial(self._init_impl, sample=sample), out_shardings=parallel.replicated(mesh))
     self._block = jax.jit(
         functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment,
-                          batch_sharding=self.batch_sharding),
+                          batch_sharding=self.batch_sharding,
+                          compute_dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[train_cfg.compute_dtype]),
         donate_argnums=(0,))
 
   def _init_impl(self, key, *, sample):

@@ -1,0 +1,119 @@
+"""Training- and eval-step throughput of zoo models, with compile time and FLOPs apart.
+
+    python benchmarks/train_step.py --models resnet_grid:1:1,resnet_grid:1:2,resnet_grid:2:4,preact_resnet20,small_cnn \
+        --json OUT.json
+
+A model spec is `name` or `resnet_grid:BLOCKS:STACKS`; 32x32x3 inputs unless the model is
+`small_cnn` (28x28x1), or `--input-shape` says otherwise. One record per model and step kind:
+`model`, `framework` ("jax"), `step` ("train" or "eval"), `input_shape`, `batch`,
+`images_per_second` (median of `--repeats` timed calls after warm-up), `compile_seconds`,
+`gflops_per_image` (XLA's cost analysis of the compiled step) and `gflops_per_second`.
+`--dtype bfloat16` times mixed precision (bf16 compute, f32 parameters and statistics).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxal import config as config_lib, models  # noqa: E402
+from jaxal.data import augment, pipeline  # noqa: E402
+from jaxal.train import trainer as trainer_lib  # noqa: E402
+
+
+def parse_model(spec: str):
+  parts = spec.split(":")
+  if parts[0] == "resnet_grid":
+    blocks, stacks = (int(parts[1]), int(parts[2])) if len(parts) == 3 else (1, 1)
+    return "resnet_grid", {"blocks": blocks, "stacks": stacks, "width": 64}
+  return parts[0], {}
+
+
+def flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, list):
+    analysis = analysis[0]
+  return float((analysis or {}).get("flops", float("nan")))
+
+
+def bench(spec, batch, repeats, shape, dtype):
+  name, options = parse_model(spec)
+  shape = shape or ((28, 28, 1) if name == "small_cnn" else (32, 32, 3))
+  model = models.create(name, 10, **options)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
+  y = (np.arange(batch) % 10).astype(np.int32)
+  c = config_lib.base_config().train
+  c.batch_size, c.steps_per_call, c.lr_schedule, c.compute_dtype = batch, 1, "0:0.01", dtype
+  pre = pipeline.make_preprocess(x, "image", "per_channel")
+  t = trainer_lib.Trainer(model, c, pre, augment.AugmentConfig(), shape, np.uint8)
+  state = t.init(jax.random.key(0))
+  inputs, labels = jnp.asarray(x), jnp.asarray(y)
+  idx, valid = np.arange(batch, dtype=np.int32)[None], np.ones(1, bool)
+  records = []
+  t0 = time.perf_counter()
+  lowered = t._block.lower(state, inputs, labels, idx, valid, jax.random.key(1), 0.01)  # pylint: disable=protected-access
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  train_flops = flops(compiled)
+  times = []
+  for i in range(repeats + 1):
+    t0 = time.perf_counter()
+    state, out = compiled(state, inputs, labels, idx, valid, jax.random.key(i), 0.01)
+    jax.block_until_ready(out)
+    times.append(time.perf_counter() - t0)
+  med = float(np.median(times[1:]))
+  records.append(dict(step="train", seconds=med, compile_seconds=compile_s, flops=train_flops))
+  evaluate = jax.jit(lambda v, xb: model.apply(v, pre(xb), train=False)[0])
+  t0 = time.perf_counter()
+  compiled_eval = evaluate.lower(state.variables, inputs).compile()
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats + 1):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled_eval(state.variables, inputs))
+    times.append(time.perf_counter() - t0)
+  records.append(dict(step="eval", seconds=float(np.median(times[1:])), compile_seconds=compile_s,
+                      flops=flops(compiled_eval)))
+  out = []
+  for r in records:
+    out.append({"model": spec, "framework": "jax", "step": r["step"], "dtype": dtype, "input_shape": list(shape),
+                "batch": batch, "images_per_second": batch / r["seconds"], "compile_seconds": r["compile_seconds"],
+                "gflops_per_image": r["flops"] / batch / 1e9,
+                "gflops_per_second": r["flops"] / r["seconds"] / 1e9, "device": jax.devices()[0].platform})
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--models", default="resnet_grid:1:1,resnet_grid:1:2,preact_resnet20,small_cnn")
+  parser.add_argument("--batch", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--input-shape", default="")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--json", default="")
+  args = parser.parse_args()
+  shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
+  records = []
+  print(f"{'model':<22} {'step':<6} {'dtype':<9} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
+  for spec in args.models.split(","):
+    for r in bench(spec, args.batch, args.repeats, shape, args.dtype):
+      records.append(r)
+      print(f"{r['model']:<22} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
+            f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(records, f, indent=2)
+
+
+if __name__ == "__main__":
+
+  main()
