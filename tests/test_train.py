@@ -108,3 +108,16 @@ def test_divergence_is_an_error():
   t, x, y = _trainer(epochs=3, lr_schedule="0:1e30")
   with pytest.raises(trainer_lib.TrainingDiverged, match="train.lr_schedule"):
     t.fit(jax.random.key(0), x, y, np.arange(60))
+
+
+def test_bfloat16_mixed_precision_keeps_float32_state():
+  t32, x, y = _trainer(epochs=4)
+  tbf, _, _ = _trainer(epochs=4, compute_dtype="bfloat16")
+  a = t32.fit(jax.random.key(0), x, y, np.arange(60))
+  b = tbf.fit(jax.random.key(0), x, y, np.arange(60))
+  for leaf in jax.tree_util.tree_leaves((b.state.params, b.state.batch_stats, b.state.opt_state)):
+    if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
+      assert leaf.dtype == jnp.float32
+  assert np.isfinite(b.train_loss) and abs(b.train_loss - a.train_loss) < 0.25 * a.train_loss + 0.05
+  differs = jax.tree_util.tree_map(lambda u, v: not np.array_equal(u, v), a.state.params, b.state.params)
+  assert any(jax.tree_util.tree_leaves(differs))  # the bf16 path really computed in bf16
