@@ -170,29 +170,31 @@ def _bars(rows, path):
   plt.close(fig)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file.", lock_config=False)
-_ROOT = flags.DEFINE_string("root", None, "Folder that holds one workdir per run.")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only write the report of finished runs.")
-_INDEX = flags.DEFINE_integer("process_index", int(os.environ.get("JAX_PROCESS_ID", 0)), "This process's share.")
-_COUNT = flags.DEFINE_integer("num_processes", int(os.environ.get("JAX_NUM_PROCESSES", 1)), "Processes sharing the grid.")
+def _define_flags():
+  """Flags live here, not at import, so `jaxal.study` imports beside `jaxal.main`."""
+  config_flags.DEFINE_config_file("config", None, "Study config file.", lock_config=False)
+  flags.DEFINE_string("root", None, "Folder that holds one workdir per run.")
+  flags.DEFINE_bool("report_only", False, "Only write the report of finished runs.")
+  flags.DEFINE_integer("process_index", int(os.environ.get("JAX_PROCESS_ID", 0)), "This process's share.")
+  flags.DEFINE_integer("num_processes", int(os.environ.get("JAX_NUM_PROCESSES", 1)), "Processes sharing the grid.")
+  flags.mark_flags_as_required(["config", "root"])
 
 
 def main(argv):
   del argv
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
-  if not _ROOT.value:
-    raise app.UsageError("--root is required")
+  f = flags.FLAGS
   try:
-    if not _REPORT_ONLY.value:
-      run_study(_CONFIG.value, _ROOT.value, process_index=_INDEX.value, num_processes=_COUNT.value)
+    if not f.report_only:
+      run_study(f.config, f.root, process_index=f.process_index, num_processes=f.num_processes)
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  report(_CONFIG.value, _ROOT.value)
-  print((pathlib.Path(_ROOT.value) / "study.md").read_text())
+  report(f.config, f.root)
+  print((pathlib.Path(f.root) / "study.md").read_text())
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
+  _define_flags()
   app.run(main)

@@ -36,3 +36,10 @@ def test_study_resumes_and_reports(tmp_path):
   for r in rows:
     assert r["seeds"] == 2 and np.isfinite(r["gain_over_random"])
   assert (tmp_path / "study.md").exists() and (tmp_path / "study.png").stat().st_size > 5000
+
+
+def test_every_entry_point_imports_in_one_process():
+  """Flags are defined only when a module runs as a program, so the modules import together."""
+  import importlib
+  for name in ("jaxal.main", "jaxal.study", "jaxal.cli", "jaxal.report", "jaxal.svp_report"):
+    importlib.import_module(name)
