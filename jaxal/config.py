@@ -97,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.output = ml_collections.ConfigDict(dict(
       verbose=True, plot=True,
+      tensorboard=False,      # scalars to WORKDIR/tensorboard (needs tensorboardX)
       compilation_cache_dir="",  # a persistent XLA compilation cache: reruns start fast
   ))
   return c

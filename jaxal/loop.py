@@ -27,6 +27,7 @@ from jaxal import parallel
 from jaxal import proxy
 from jaxal import report
 from jaxal import search
+from jaxal import tensorboard
 from jaxal import workdir as workdir_lib
 from jaxal.data import augment as augment_lib
 from jaxal.data import datasets
@@ -283,6 +284,8 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
       _save(ckpts, progress, config, base_key, fit.state.variables)
       if primary:
         workdir_lib.write_rounds(workdir, progress.history)
+      if primary and config.output.tensorboard:
+        tensorboard.log_round(workdir, record)
       if primary and config.output.plot:
         report.plot_learning_curve(progress.history, workdir / "curves.png",
                                    title=f"{data.dataset.name}: {config.acquisition.name}")

@@ -32,3 +32,26 @@ def test_groups_means_and_auc_gain(tmp_path, capsys):
   assert float(gain) == pytest.approx((0.8 - 0.45) / 0.8, abs=1e-3)
   for name in ("curves.png", "trajectory.png", "times.png"):
     assert (tmp_path / "figs" / name).stat().st_size > 5000
+
+
+def test_tensorboard_scalars_follow_rounds(tmp_path):
+  pytest.importorskip("tensorboardX")
+  from jaxal import loop  # pylint: disable=g-import-not-at-top
+  from jaxal import tensorboard  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  history = loop.run(tiny_config(**{"output.tensorboard": True, "al.num_rounds": 2}), tmp_path)
+  scalars = tensorboard.read_scalars(tmp_path / "tensorboard")
+  steps = [r["num_labeled"] for r in history]
+  assert scalars["metrics/test_accuracy"] == [(s, pytest.approx(r["test_accuracy"])) for s, r in zip(steps, history)]
+  for tag in ("metrics/test_loss", "time/selection_seconds", "time/train_seconds", "architecture/num_params",
+              "architecture/depth"):
+    assert [s for s, _ in scalars[tag]] == steps, tag
+
+
+def test_tensorboard_missing_writer_is_a_config_error(monkeypatch):
+  import sys  # pylint: disable=g-import-not-at-top
+  from jaxal import config as config_lib  # pylint: disable=g-import-not-at-top
+  from jaxal import tensorboard  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)
+  with pytest.raises(config_lib.ConfigError, match=r"pip install 'jaxal\[tensorboard\]'"):
+    tensorboard.log_round("/nonexistent", {"round": 0, "num_labeled": 1})

@@ -1,0 +1,85 @@
+"""TensorBoard scalars of a run, next to `rounds.jsonl` (with `output.tensorboard=True`).
+
+Each completed round adds its numeric fields to `WORKDIR/tensorboard/`, at step = number of
+labels (the x axis of a learning curve):
+
+* `metrics/`: test_accuracy, test_loss, train_accuracy, train_loss, val_accuracy, queried, ...
+* `time/`: train_seconds, selection_seconds, search_seconds;
+* `architecture/`: num_params, depth.
+
+    tensorboard --logdir WORKDIR/tensorboard      # or a folder holding several workdirs
+
+The writer is tensorboardX, an optional dependency: `pip install 'jaxal[tensorboard]'`.
+"""
+
+import pathlib
+
+from jaxal import config as config_lib
+
+LOGDIR = "tensorboard"
+_ARCHITECTURE = ("num_params", "depth")
+
+
+def tag_of(key: str) -> str:
+  """The TensorBoard tag of a `rounds.jsonl` field."""
+  if key.endswith("_seconds"):
+    return f"time/{key}"
+  if key in _ARCHITECTURE:
+    return f"architecture/{key}"
+  return f"metrics/{key}"
+
+
+def scalars(record: dict) -> dict[str, float]:
+  """The numeric top-level fields of a round record, by tag (not its step fields)."""
+  out = {}
+  for key, value in record.items():
+    if key in ("num_labeled",) or isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    out[tag_of(key)] = float(value)
+  return out
+
+
+def _writer_class():
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise config_lib.ConfigError(
+        "output.tensorboard=True needs tensorboardX: pip install 'jaxal[tensorboard]' "
+        "(or pip install tensorboardX), or set --config.output.tensorboard=False") from None
+  return SummaryWriter
+
+
+def log_round(workdir, record: dict) -> None:
+  """Appends one round's scalars to `workdir/tensorboard/` (one small event file per round).
+
+  Args:
+    workdir: the run directory.
+    record: a round record as written to `rounds.jsonl`.
+  """
+  writer_cls = _writer_class()
+  logdir = pathlib.Path(workdir) / LOGDIR
+  # tensorboardX names event files by the second; the round suffix keeps them apart.
+  writer = writer_cls(str(logdir), filename_suffix=f".round{int(record['round']):04d}")
+  try:
+    for tag, value in scalars(record).items():
+      writer.add_scalar(tag, value, global_step=int(record["num_labeled"]))
+  finally:
+    writer.close()
+
+
+def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+  """`{tag: [(step, value), ...]}` from the event files under `logdir` (for tests and notebooks)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    pos = 0
+    while pos + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      payload = data[pos + 12:pos + 12 + length]
+      pos += 12 + length + 4  # length, its crc, payload, payload crc
+      event = event_pb2.Event.FromString(payload)
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
+  return {tag: sorted(points) for tag, points in out.items()}
