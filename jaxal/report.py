@@ -1,17 +1,20 @@
 """Figures and tables from run directories.
 
-    python -m jaxal.report --out figs inas=runs/inas_s0 inas=runs/inas_s1 "A(1,2)"=runs/a12_s0 ...
+    python -m jaxal.report --out figs runs/bald_s0 runs/bald_s1 runs/random_s0 runs/random_s1
+    jaxal report --out figs inas=runs/inas_s0 inas=runs/inas_s1 "A(1,2)"=runs/a12_s0 --passive "A(1,2)"
 
-Arguments are `LABEL=DIR` (or just `DIR`, labelled by its name); directories sharing a label
-are seeds of one setting. Writes `curves.png` (test accuracy against labels, mean and
-standard-error band over seeds), `trajectory.png` (parameters and depth of the chosen
-architecture against labels, for runs whose architecture changes) and `times.png` (seconds per
-round split into search, train and score+select), and prints a markdown table with the final
-accuracy, and AUC-GAIN against `--passive LABEL` when given.
+Arguments are `LABEL=DIR` or just `DIR`. Directories sharing a label are seeds of one setting;
+unlabeled directories are grouped by their `config.json` minus the seed, and named by the
+config fields where the settings differ. Writes `curves.png` (test accuracy against labels,
+mean and standard-error band over seeds), `trajectory.png` (parameters and depth of the
+chosen architecture against labels), `times.png` (seconds per round split into search, train
+and score+select) and `summary.md` (final accuracy, and AUC-GAIN against `--passive LABEL`),
+and prints the table. `render(runs, out)` does the same from Python.
 """
 
 import argparse
 import collections
+import json
 import pathlib
 
 import matplotlib
@@ -45,16 +48,68 @@ def plot_learning_curve(history: list[dict], path, title: str = "") -> None:
   _save(fig, path)
 
 
+def _setting(directory) -> dict | None:
+  """The flattened config of a run minus its seed and result-neutral fields, or None."""
+  path = pathlib.Path(directory) / "config.json"
+  if not path.exists():
+    return None
+  flat = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        walk(value, f"{prefix}{key}.")
+      else:
+        flat[prefix + key] = json.dumps(value, sort_keys=True)
+
+  walk(json.loads(path.read_text()), "")
+  return {k: v for k, v in flat.items() if k != "seed" and not k.startswith(workdir_lib.IGNORED_PREFIXES)}
+
+
+def _name_settings(settings: list[dict]) -> list[str]:
+  """Short names for distinct settings: the fields where they differ."""
+  if len(settings) == 1:
+    s = settings[0]
+    return [json.loads(s.get("acquisition.name", '"run"'))]
+  keys = sorted({k for s in settings for k in s if len({t.get(k) for t in settings}) > 1})
+  short = lambda v: str(json.loads(v)) if v is not None else "-"
+  return [", ".join(f"{k.rsplit('.', 1)[-1]}={short(s.get(k))}" for k in keys[:3]) + ("..." if len(keys) > 3 else "")
+          for s in settings]
+
+
 def group_runs(specs: list[str]) -> dict[str, list[list[dict]]]:
-  """`["label=dir", "dir", ...]` -> `{label: [history per seed]}` in argument order."""
-  groups = collections.OrderedDict()
+  """`["label=dir", "dir", ...]` -> `{label: [history per seed]}` in argument order.
+
+  Directories given without a label are grouped by their `config.json` minus `seed` (and
+  minus `output.*`, `parallel.*`): runs that differ only in their seed are one setting, named
+  by the config fields where settings differ. Without a `config.json` a run is its own group.
+  """
+  entries = []  # (label or None, setting key or dir, directory)
   for spec in specs:
     label, _, directory = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    label = label or pathlib.Path(directory).name
-    history = workdir_lib.read_rounds(directory)
-    if not history:
+    if not workdir_lib.read_rounds(directory):
       raise SystemExit(f"{directory}: no rounds.jsonl")
-    groups.setdefault(label, []).append(history)
+    entries.append((label or None, directory))
+  unlabeled = {}
+  for label, directory in entries:
+    if label is None:
+      setting = _setting(directory)
+      key = json.dumps(setting, sort_keys=True) if setting is not None else f"dir:{directory}"
+      unlabeled.setdefault(key, (setting, []))[1].append(directory)
+  names = {}
+  with_config = [(k, s) for k, (s, _) in unlabeled.items() if s is not None]
+  for (key, _), name in zip(with_config, _name_settings([s for _, s in with_config])):
+    names[key] = name
+  for key, (setting, dirs) in unlabeled.items():
+    if setting is None:
+      names[key] = pathlib.Path(key[4:]).name
+    if list(names.values()).count(names[key]) > 1:  # never merge two settings under one name
+      names[key] += f" ({pathlib.Path(dirs[0]).name})"
+  label_of_dir = {d: names[k] for k, (_, dirs) in unlabeled.items() for d in dirs}
+  groups = collections.OrderedDict()
+  for label, directory in entries:
+    label = label or label_of_dir[directory]
+    groups.setdefault(label, []).append(workdir_lib.read_rounds(directory))
   return groups
 
 
@@ -133,21 +188,41 @@ def summary_table(groups, passive: str | None = None) -> str:
   return "\n".join(rows)
 
 
+def render(runs: list[str], out, *, passive: str | None = None, title: str = "") -> dict[str, pathlib.Path]:
+  """Writes the standard figures of `runs` (`LABEL=DIR` or `DIR`) to the folder `out`.
+
+  Args:
+    runs: run directories, optionally `LABEL=DIR`; see `group_runs` for how they are grouped.
+    out: the folder for the figures (created).
+    passive: the label of the passive runs for the AUC-GAIN column of the table.
+    title: the learning-curve title.
+
+  Returns:
+    `{"curves": path, "trajectory": path, "times": path, "table": path}` (the table is markdown).
+  """
+  groups = group_runs(runs)
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  paths = {name: out / f"{name}.png" for name in ("curves", "trajectory", "times")}
+  plot_curves(groups, paths["curves"], title)
+  plot_trajectory(groups, paths["trajectory"])
+  plot_times(groups, paths["times"])
+  paths["table"] = out / "summary.md"
+  workdir_lib.atomic_write_text(paths["table"], summary_table(groups, passive) + "\n")
+  return paths
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description="Figures and tables from jaxal run directories.")
-  parser.add_argument("runs", nargs="+", help="LABEL=DIR or DIR; equal labels are seeds")
-  parser.add_argument("--out", required=True, help="folder for the PNG figures")
+  parser = argparse.ArgumentParser(prog="jaxal report", description="Figures and tables from jaxal run directories.")
+  parser.add_argument("runs", nargs="+", help="LABEL=DIR or DIR; runs with one label (or, unlabeled, one config "
+                      "but for the seed) are seeds of one setting")
+  parser.add_argument("--out", required=True, help="folder for the PNG figures and summary.md")
   parser.add_argument("--passive", default=None, help="label of the passive (random) runs for AUC-GAIN")
   parser.add_argument("--title", default="")
   args = parser.parse_args(argv)
-  groups = group_runs(args.runs)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  plot_curves(groups, out / "curves.png", args.title)
-  plot_trajectory(groups, out / "trajectory.png")
-  plot_times(groups, out / "times.png")
-  print(summary_table(groups, args.passive))
-  print(f"\nfigures in {out}: curves.png, trajectory.png, times.png")
+  paths = render(args.runs, args.out, passive=args.passive, title=args.title)
+  print(paths["table"].read_text(), end="")
+  print(f"\nfigures in {args.out}: curves.png, trajectory.png, times.png, summary.md")
 
 
 if __name__ == "__main__":

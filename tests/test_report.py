@@ -55,3 +55,23 @@ def test_tensorboard_missing_writer_is_a_config_error(monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorboardX", None)
   with pytest.raises(config_lib.ConfigError, match=r"pip install 'jaxal\[tensorboard\]'"):
     tensorboard.log_round("/nonexistent", {"round": 0, "num_labeled": 1})
+
+
+def _config(path, acquisition, seed):
+  import json  # pylint: disable=g-import-not-at-top
+  (path / "config.json").write_text(json.dumps({"seed": seed, "acquisition": {"name": acquisition},
+                                                "output": {"verbose": seed == 0}, "al": {"num_rounds": 3}}))
+
+
+def test_unlabeled_runs_group_by_config_minus_seed(tmp_path):
+  dirs = []
+  for acquisition, accs in (("bald", [[0.5, 0.7], [0.7, 0.9]]), ("random", [[0.4, 0.6], [0.6, 0.6]])):
+    for seed, a in enumerate(accs):
+      dirs.append(_run(tmp_path / f"{acquisition}{seed}", a))
+      _config(tmp_path / f"{acquisition}{seed}", acquisition, seed)
+  dirs.append(_run(tmp_path / "noconfig", [0.1, 0.2]))
+  groups = report.group_runs(dirs + [f"mine={dirs[0]}"])
+  assert {k: len(v) for k, v in groups.items()} == {"name=bald": 2, "name=random": 2, "noconfig": 1, "mine": 1}
+  np.testing.assert_allclose(report.mean_curve(groups["name=bald"])[1], [0.6, 0.8])
+  paths = report.render(dirs, tmp_path / "figs", passive="name=random")
+  assert "| name=bald | 2 | 200 | 0.8000 ± 0.1000 |" in paths["table"].read_text()

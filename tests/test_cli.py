@@ -1,0 +1,52 @@
+"""The `jaxal` command: export-labels and report, in process and as `python -m jaxal.cli`."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxal import checkpoint
+from jaxal import cli
+from jaxal import loop
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  loop.run(tiny_config(**{"al.num_rounds": 2}), workdir)
+  return workdir
+
+
+def test_export_labels_as_a_module(run_dir, tmp_path):
+  out = tmp_path / "labels.csv"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run([sys.executable, "-m", "jaxal.cli", "export-labels", str(run_dir), "--out", str(out)],
+                        capture_output=True, text=True, env=env, check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == str(out)
+  with open(out, newline="") as f:
+    rows = list(csv.DictReader(f))
+  ckpts = checkpoint.RunCheckpoints(run_dir)
+  pool = ckpts.restore()[0]
+  ckpts.close()
+  assert [int(r["index"]) for r in rows] == pool.labeled_indices.tolist()
+  assert [int(r["label"]) for r in rows] == pool.labels[pool.labeled_indices].tolist()
+  data = loop.load_data(tiny_config())
+  assert all(data.dataset.class_names[int(r["label"])] == r["label_name"] for r in rows)
+  assert all(data.pool.ids[int(r["index"])] == r["id"] for r in rows)
+
+
+def test_export_labels_refuses_a_non_run_directory(tmp_path):
+  with pytest.raises(SystemExit, match="no config.json"):
+    cli.main(["export-labels", str(tmp_path)])
+
+
+def test_report_subcommand(run_dir, tmp_path, capsys):
+  cli.main(["report", str(run_dir), "--out", str(tmp_path / "figs")])
+  acquisition = tiny_config().acquisition.name
+  assert f"| {acquisition} | 1 | 40 |" in capsys.readouterr().out
+  for name in ("curves.png", "trajectory.png", "times.png"):
+    assert (tmp_path / "figs" / name).stat().st_size > 5000
