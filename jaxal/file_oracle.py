@@ -3,8 +3,9 @@
 When a round's queries have no answers yet, `reveal` writes `WORKDIR/queries/round_NNN.csv`
 (columns `index`, `id`, `predicted`, `confidence`, `label`; `label` empty) and, for images, a
 contact sheet `queries/round_NNN.png`, then raises `LabelsPending`. The person fills in the
-`label` column (class names), or drops `WORKDIR/labels/round_NNN.csv` with `id,label` (or
-`index,label`) rows, and reruns the same command.
+`label` column, or drops `WORKDIR/labels/round_NNN.csv` with `id,label` (or `index,label`)
+rows, and reruns the same command. Labels are class names exactly as listed; integer class
+indices are not accepted, since folder names such as `0`..`9` would make them ambiguous.
 
 Answers are checked before anything is applied; every problem is reported with its file and
 line: unknown ids or indices, ids that do not match their index, rows for points that were
@@ -115,10 +116,14 @@ class FileOracle:
               problems.append(f"{where}: unknown id {row['id']!r}")
               continue
           if idx not in queried_set:
-            problems.append(f"{where}: index {idx} was not queried this round")
+            problems.append(f"{where}: index {idx} was not queried in this round; only this round's queries "
+                            "are read (labels given in earlier rounds are never changed)")
             continue
           if label not in class_index:
-            problems.append(f"{where}: label {label!r} is not a class ({self._class_list()})")
+            hint = ""
+            if label.isdigit() and int(label) < len(self.class_names):
+              hint = f"; labels are class names, not indices (class {int(label)} is {self.class_names[int(label)]!r})"
+            problems.append(f"{where}: label {label!r} is not a class ({self._class_list()}){hint}")
             continue
           if idx in answers:
             problems.append(f"{where}: index {idx} is labeled again (first at line {seen_at[idx]})")

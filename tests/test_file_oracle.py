@@ -134,3 +134,11 @@ def test_queries_file_is_never_overwritten(tmp_path):
   with pytest.raises(oracle.LabelsPending):
     o.reveal(np.array([1, 2]), round=0)
   assert "# my notes" in o.query_path(0).read_text()
+
+
+def test_integer_labels_are_rejected_with_a_hint(tmp_path):
+  o = _oracle(tmp_path)
+  o.label_path(0).parent.mkdir(parents=True)
+  o.label_path(0).write_text("id,label\nimg3,1\nimg4,two\n")
+  with pytest.raises(file_oracle.LabelFileError, match=r"round_000.csv:2: .*not indices \(class 1 is 'one'\)"):
+    o.reveal(np.array([3, 4]), round=0)
