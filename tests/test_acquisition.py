@@ -1,6 +1,9 @@
-"""Acquisition scores and selectors against brute-force float64 numpy references."""
+"""Softmax uncertainty scores and the acquisition registry, against float64 loops.
 
-import itertools
+MC-dropout scores: test_mc_dropout.py; k-center: test_kcenter.py; BADGE: test_badge.py.
+"""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +11,6 @@ import numpy as np
 import pytest
 
 from jaxal import acquisition
-from jaxal import models
-from jaxal.acquisition import badge_seeding as badge_lib
-from jaxal.acquisition.scoring import Predictor
 
 
 def softmax64(z):
@@ -85,223 +85,58 @@ def test_top_k_ties_go_to_lower_index():
   np.testing.assert_array_equal(acquisition.top_k_selectable(scores, mask, 3), [3, 2, 4])
 
 
-# ----------------------------------------------------------------------------- MC-dropout scores
+def test_least_confidence_from_logits_keeps_confident_rows_ordered():
+  z = np.zeros((4, 3), np.float32)
+  z[:, 0] = [18.0, 20.0, 19.0, 25.0]  # max p within 1e-7 of 1: float32 `1 - max p` is 0 for all
+  p = jax.nn.softmax(jnp.asarray(z))
+  assert (np.asarray(acquisition.least_confidence(p)) == 0).all()
+  got = np.asarray(acquisition.least_confidence_from_logits(jnp.asarray(z)), np.float64)
+  ref = np.array([2 * np.exp(-v) / (1 + 2 * np.exp(-v)) for v in z[:, 0].astype(np.float64)])
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+  np.testing.assert_array_equal(np.argsort(-got), [0, 2, 1, 3])
+  zr = np.random.default_rng(1).normal(size=(50, 6)) * 2
+  np.testing.assert_allclose(acquisition.least_confidence_from_logits(jnp.asarray(zr)),
+                             [1 - softmax64(row).max() for row in zr], atol=1e-6)
 
 
-def ref_mc(mc, pred_class):
-  t, n, _ = mc.shape
-  out = {k: [] for k in ("bald", "pe", "vr", "vrm", "var")}
-  for i in range(n):
-    mean = mc[:, i].mean(0)
-    h_mean = -sum(v * np.log(v) for v in mean if v > 0)
-    e_h = np.mean([-sum(v * np.log(v) for v in mc[s, i] if v > 0) for s in range(t)])
-    out["bald"].append(max(h_mean - e_h, 0.0))
-    out["pe"].append(h_mean)
-    out["vr"].append(1 - mean.max())
-    votes = np.bincount([int(np.argmax(mc[s, i])) for s in range(t)], minlength=mc.shape[2])
-    out["vrm"].append(1 - votes.max() / t)
-    col = [mc[s, i, pred_class[i]] for s in range(t)]
-    out["var"].append(np.mean((np.array(col) - np.mean(col)) ** 2))
-  return {k: np.array(v) for k, v in out.items()}
+# ----------------------------------------------------------------------------- registry
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_mc_scores_match_loops_and_bounds(seed):
-  rng = np.random.default_rng(seed)
-  t, n, c = 8, 40, 5
-  mc = softmax64(rng.normal(size=(t, n, c)) * 2)
-  pred = rng.integers(0, c, n)
-  ref = ref_mc(mc, pred)
-  mcf = jnp.asarray(mc, jnp.float32)
-  np.testing.assert_allclose(acquisition.bald(mcf), ref["bald"], atol=2e-5)
-  np.testing.assert_allclose(acquisition.predictive_entropy(mcf), ref["pe"], atol=2e-5)
-  np.testing.assert_allclose(acquisition.variation_ratio(mcf), ref["vr"], atol=1e-6)
-  np.testing.assert_allclose(acquisition.variation_ratio_mode(mcf), ref["vrm"], atol=1e-6)
-  np.testing.assert_allclose(acquisition.mc_pred_class_variance(mcf, jnp.asarray(pred)), ref["var"], atol=1e-6)
-  i = np.asarray(acquisition.bald(mcf))
-  h = np.asarray(acquisition.predictive_entropy(mcf))
-  assert (i >= 0).all() and (i <= h + 1e-6).all() and (h <= np.log(c) + 1e-6).all()
+@dataclasses.dataclass
+class FakePredictor:
+  """Fixed logits and embeddings, standing in for a model over the pool."""
+
+  logits: np.ndarray
+  embeddings: np.ndarray
+
+  def outputs(self):
+    return self.logits, self.embeddings
+
+  def probs(self):
+    return np.asarray(softmax64(self.logits), np.float32)
 
 
-def test_single_pass_has_zero_bald():
-  mc = jnp.asarray(random_probs(10, 4, 0))[None]
-  np.testing.assert_allclose(acquisition.bald(mc), 0.0, atol=1e-6)
-  np.testing.assert_allclose(acquisition.variation_ratio_mode(mc), 0.0)
-  np.testing.assert_allclose(acquisition.predictive_entropy(mc), acquisition.entropy(mc[0]), atol=1e-6)
-
-
-# ----------------------------------------------------------------------------- MC-dropout predictor
-
-
-@pytest.fixture(scope="module")
-def small_predictor_parts():
-  model = models.create("resnet_grid", 4, blocks=1, stacks=1, width=4, dropout=0.5)
-  x = np.random.default_rng(0).normal(size=(23, 6, 6, 1)).astype(np.float32)
-  variables = models.init_variables(model, jax.random.key(0), (1, 6, 6, 1))
-  return model, variables, jnp.asarray(x)
-
-
-def _predictor(parts, chunk):
-  model, variables, x = parts
-  return Predictor(model, variables, x, _identity, chunk_size=chunk)
-
-
-def _identity(x):
-  return x
-
-
-def test_mc_statistics_match_an_explicit_loop(small_predictor_parts):
-  model, variables, x = small_predictor_parts
-  key, t = jax.random.key(3), 6
-  stats = _predictor(small_predictor_parts, 8).mc_statistics(t, key, head_only=False)
-  det = np.asarray(model.apply(variables, x)[0]).argmax(-1)
-  mc = np.zeros((t, x.shape[0], 4))
-  for i in range(x.shape[0]):
-    for s in range(t):
-      k = jax.random.fold_in(jax.random.fold_in(key, i), s)
-      logits, _ = model.apply(variables, x[i:i + 1], mc_dropout=True, rngs={"dropout": k})
-      mc[s, i] = softmax64(np.asarray(logits[0], np.float64))
-  ref = ref_mc(mc, det)
-  np.testing.assert_allclose(stats["mean_probs"], mc.mean(0), atol=1e-5)
-  np.testing.assert_allclose(np.asarray(acquisition.bald_from_stats(stats["mean_probs"], stats["mean_entropy"])),
-                             ref["bald"], atol=1e-4)
-  np.testing.assert_allclose(stats["pred_class_variance"], ref["var"], atol=1e-5)
-  np.testing.assert_array_equal(stats["pred_class"], det)
-  assert not np.allclose(mc[0], mc[1])  # dropout really was active
-
-
-def test_head_only_path_equals_full_path_and_chunking_does_not_matter(small_predictor_parts):
-  key = jax.random.key(7)
-  full = _predictor(small_predictor_parts, 8).mc_statistics(10, key, head_only=False)
-  head = _predictor(small_predictor_parts, 8).mc_statistics(10, key, head_only=True)
-  other_chunks = _predictor(small_predictor_parts, 5).mc_statistics(10, key, head_only=True, group=5)
-  for name in ("mean_probs", "mean_entropy", "votes", "pred_class_variance"):
-    np.testing.assert_allclose(head[name], full[name], atol=1e-5)
-    np.testing.assert_allclose(other_chunks[name], head[name], atol=1e-5)
-
-
-# ----------------------------------------------------------------------------- k-center
-
-
-def naive_kcenter(x, labeled, budget):
-  """Recomputes every candidate's distance to all centers at every step (float64)."""
-  x = np.asarray(x, np.float64)
-  centers = list(np.flatnonzero(labeled))
-  picks = []
-  for _ in range(budget):
-    best, best_d = -1, -1.0
-    for i in range(len(x)):
-      if i in centers:
-        continue
-      if centers:
-        d = min(np.sum((x[i] - x[c]) ** 2) for c in centers)
-      else:
-        d = np.sum((x[i] - x.mean(0)) ** 2)
-      if d > best_d:
-        best, best_d = i, d
-    picks.append(best)
-    centers.append(best)
-  return np.array(picks)
-
-
-@pytest.mark.parametrize("seed,num_labeled", [(0, 5), (1, 1), (2, 0), (3, 12)])
-def test_kcenter_matches_naive_greedy_with_ties(seed, num_labeled):
-  rng = np.random.default_rng(seed)
-  x = rng.integers(-3, 4, size=(60, 3)).astype(np.float32)  # small integers: many exact ties
-  x[10] = x[11] = x[12]  # duplicate rows
-  labeled = np.zeros(60, bool)
-  labeled[rng.choice(60, num_labeled, replace=False)] = True
-  got = acquisition.kcenter_greedy(x, labeled, 15, block=4)
-  np.testing.assert_array_equal(got, naive_kcenter(x, labeled, 15))
-  assert len(set(got.tolist())) == 15 and not labeled[got].any()
-
-
-def test_kcenter_radius_decreases_and_is_a_two_approximation():
-  rng = np.random.default_rng(5)
-  x = rng.normal(size=(11, 2))
-  labeled = np.zeros(11, bool)
-  labeled[0] = True
-  picks = acquisition.kcenter_greedy(x, labeled, 3)
-  radii = []
-  centers = [0]
-  for p in picks:
-    centers.append(int(p))
-    d = np.sqrt(((x[:, None] - x[None, centers]) ** 2).sum(-1)).min(1)
-    radii.append(d.max())
-  assert all(b <= a + 1e-9 for a, b in zip(radii, radii[1:]))
-  best = min(np.sqrt(((x[:, None] - x[None, [0, *c]]) ** 2).sum(-1)).min(1).max()
-             for c in itertools.combinations(range(1, 11), 3))
-  assert radii[-1] <= 2 * best + 1e-9
-
-
-def test_kcenter_is_permutation_equivariant_and_bf16_close():
-  rng = np.random.default_rng(6)
-  x = rng.normal(size=(200, 16)).astype(np.float32)
-  labeled = np.zeros(200, bool)
-  labeled[:10] = True
-  picks = acquisition.kcenter_greedy(x, labeled, 20)
-  perm = rng.permutation(200)
-  picks_perm = acquisition.kcenter_greedy(x[perm], labeled[perm], 20)
-  np.testing.assert_array_equal(perm[picks_perm], picks)
-  bf16 = acquisition.kcenter_greedy(x, labeled, 20, storage_dtype=jnp.bfloat16)
-  assert len(set(bf16.tolist()) & set(picks.tolist())) >= 15
-
-
-# ----------------------------------------------------------------------------- BADGE
-
-
-def test_factorized_distances_equal_outer_products():
+def test_registry_names_and_options():
+  assert set(acquisition.ACQUISITIONS) == {"random", "least_confidence", "margin", "entropy", "bald", "mc_variance",
+                                           "coreset", "badge"}
   rng = np.random.default_rng(0)
-  p = random_probs(30, 4, 1)
-  h = rng.normal(size=(30, 6))
-  a = p - np.eye(4)[p.argmax(1)]
-  g = np.einsum("nc,nd->ncd", a, h).reshape(30, -1)
-  na, nh = (a * a).sum(1), (h * h).sum(1)
-  for j in (0, 7, 29):
-    got = np.asarray(badge_lib.factorized_sq_dist(jnp.asarray(a), jnp.asarray(h), jnp.asarray(na), jnp.asarray(nh), j))
-    np.testing.assert_allclose(got, ((g - g[j]) ** 2).sum(1), rtol=1e-4, atol=1e-5)
-
-
-def numpy_badge(p, h, labeled, budget, key):
-  """k-means++ on the materialized gradient matrix, with the same Gumbel draws as jaxal."""
-  a = p - np.eye(p.shape[1])[p.argmax(1)]
-  g = np.einsum("nc,nd->ncd", a, h).reshape(len(p), -1).astype(np.float64)
-  cand = ~labeled
-  first = int(np.argmax(np.where(cand, (g ** 2).sum(1), -np.inf)))
-  picks, chosen = [first], {first}
-  d2 = ((g - g[first]) ** 2).sum(1)
-  keys = jax.random.split(key, budget)
-  for i in range(1, budget):
-    open_ = cand & ~np.isin(np.arange(len(p)), list(chosen))
-    logits = np.where(open_ & (d2 > 1e-12), np.log(np.maximum(d2, 1e-300)), -np.inf)
-    if np.isneginf(logits).all():
-      logits = np.where(open_, 0.0, -np.inf)
-    noise = np.asarray(jax.random.gumbel(keys[i], (len(p),)), np.float64)
-    j = int(np.argmax(logits + noise))
-    picks.append(j)
-    chosen.add(j)
-    d2 = np.minimum(d2, ((g - g[j]) ** 2).sum(1))
-  return np.array(picks)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_badge_matches_numpy_kmeanspp(seed):
-  rng = np.random.default_rng(seed)
-  p = random_probs(80, 5, seed).astype(np.float32)
-  h = rng.normal(size=(80, 7)).astype(np.float32)
-  labeled = np.zeros(80, bool)
-  labeled[rng.choice(80, 10, replace=False)] = True
-  key = jax.random.key(seed)
-  got = acquisition.badge(p, h, labeled, 12, key)
-  np.testing.assert_array_equal(got, numpy_badge(p.astype(np.float64), h.astype(np.float64), labeled, 12, key))
-  a = p - np.eye(5)[p.argmax(1)]
-  norms = np.where(labeled, -1, (a ** 2).sum(1) * (h ** 2).sum(1))
-  assert got[0] == np.argmax(norms)
-  assert len(set(got.tolist())) == 12 and not labeled[got].any()
-
-
-def test_badge_falls_back_to_uniform_when_all_gradients_vanish():
-  p = np.eye(3, dtype=np.float32)[np.arange(20) % 3]  # confident one-hot predictions: a = 0
-  h = np.ones((20, 4), np.float32)
-  got = acquisition.badge(p, h, np.zeros(20, bool), 6, jax.random.key(0))
-  assert len(set(got.tolist())) == 6
+  n = 40
+  pred = FakePredictor(rng.normal(size=(n, 4)).astype(np.float32) * 3, rng.normal(size=(n, 5)).astype(np.float32))
+  labeled = np.zeros(n, bool)
+  labeled[:6] = True
+  selectable = ~labeled
+  selectable[6] = False  # held out: neither labeled nor selectable
+  key = jax.random.key(0)
+  for name in ("random", "least_confidence", "margin", "entropy", "coreset", "badge"):
+    picks = acquisition.acquire(name, acquisition.PoolView(labeled, selectable, pred), 5, key)
+    assert len(set(picks.tolist())) == 5 and selectable[picks].all()
+  probs = pred.probs()
+  lc = acquisition.acquire("least_confidence", acquisition.PoolView(labeled, selectable, pred), 5, key)
+  np.testing.assert_array_equal(lc, acquisition.top_k_selectable(1 - probs.max(1), selectable, 5))
+  plain = acquisition.acquire("coreset", acquisition.PoolView(labeled, selectable, pred, {"kcenter_prune": False}), 8,
+                              key)
+  pruned = acquisition.acquire("coreset", acquisition.PoolView(labeled, selectable, pred, {"kcenter_prune": True}), 8,
+                               key)
+  np.testing.assert_array_equal(plain, pruned)
+  with pytest.raises(ValueError, match="unknown acquisition"):
+    acquisition.acquire("nope", acquisition.PoolView(labeled, selectable, pred), 5, key)

@@ -11,8 +11,15 @@ Every acquisition the loop can use is registered by name in `ACQUISITIONS` as
 `fn(view, budget, key) -> indices` and called through `acquire(name, view, budget, key)`.
 Options (`config.acquisition.options`, passed as `view.options`):
 * `mc_samples` (T, default 100) for `bald` and `mc_variance`;
-* `mc_head_only` (default: automatic) to force the full-model or head-only MC path;
-* `kcenter_dtype` (`float32` or `bfloat16`) for `coreset`.
+* `mc_head_only` (default: automatic, i.e. head-only when the backbone has no dropout) to
+  force the full-model (`False`) or head-only (`True`) MC path;
+* `kcenter_dtype` (`"float32"`, default, or `"bfloat16"`: half the bytes read per pick,
+  picks may differ slightly) for `coreset`;
+* `kcenter_prune` (default `True`) for `coreset`: triangle-inequality tile skipping, same
+  picks as the plain kernel (ignored on a multi-device mesh).
+
+`least_confidence` in the registry scores from logits (`least_confidence_from_logits`),
+which keeps confident rows ordered in float32; the others score from probabilities.
 """
 
 import jax
@@ -26,16 +33,23 @@ from jaxal.acquisition.mc_dropout import (bald, bald_from_stats, mc_pred_class_v
                                           variation_ratio, variation_ratio_mode)
 from jaxal.acquisition.random import random_acquire
 from jaxal.acquisition.scoring import Predictor
-from jaxal.acquisition.uncertainty import entropy, least_confidence, margin
+from jaxal.acquisition.uncertainty import entropy, least_confidence, least_confidence_from_logits, margin
 
-__all__ = ["ACQUISITIONS", "PoolView", "Predictor", "acquire", "badge", "bald", "entropy", "kcenter_greedy",
-           "least_confidence", "margin", "mc_pred_class_variance", "predictive_entropy", "top_k_selectable",
-           "variation_ratio", "variation_ratio_mode"]
+__all__ = ["ACQUISITIONS", "PoolView", "Predictor", "acquire", "badge", "bald", "bald_from_stats", "entropy",
+           "kcenter_greedy", "least_confidence", "least_confidence_from_logits", "margin", "mc_pred_class_variance",
+           "predictive_entropy", "top_k_selectable", "variation_ratio", "variation_ratio_mode"]
 
 
 def _mc_stats(view: PoolView, key):
   head_only = view.options.get("mc_head_only", None)
   return view.predictor.mc_statistics(int(view.options.get("mc_samples", 100)), key, head_only=head_only)
+
+
+def least_confidence_acquire(view: PoolView, budget: int, key) -> np.ndarray:
+  """Top-`budget` by `1 - max p`, computed from logits."""
+  del key
+  logits, _ = view.predictor.outputs()
+  return top_k_selectable(least_confidence_from_logits(jnp.asarray(logits)), view.selectable_mask, budget)
 
 
 def bald_acquire(view: PoolView, budget: int, key) -> np.ndarray:
@@ -57,9 +71,10 @@ def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   _, embeddings = view.predictor.outputs()
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[view.options.get("kcenter_dtype", "float32")]
   centers = view.labeled_mask | ~view.selectable_mask  # held-out points are never picked
-  sharding = view.predictor.sharding
+  sharding = getattr(view.predictor, "sharding", None)
   return kcenter_greedy(embeddings, centers, budget, storage_dtype=dtype,
-                        mesh=None if sharding is None else sharding.mesh)
+                        mesh=None if sharding is None else sharding.mesh,
+                        prune=bool(view.options.get("kcenter_prune", True)))
 
 
 def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
@@ -70,7 +85,7 @@ def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
 
 ACQUISITIONS = {
     "random": random_acquire,
-    "least_confidence": score_based(least_confidence),
+    "least_confidence": least_confidence_acquire,
     "margin": score_based(margin),
     "entropy": score_based(entropy),
     "bald": bald_acquire,

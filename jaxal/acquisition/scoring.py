@@ -43,6 +43,8 @@ def _mc_chunk(model, preprocess, variables, inputs, indices, key, *, num_samples
   x = preprocess(jnp.take(inputs, indices, axis=0))
   det_logits, h = model.apply(variables, x, train=False)
   c_hat = jnp.argmax(det_logits, axis=-1)
+  # The variance accumulates shifted by the deterministic probability, against cancellation.
+  shift = jnp.take_along_axis(jax.nn.softmax(det_logits.astype(jnp.float32), axis=-1), c_hat[:, None], axis=-1)[:, 0]
   row_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)  # one key per pool row
 
   def one_pass(t):
@@ -58,7 +60,7 @@ def _mc_chunk(model, preprocess, variables, inputs, indices, key, *, num_samples
   def accumulate(carry, ts):
     logp = jax.vmap(one_pass)(ts)  # (group, B, C)
     p = jnp.exp(logp)
-    p_hat = jnp.take_along_axis(p, c_hat[None, :, None], axis=-1)[..., 0]
+    p_hat = jnp.take_along_axis(p, c_hat[None, :, None], axis=-1)[..., 0] - shift
     votes = jax.nn.one_hot(jnp.argmax(logp, -1), p.shape[-1]).sum(0)
     ent = -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1)
     sums = (p.sum(0), ent.sum(0), votes, p_hat.sum(0), (p_hat ** 2).sum(0))
