@@ -30,10 +30,12 @@ _REGISTRY: dict[str, str] = {
     "preact_resnet164": "jaxal.models.preact_resnet:preact_resnet164",
     "fasttext": "jaxal.models.fasttext:FastText",
     "text_cnn": "jaxal.models.text_cnn:TextCNN",
+    "vdcnn9": "jaxal.models.vdcnn:vdcnn9",
+    "vdcnn29": "jaxal.models.vdcnn:vdcnn29",
 }
 
 # Text models whose embedding table is sized from the dataset's vocabulary.
-TAKES_VOCAB = frozenset({"fasttext", "text_cnn"})
+TAKES_VOCAB = frozenset({"fasttext", "text_cnn", "vdcnn9", "vdcnn29"})
 
 
 def available() -> list[str]:
