@@ -72,8 +72,11 @@ def _name_settings(settings: list[dict]) -> list[str]:
     s = settings[0]
     return [json.loads(s.get("acquisition.name", '"run"'))]
   keys = sorted({k for s in settings for k in s if len({t.get(k) for t in settings}) > 1})
-  short = lambda v: str(json.loads(v)) if v is not None else "-"
-  return [", ".join(f"{k.rsplit('.', 1)[-1]}={short(s.get(k))}" for k in keys[:3]) + ("..." if len(keys) > 3 else "")
+  value = lambda s, k: str(json.loads(s[k])) if k in s else "-"
+  if len(keys) == 1:
+    return [value(s, keys[0]) for s in settings]
+  short = lambda k: k.removesuffix(".name").rsplit(".", 1)[-1]  # acquisition.name -> acquisition
+  return [", ".join(f"{short(k)}={value(s, k)}" for k in keys[:3]) + (", ..." if len(keys) > 3 else "")
           for s in settings]
 
 
@@ -139,37 +142,51 @@ def plot_curves(groups, path, title: str = "") -> None:
 
 def plot_trajectory(groups, path) -> None:
   """Parameters and depth of each round's architecture against labels (active-iNAS Fig. 7)."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   fig, (ax_p, ax_d) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=110)
-  for label, histories in groups.items():
+  styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]
+  for k, (label, histories) in enumerate(groups.items()):
     h = histories[0]
     x = [r["num_labeled"] for r in h]
-    ax_p.plot(x, [r["num_params"] for r in h], marker="o", ms=3, label=label)
-    ax_d.plot(x, [r["depth"] for r in h], marker="o", ms=3, label=label)
+    marker, line = styles[k % len(styles)]
+    ax_p.plot(x, [r["num_params"] for r in h], marker=marker, ls=line, ms=4, label=label)
+    ax_d.plot(x, [r["depth"] for r in h], marker=marker, ls=line, ms=4, label=label)
   ax_p.set_yscale("log")
   ax_p.set_ylabel("parameters")
   ax_d.set_ylabel("depth")
+  ax_d.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   for ax in (ax_p, ax_d):
     ax.set_xlabel("number of labels")
     ax.grid(alpha=0.3)
   ax_d.legend(fontsize=8)
+  fig.suptitle("architecture per round (first seed)", fontsize=10)
   _save(fig, path)
 
 
 def plot_times(groups, path) -> None:
-  """Seconds per round (first seed of each group), stacked: search, train, score + select."""
+  """Seconds per round (mean over seeds), stacked: search, train, score + select.
+
+  Round 0 also compiles; when it dwarfs the other rounds its bar is cut and labelled.
+  """
+  parts = (("search_seconds", "search"), ("train_seconds", "train"), ("selection_seconds", "score+select"))
   fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), dpi=110, squeeze=False)
   for ax, (label, histories) in zip(axes[0], groups.items()):
-    h = histories[0]
-    rounds = np.arange(len(h))
-    bottom = np.zeros(len(h))
-    for key, name in (("search_seconds", "search"), ("train_seconds", "train"), ("selection_seconds", "score+select")):
-      v = np.array([r.get(key, 0.0) for r in h])
+    n = min(len(h) for h in histories)
+    rounds = np.arange(n)
+    bottom = np.zeros(n)
+    for key, name in parts:
+      v = np.mean([[r.get(key, 0.0) for r in h[:n]] for h in histories], axis=0)
       ax.bar(rounds, v, bottom=bottom, label=name)
       bottom += v
-    ax.set_title(label, fontsize=9)
+    if n > 1 and bottom[0] > 3 * bottom[1:].max():
+      top = 1.4 * bottom[1:].max()
+      ax.set_ylim(0, top)
+      ax.annotate(f"{bottom[0]:.1f} s\n(compiles)", (0, top), xytext=(0, -4), textcoords="offset points",
+                  ha="center", va="top", fontsize=7)
+    ax.set_title(f"{label} (mean of {len(histories)})", fontsize=9)
     ax.set_xlabel("round")
     ax.set_ylabel("seconds")
-  axes[0][0].legend(fontsize=8)
+  axes[0][0].legend(fontsize=8, loc="upper right")
   _save(fig, path)
 
 

@@ -71,7 +71,9 @@ def test_unlabeled_runs_group_by_config_minus_seed(tmp_path):
       _config(tmp_path / f"{acquisition}{seed}", acquisition, seed)
   dirs.append(_run(tmp_path / "noconfig", [0.1, 0.2]))
   groups = report.group_runs(dirs + [f"mine={dirs[0]}"])
-  assert {k: len(v) for k, v in groups.items()} == {"name=bald": 2, "name=random": 2, "noconfig": 1, "mine": 1}
-  np.testing.assert_allclose(report.mean_curve(groups["name=bald"])[1], [0.6, 0.8])
-  paths = report.render(dirs, tmp_path / "figs", passive="name=random")
-  assert "| name=bald | 2 | 200 | 0.8000 ± 0.1000 |" in paths["table"].read_text()
+  assert report._name_settings([{"a.name": '"x"', "b.width": "4"}, {"a.name": '"y"', "b.width": "8"}]) == [
+      "a=x, width=4", "a=y, width=8"]
+  assert {k: len(v) for k, v in groups.items()} == {"bald": 2, "random": 2, "noconfig": 1, "mine": 1}
+  np.testing.assert_allclose(report.mean_curve(groups["bald"])[1], [0.6, 0.8])
+  paths = report.render(dirs, tmp_path / "figs", passive="random")
+  assert "| bald | 2 | 200 | 0.8000 ± 0.1000 |" in paths["table"].read_text()
