@@ -3,15 +3,29 @@
     python benchmarks/selection.py --json bench_out/selection.json        # the issue's sizes
     python benchmarks/selection.py --quick                                # a smoke run
 
-Prints a table and writes JSON records (`kernel`, `implementation`, `size`, `seconds`
-(median of `--repeats`), `peak_rss_mb` of the process after the kernel).
+Prints a table and writes JSON records: `kernel`, `implementation`, `size`, `seconds`
+(median of `--repeats` timed calls after one untimed warm-up call, which compiles), and
+`peak_mb`, the largest resident-memory growth seen during a timed call (a sampling thread
+reads /proc/self/statm every 2 ms; this covers numpy and XLA:CPU buffers alike). Sections:
+
+* `kcenter`: n=50k, d=512, 1k labeled, budget 1k, on Gaussian and on clustered embeddings
+  (100 tight clusters): numpy (one GEMV per pick), jaxal plain, pruned, bf16 storage.
+* `kcenter_mnist`: the same on penultimate features of a small CNN trained briefly on the
+  MNIST test set (`../shared/data/mnist_test`; skipped when absent).
+* `kcenter_1m`: n=1M, d=128, budget 1k.
+* `bald`: T=100 MC-dropout on 10k 28x28 images with `small_cnn`: the full path on a model
+  with dropout after every block (T whole forward passes, as BaaL runs them) against the
+  head-only path on the same network with dropout only before the classifier.
+* `badge`: n=10k, C=10, d=512, budget 1k: factorized numpy against jaxal.
 """
 
 import argparse
+import gzip
 import json
 import os
 import resource
 import sys
+import threading
 import time
 
 import numpy as np
@@ -20,35 +34,77 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
 from jaxal import acquisition, models  # noqa: E402
 from jaxal.acquisition.scoring import Predictor  # noqa: E402
 
+MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",
+                     "mnist_test")
 
-def peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def rss_mb() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def timed(fn, repeats):
-  fn()  # warm-up (compilation)
-  times = []
+class PeakMemory:
+  """Largest RSS growth over the value at entry, sampled every 2 ms."""
+
+  def __enter__(self):
+    self.base = self.peak = rss_mb()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+    return self
+
+  def _run(self):
+    while not self._stop.is_set():
+      self.peak = max(self.peak, rss_mb())
+      time.sleep(0.002)
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak = max(self.peak, rss_mb())
+
+  @property
+  def growth(self) -> float:
+    return self.peak - self.base
+
+
+def timed(fn, repeats, warmup=True):
+  """(median seconds, peak RSS growth MB, last output)."""
+  if warmup:
+    fn()
+  times, peaks = [], []
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    jax.block_until_ready(out) if isinstance(out, jax.Array) else None
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), out
+    with PeakMemory() as mem:
+      t0 = time.perf_counter()
+      out = jax.block_until_ready(fn())
+      times.append(time.perf_counter() - t0)
+    peaks.append(mem.growth)
+  return float(np.median(times)), float(max(peaks)), out
 
 
-def numpy_kcenter(x, labeled, budget, block=1024):
-  """Well-written numpy greedy k-center: block GEMM init, then one GEMV per pick, in place."""
+# ----------------------------------------------------------------------------- references
+
+
+def numpy_kcenter(x, labeled, budget, block=1024, rows=16384):
+  """Well-written numpy greedy k-center: blocked GEMM init (`rows` x `block` tiles, so
+  memory stays bounded), then one GEMV per pick with in-place updates."""
   xx = np.einsum("ij,ij->i", x, x)
   min_d2 = np.full(x.shape[0], np.inf, np.float32)
   idx = np.flatnonzero(labeled)
   for s in range(0, idx.size, block):
     c = x[idx[s:s + block]]
-    d2 = xx[:, None] + np.einsum("ij,ij->i", c, c)[None, :] - 2 * (x @ c.T)
-    np.minimum(min_d2, d2.min(1), out=min_d2)
+    cc = np.einsum("ij,ij->i", c, c)
+    for r in range(0, x.shape[0], rows):
+      d2 = x[r:r + rows] @ c.T
+      d2 *= -2
+      d2 += xx[r:r + rows, None]
+      d2 += cc[None, :]
+      np.minimum(min_d2[r:r + rows], d2.min(1), out=min_d2[r:r + rows])
   min_d2[labeled] = -np.inf
   picks = np.empty(budget, np.int64)
   for i in range(budget):
@@ -64,28 +120,72 @@ def numpy_kcenter(x, labeled, budget, block=1024):
 
 
 def numpy_badge(p, h, labeled, budget, seed=0):
-  """Factorized numpy BADGE (k-means++ with D^2 sampling)."""
+  """Factorized numpy BADGE: k-means++ D^2 sampling with two GEMVs per center."""
   rng = np.random.default_rng(seed)
   a = p - np.eye(p.shape[1], dtype=p.dtype)[p.argmax(1)]
   na, nh = (a * a).sum(1), (h * h).sum(1)
+  nanh = na * nh
   cand = ~labeled
-  first = int(np.argmax(np.where(cand, na * nh, -np.inf)))
-  d2 = np.maximum(na * nh + na[first] * nh[first] - 2 * (a @ a[first]) * (h @ h[first]), 0)
+  first = int(np.argmax(np.where(cand, nanh, -np.inf)))
+  d2 = np.maximum(nanh + nanh[first] - 2 * (a @ a[first]) * (h @ h[first]), 0)
   chosen = np.zeros(len(p), bool)
   chosen[first] = True
   picks = [first]
   for _ in range(budget - 1):
     w = np.where(cand & ~chosen, d2, 0)
-    j = int(rng.choice(len(p), p=w / w.sum()))
+    cdf = np.cumsum(w, dtype=np.float64)
+    j = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
     picks.append(j)
     chosen[j] = True
-    np.minimum(d2, np.maximum(na * nh + na[j] * nh[j] - 2 * (a @ a[j]) * (h @ h[j]), 0), out=d2)
+    np.minimum(d2, np.maximum(nanh + nanh[j] - 2 * (a @ a[j]) * (h @ h[j]), 0), out=d2)
   return np.array(picks)
 
 
+# ----------------------------------------------------------------------------- data
+
+
 def clustered(n, d, clusters, rng):
+  """A mixture of tight Gaussian clusters: centers N(0, 10^2), spread 0.1 per coordinate."""
   centers = rng.normal(size=(clusters, d)).astype(np.float32) * 10
-  return (centers[rng.integers(0, clusters, n)] + rng.normal(size=(n, d)).astype(np.float32) * 0.1)
+  return centers[rng.integers(0, clusters, n)] + rng.normal(size=(n, d)).astype(np.float32) * 0.1
+
+
+def mnist_features(epochs, rng):
+  """Penultimate `small_cnn` features of the MNIST test set after `epochs` of Adam on it."""
+  with gzip.open(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz")) as f:
+    images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
+  with gzip.open(os.path.join(MNIST, "t10k-labels-idx1-ubyte.gz")) as f:
+    labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int32)
+  x = images.astype(np.float32) / 255.0
+  model = models.create("small_cnn", 10)
+  variables = models.init_variables(model, jax.random.key(0), (1, 28, 28, 1))
+  tx = optax.adam(1e-3)
+  opt = tx.init(variables["params"])
+
+  @jax.jit
+  def step(variables, opt, xb, yb):
+    def loss_fn(params):
+      (logits, _), new = model.apply({**variables, "params": params}, xb, train=True, mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), new
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+    updates, opt = tx.update(grads, opt, variables["params"])
+    return {"params": optax.apply_updates(variables["params"], updates), **new}, opt, loss
+
+  for _ in range(epochs):
+    order = rng.permutation(len(x))
+    for s in range(0, len(x) - 127, 128):
+      b = order[s:s + 128]
+      variables, opt, loss = step(variables, opt, x[b], labels[b])
+  embed = jax.jit(lambda v, xb: model.apply(v, xb)[1])
+  feats = np.concatenate([np.asarray(embed(variables, x[s:s + 500])) for s in range(0, len(x), 500)])
+  return feats, float(loss)
+
+
+def identity(v):
+  return v
+
+
+# ----------------------------------------------------------------------------- main
 
 
 def main():
@@ -93,55 +193,90 @@ def main():
   parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--json", default="")
-  parser.add_argument("--skip", default="", help="comma list of: kcenter,kcenter_1m,bald,badge")
+  parser.add_argument("--skip", default="", help="comma list of: kcenter,kcenter_mnist,kcenter_1m,bald,badge")
   args = parser.parse_args()
   skip = set(filter(None, args.skip.split(",")))
   q = args.quick
   rng = np.random.default_rng(0)
   records = []
 
-  def add(kernel, impl, size, seconds, **extra):
+  def add(kernel, impl, size, seconds, peak_mb, **extra):
     records.append({"kernel": kernel, "implementation": impl, "size": size, "seconds": round(seconds, 4),
-                    "peak_rss_mb": round(peak_rss_mb(), 1), **extra})
-    print(f"{kernel:<22} {impl:<26} {size:<34} {seconds:>9.3f} s", flush=True)
+                    "peak_mb": round(peak_mb, 1), **extra})
+    notes = " ".join(f"{k}={v}" for k, v in extra.items())
+    print(f"{kernel:<14} {impl:<26} {size:<36} {seconds:>9.3f} s {peak_mb:>8.1f} MB  {notes}", flush=True)
 
-  print(f"{'kernel':<22} {'implementation':<26} {'size':<34} {'time':>11}")
+  print(f"{'kernel':<14} {'implementation':<26} {'size':<36} {'time':>11} {'peak':>11}  notes")
+
+  def kcenter_suite(kernel, x, labeled, b, size, repeats):
+    t_np, m_np, p_np = timed(lambda: numpy_kcenter(x, labeled, b), repeats)
+    add(kernel, "numpy (GEMV per pick)", size, t_np, m_np)
+    t_f, m_f, p_f = timed(lambda: acquisition.kcenter_greedy(x, labeled, b), repeats)
+    add(kernel, "jaxal f32", size, t_f, m_f, vs_numpy=round(t_f / t_np, 3),
+        same_picks_as_numpy=round(float(np.mean(p_np == p_f)), 3))
+    t_p, m_p, (p_p, st) = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, prune=True, with_stats=True),
+                                repeats)
+    add(kernel, "jaxal f32 pruned", size, t_p, m_p, vs_numpy=round(t_p / t_np, 3), vs_plain=round(t_p / t_f, 3),
+        identical_to_plain=bool((p_p == p_f).all()), rows_read=round(st["fraction_read"], 4))
+    bf = jnp.bfloat16
+    t_b, m_b, p_b = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, storage_dtype=bf), repeats)
+    add(kernel, "jaxal bf16", size, t_b, m_b, vs_numpy=round(t_b / t_np, 3),
+        picks_not_in_f32_set=round(float(np.mean(~np.isin(p_b, p_f))), 4),
+        picks_differing_in_order=round(float(np.mean(p_b != p_f)), 4))
+    t_bp, m_bp, (p_bp, st) = timed(
+        lambda: acquisition.kcenter_greedy(x, labeled, b, storage_dtype=bf, prune=True, with_stats=True), repeats)
+    add(kernel, "jaxal bf16 pruned", size, t_bp, m_bp, vs_numpy=round(t_bp / t_np, 3),
+        identical_to_bf16_plain=bool((p_bp == p_b).all()), rows_read=round(st["fraction_read"], 4))
+
   if "kcenter" not in skip:
     n, d, num_labeled, b = (5000, 64, 100, 100) if q else (50000, 512, 1000, 1000)
     for kind in ("gaussian", "clustered"):
       x = rng.normal(size=(n, d)).astype(np.float32) if kind == "gaussian" else clustered(n, d, 100, rng)
       labeled = np.zeros(n, bool)
       labeled[rng.choice(n, num_labeled, replace=False)] = True
-      size = f"n={n} d={d} L={num_labeled} b={b} {kind}"
-      t_np, p_np = timed(lambda: numpy_kcenter(x, labeled, b), args.repeats)
-      add("kcenter", "numpy (GEMV per pick)", size, t_np)
-      t_jx, p_jx = timed(lambda: acquisition.kcenter_greedy(x, labeled, b), args.repeats)
-      add("kcenter", "jaxal f32", size, t_jx, ratio_to_numpy=round(t_jx / t_np, 3),
-          same_picks_as_numpy=float(np.mean(p_np == p_jx)))
-      t_bf, p_bf = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, storage_dtype=jnp.bfloat16), args.repeats)
-      add("kcenter", "jaxal bf16 storage", size, t_bf, picks_differing_from_f32=float(np.mean(~np.isin(p_bf, p_jx))))
+      kcenter_suite("kcenter", x, labeled, b, f"n={n} d={d} L={num_labeled} b={b} {kind}", args.repeats)
+      del x
+  if "kcenter_mnist" not in skip and os.path.isdir(MNIST):
+    t0 = time.perf_counter()
+    feats, loss = mnist_features(1, rng)
+    print(f"(mnist small_cnn: 1 epoch, last loss {loss:.3f}, {time.perf_counter() - t0:.0f} s)", flush=True)
+    n = 2000 if q else len(feats)
+    labeled = np.zeros(n, bool)
+    labeled[rng.choice(n, 100, replace=False)] = True
+    kcenter_suite("kcenter", feats[:n], labeled, 100 if q else 1000,
+                  f"n={n} d={feats.shape[1]} L=100 b={100 if q else 1000} mnist", args.repeats)
   if "kcenter_1m" not in skip:
     n, d, b = (100000, 128, 100) if q else (1000000, 128, 1000)
     x = rng.normal(size=(n, d)).astype(np.float32)
     labeled = np.zeros(n, bool)
-    labeled[:1000] = True
-    t, _ = timed(lambda: acquisition.kcenter_greedy(x, labeled, b), 1)
-    add("kcenter", "jaxal f32", f"n={n} d={d} L=1000 b={b}", t)
+    labeled[rng.choice(n, 1000, replace=False)] = True
+    size = f"n={n} d={d} L=1000 b={b} gaussian"
+    t_np, m_np, p_np = timed(lambda: numpy_kcenter(x, labeled, b), 1, warmup=False)
+    add("kcenter", "numpy (GEMV per pick)", size, t_np, m_np)
+    t, m, p = timed(lambda: acquisition.kcenter_greedy(x, labeled, b), 1)
+    add("kcenter", "jaxal f32", size, t, m, vs_numpy=round(t / t_np, 3), input_mb=round(x.nbytes / 2**20, 1))
     del x
   if "bald" not in skip:
-    n, t_passes = (1000, 20) if q else (10000, 100)
+    n, t_passes = (500, 20) if q else (10000, 100)
     images = jnp.asarray(rng.normal(size=(n, 28, 28, 1)).astype(np.float32))
     size = f"n={n} 28x28 T={t_passes} small_cnn"
-    # Full: dropout inside the network (after each conv block), so every pass reruns it all.
-    # Head-only: dropout before the classifier only; the embedding is computed once.
-    for impl, head, block_dropout in (("jaxal full MC-dropout", False, 0.25), ("jaxal head-only", True, 0.0)):
+    variants = (("full (dropout every block)", 0.25, False, 100, 1),
+                ("head-only", 0.0, True, 1000, args.repeats),
+                ("full path, head dropout only", 0.0, False, 1000, 1))
+    full_seconds = None
+    for impl, block_dropout, head, chunk, repeats in variants:
       model = models.create("small_cnn", 10, dropout=0.5, block_dropout=block_dropout)
       variables = models.init_variables(model, jax.random.key(0), (1, 28, 28, 1))
-      def run():
-        pred = Predictor(model, variables, images, lambda v: v, chunk_size=500)
+
+      def run(model=model, variables=variables, head=head, chunk=chunk, rows=n):
+        pred = Predictor(model, variables, images[:rows], identity, chunk_size=chunk)
         return pred.mc_statistics(t_passes, jax.random.key(1), head_only=head)["mean_probs"]
-      secs, _ = timed(run, 1 if not head else args.repeats)
-      add("bald", impl, size, secs)
+
+      run(rows=chunk)  # compiles (one chunk shape whatever the pool size)
+      secs, mem, _ = timed(run, repeats, warmup=False)
+      full_seconds = full_seconds or secs
+      add("bald", impl, size, secs, mem, full_over_this=round(full_seconds / secs, 1),
+          image_passes_per_s=round(n * t_passes / secs))
   if "badge" not in skip:
     n, c, d, b = (2000, 10, 128, 200) if q else (10000, 10, 512, 1000)
     logits = rng.normal(size=(n, c)).astype(np.float32) * 3
@@ -151,10 +286,12 @@ def main():
     labeled = np.zeros(n, bool)
     labeled[:100] = True
     size = f"n={n} C={c} d={d} b={b}"
-    t_np, _ = timed(lambda: numpy_badge(p, h, labeled, b), args.repeats)
-    add("badge", "numpy factorized", size, t_np)
-    t_jx, _ = timed(lambda: acquisition.badge(p, h, labeled, b, jax.random.key(0)), args.repeats)
-    add("badge", "jaxal", size, t_jx, ratio_to_numpy=round(t_jx / t_np, 3))
+    t_np, m_np, _ = timed(lambda: numpy_badge(p, h, labeled, b), args.repeats, warmup=False)
+    add("badge", "numpy factorized", size, t_np, m_np)
+    t_jx, m_jx, _ = timed(lambda: acquisition.badge(p, h, labeled, b, jax.random.key(0)), args.repeats)
+    add("badge", "jaxal", size, t_jx, m_jx, vs_numpy=round(t_jx / t_np, 3),
+        materialized_gradients_mb=round(n * c * d * 4 / 2**20, 1))
+  print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
