@@ -1,15 +1,14 @@
-"""The model zoo: published parameter counts, depths, and a few training steps each."""
+"""The vision zoo: published parameter counts, depths, stems, a few training steps.
+
+The deep nets' training steps are in `test_models_deep.py`, in-block dropout in
+`test_models_dropout.py`.
+"""
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from jaxal import config as config_lib
 from jaxal import models
-from jaxal.data import augment
-from jaxal.data import pipeline
-from jaxal.train import trainer as trainer_lib
+from tests.zoo_helpers import fast_compiles, train_a_few_steps  # noqa: F401
 
 
 @pytest.mark.parametrize("name,published", [("resnet18", 11_689_512), ("resnet34", 21_797_672),
@@ -56,47 +55,13 @@ def test_stems_and_unknown_options():
 TINY = [
     ("small_cnn", dict(width=4, embed=8), (8, 8, 1)),
     ("small_cnn", dict(width=4, embed=8, block_dropout=0.2), (28, 28, 1)),
-    ("resnet18", dict(width=4), (8, 8, 3)),
-    ("resnet50", dict(width=2, stem="imagenet"), (16, 16, 3)),
-    ("vgg11", dict(width=4, fc_width=16, embed=8), (16, 16, 3)),
-    ("preact_resnet20", dict(width=4), (8, 8, 3)),
-    ("preact_resnet164", dict(width=2), (8, 8, 3)),
+    ("resnet18", dict(width=4, block_dropout=0.1), (8, 8, 3)),
+    ("vgg11", dict(width=4, fc_width=16, embed=8, batch_norm=False), (16, 16, 3)),
+    ("vgg16", dict(width=2, fc_width=8, embed=8, block_dropout=0.1), (8, 8, 3)),
     ("resnet_grid", dict(blocks=1, stacks=2, width=4, block="bottleneck"), (8, 8, 3)),
 ]
 
 
-@pytest.fixture
-def fast_compiles():
-  """Deep unrolled nets compile slowly; XLA's optimizations buy nothing for a few tiny steps."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
-
-
 @pytest.mark.parametrize("name,options,shape", TINY, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(TINY)])
-def test_every_model_trains_a_few_steps(name, options, shape, fast_compiles):
-  rng = np.random.default_rng(0)
-  x = rng.integers(0, 256, (64,) + shape, dtype=np.uint8)
-  y = (x.reshape(64, -1).mean(1) > 127).astype(np.int32)
-  c = config_lib.base_config().train
-  c.batch_size, c.epochs, c.epoch_size, c.steps_per_call, c.lr_schedule = 16, 2, 32, 2, "0:0.05"
-  model = models.create(name, 2, dropout=0.3, **options)
-  t = trainer_lib.Trainer(model, c, pipeline.make_preprocess(x, "image", "per_channel"), augment.AugmentConfig(),
-                          shape, np.uint8)
-  before = t.init(jax.random.split(jax.random.key(0))[0])
-  fit = t.fit(jax.random.key(0), jnp.asarray(x), y, np.arange(64))
-  assert np.isfinite(fit.train_loss)
-  changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), before.params, fit.state.params)
-  assert any(jax.tree_util.tree_leaves(changed))
-  if jax.tree_util.tree_leaves(before.batch_stats):  # BatchNorm statistics were updated
-    moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), before.batch_stats, fit.state.batch_stats)
-    assert any(jax.tree_util.tree_leaves(moved))
-  # MC-dropout: dropout on (keys differ), BatchNorm frozen (one example alone gives the same result).
-  xs = jnp.asarray(rng.normal(size=(4,) + shape), jnp.float32)
-  v = before.variables  # fresh weights: a tiny trained net may have dead ReLUs
-  a, _ = model.apply(v, xs, mc_dropout=True, rngs={"dropout": jax.random.key(1)})
-  b, _ = model.apply(v, xs, mc_dropout=True, rngs={"dropout": jax.random.key(2)})
-  assert not np.allclose(a, b)
-  e_all = model.apply(v, xs)[1]
-  e_one = model.apply(v, xs[:1])[1]
-  np.testing.assert_allclose(e_one[0], e_all[0], rtol=1e-4, atol=1e-5)
+def test_every_model_trains_a_few_steps(name, options, shape, fast_compiles):  # noqa: F811
+  train_a_few_steps(name, options, shape)
