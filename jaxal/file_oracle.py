@@ -63,6 +63,7 @@ class FileOracle:
   def _write_queries(self, path: pathlib.Path, indices, predictions):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    captions = []
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
       w.writerow(["index", "id", "predicted", "confidence", "label"])
@@ -72,9 +73,10 @@ class FileOracle:
           pred = self.class_names[int(predictions["predicted_class"][k])]
           conf = f"{float(predictions['confidence'][k]):.4f}"
         w.writerow([int(i), self.ids[i], pred, conf, ""])
+        captions.append(f"{int(i)}" + (f"\n{pred[:10]}? {float(conf):.2f}" if pred else ""))
     tmp.replace(path)
     if self.images is not None:
-      contact_sheet(self.images[indices], [str(int(i)) for i in indices], path.with_suffix(".png"))
+      contact_sheet(self.images[indices], captions, path.with_suffix(".png"))
 
   @staticmethod
   def _has_answers(path: pathlib.Path) -> bool:
@@ -142,13 +144,17 @@ class FileOracle:
 
 
 def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, columns: int = 10) -> None:
-  """A grid of `images` (uint8 NHWC) with captions, written as a PNG."""
+  """Writes a grid of `images` (uint8 NHWC, at most 100) with captions as a PNG.
+
+  Query sheets caption each image with its pool index (the CSV's `index` column) and, after
+  round 0, the model's guess and confidence.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   n = min(len(images), 100)
   rows = max(1, -(-n // columns))
-  fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25), dpi=80, squeeze=False)
+  fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.4), dpi=80, squeeze=False)
   for k, ax in enumerate(axes.ravel()):
     ax.axis("off")
     if k < n:
