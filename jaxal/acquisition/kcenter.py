@@ -13,7 +13,10 @@ the same). Ties go to the lowest index. Picked and labeled points get `-inf`, so
 can never be picked twice. With no labeled point, the first center is the point farthest
 from the mean (an index-independent rule, so selections are permutation-equivariant).
 `storage_dtype=jnp.bfloat16` halves the bytes read per pick; distances still accumulate in
-float32.
+float32. The rows are kept as their uint16 bit patterns and widened with a shift (exact):
+on XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and bfloat16
+row gathers are slower still. Even so, on CPU the widening costs more than the halved
+reads save (see benchmarks/SELECTION.md); the option pays off on memory-bound accelerators.
 
 `prune=True` runs the same greedy loop but reads fewer rows, with identical picks. Each point
 keeps its assigned center `a_i` and squared distance `m_i`. A new center `u` can only lower
@@ -36,6 +39,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxal import parallel
+
+
+def _stored(x):
+  """bfloat16 rows as their uint16 bit patterns (integer gathers are fast on XLA:CPU)."""
+  return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype == jnp.bfloat16 else x
+
+
+def _load(v):
+  """float32 values of stored rows; bfloat16 bits widen exactly by a 16-bit shift."""
+  if v.dtype == jnp.uint16:
+    return jax.lax.bitcast_convert_type(v.astype(jnp.uint32) << 16, jnp.float32)
+  return v.astype(jnp.float32)
 
 
 def _init_min_d2(x, labeled_mask, block):
@@ -78,10 +93,12 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   min_d2 = jnp.where(any_labeled, min_d2, from_mean)
   min_d2 = jnp.where(valid, min_d2, -jnp.inf)  # padding rows (sharded runs) are never picked
 
+  xs = _stored(x)
+
   def step(i, carry):
     min_d2, picks = carry
     u = jnp.argmax(min_d2)
-    d2 = jnp.sum((x.astype(jnp.float32) - x[u].astype(jnp.float32)) ** 2, axis=1)
+    d2 = jnp.sum((_load(xs) - _load(xs[u])) ** 2, axis=1)
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
     min_d2 = jnp.where(first_without_labels, d2, jnp.minimum(min_d2, d2))
     min_d2 = min_d2.at[u].set(-jnp.inf)  # picked and labeled points stay at -inf
@@ -92,7 +109,7 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
 
 
 def _row_d2(rows, xu):
-  return jnp.sum((rows.astype(jnp.float32) - xu) ** 2, axis=-1)
+  return jnp.sum((_load(rows) - xu) ** 2, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "center_chunk"))
@@ -114,7 +131,8 @@ def _kcenter_pruned(x, labeled_mask, budget: int, block: int, tile: int, dense_f
   perm = jnp.argsort(slot, stable=True).astype(jnp.int32)
   pad = -n % tile
   num_tiles = (n + pad) // tile
-  xs = jnp.concatenate([x[perm], jnp.zeros((pad, d), x.dtype)])  # (n + pad, d), sorted order
+  stored = _stored(x)
+  xs = jnp.concatenate([stored[perm], jnp.zeros((pad, d), stored.dtype)])  # (n + pad, d), sorted order
   xs3 = xs.reshape(num_tiles, tile, d)
   orig = jnp.concatenate([perm, n + jnp.arange(pad, dtype=jnp.int32)])
   m = jnp.concatenate([min_d2[perm], jnp.full((pad,), -jnp.inf)]).reshape(num_tiles, tile)
@@ -137,7 +155,7 @@ def _kcenter_pruned(x, labeled_mask, budget: int, block: int, tile: int, dense_f
     flat = m.reshape(-1)
     top = jnp.max(flat)
     u = jnp.argmin(jnp.where(flat == top, orig, big))  # ties: lowest original index
-    xu = xs[u].astype(jnp.float32)
+    xu = _load(xs[u])
     slot_u = num_labeled + i
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
     cc = center_d2(center_pos, xu, slot_u)
