@@ -10,20 +10,35 @@ indices are not accepted, since folder names such as `0`..`9` would make them am
 Answers are checked before anything is applied; every problem is reported with its file and
 line: unknown ids or indices, ids that do not match their index, rows for points that were
 not queried, labels outside the class list, duplicated rows, and missing rows (accepted only
-with `oracle.allow_partial`). Only CSV is read and written.
+with `oracle.allow_partial`). Labels already given never change: a row for a point outside this
+round's queries is an error, and when an earlier round's answer file is edited after it was
+applied (`labels/applied.json` records each file's SHA-256) a `LabelsIgnoredWarning` says the
+edit is ignored. Only CSV and JSON are read and written.
 """
 
 import csv
 import dataclasses
+import hashlib
+import json
 import pathlib
+import warnings
 
 import numpy as np
 
+from jaxal import workdir as workdir_lib
 from jaxal.oracle import LabelsPending
 
 
 class LabelFileError(ValueError):
   """A label file has problems; nothing from it was applied."""
+
+
+class LabelsIgnoredWarning(UserWarning):
+  """An answer file of an earlier round changed after its labels were applied."""
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -41,20 +56,59 @@ class FileOracle:
   def label_path(self, round_: int) -> pathlib.Path:
     return self.workdir / "labels" / f"round_{round_:03d}.csv"
 
+  def applied_path(self) -> pathlib.Path:
+    """Which answer file each round's labels came from, with its SHA-256 (JSON)."""
+    return self.workdir / "labels" / "applied.json"
+
   def reveal(self, indices, *, round: int = 0, predictions: dict | None = None):  # pylint: disable=redefined-builtin
+    """Returns `(answered indices, labels)` from this round's answer file.
+
+    Raises:
+      LabelsPending: no answers yet; the queries file (and contact sheet) is written once.
+      LabelFileError: the answer file has problems; nothing is applied.
+    """
     indices = np.asarray(indices, np.int64)
+    self._warn_about_edited_answers(round)
     query = self.query_path(round)
     labels_file = self.label_path(round)
     if labels_file.exists():
-      return self._read(labels_file, indices)
+      return self._accept(round, labels_file, indices)
     if query.exists() and self._has_answers(query):
-      return self._read(query, indices)
+      return self._accept(round, query, indices)
     if not query.exists():
       self._write_queries(query, indices, predictions)
     raise LabelsPending(
         f"{len(indices)} points need labels for round {round}. Fill in the 'label' column of {query} "
         f"(or write {labels_file} with 'id,label' rows), using the class names "
         f"{self._class_list()}, then rerun the same command.")
+
+  def _answers_file(self, round_: int) -> pathlib.Path:
+    labels_file = self.label_path(round_)
+    return labels_file if labels_file.exists() else self.query_path(round_)
+
+  def _applied(self) -> dict:
+    path = self.applied_path()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+  def _accept(self, round_: int, path: pathlib.Path, indices: np.ndarray):
+    answered = self._read(path, indices)
+    applied = self._applied()
+    applied[f"{round_:03d}"] = {"file": path.relative_to(self.workdir).as_posix(), "sha256": _sha256(path)}
+    self.applied_path().parent.mkdir(parents=True, exist_ok=True)
+    workdir_lib.atomic_write_text(self.applied_path(), json.dumps(applied, indent=1, sort_keys=True))
+    return answered
+
+  def _warn_about_edited_answers(self, round_: int) -> None:
+    """Labels already given never change; say so when someone edits an earlier round's answers."""
+    for key, entry in sorted(self._applied().items()):
+      if int(key) >= round_:
+        continue
+      now = self._answers_file(int(key))
+      if now.relative_to(self.workdir).as_posix() != entry["file"] or not now.exists() or _sha256(now) != entry["sha256"]:
+        warnings.warn(
+            f"{now}: round {int(key)}'s answers changed after they were applied (from {entry['file']}); "
+            "labels already given are never changed, so this edit is ignored. "
+            "`jaxal export-labels` shows the labels in use.", LabelsIgnoredWarning, stacklevel=3)
 
   def _class_list(self) -> str:
     names = self.class_names

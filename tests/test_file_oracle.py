@@ -149,3 +149,17 @@ def test_integer_labels_are_rejected_with_a_hint(tmp_path):
   o.label_path(0).write_text("id,label\nimg3,1\nimg4,two\n")
   with pytest.raises(file_oracle.LabelFileError, match=r"round_000.csv:2: .*not indices \(class 1 is 'one'\)"):
     o.reveal(np.array([3, 4]), round=0)
+
+
+def test_editing_applied_answers_warns_and_changes_nothing(tmp_path):
+  o = _oracle(tmp_path)
+  with pytest.raises(oracle.LabelsPending):
+    o.reveal(np.array([1, 2]), round=0)
+  fill_queries(o.query_path(0), lambda i: {"img1": "one", "img2": "two"}[i])
+  assert o.reveal(np.array([1, 2]), round=0)[1].tolist() == [1, 2]
+  with pytest.raises(oracle.LabelsPending):
+    o.reveal(np.array([3]), round=1)  # nothing edited: no warning
+  fill_queries(o.query_path(0), lambda i: "zero")  # a person changes their mind about round 0
+  with pytest.warns(file_oracle.LabelsIgnoredWarning, match=r"round_000.csv: round 0's answers changed"):
+    with pytest.raises(oracle.LabelsPending):
+      o.reveal(np.array([3]), round=1)
