@@ -50,3 +50,22 @@ def test_report_subcommand(run_dir, tmp_path, capsys):
   assert f"| {acquisition} | 1 | 40 |" in capsys.readouterr().out
   for name in ("curves.png", "trajectory.png", "times.png"):
     assert (tmp_path / "figs" / name).stat().st_size > 5000
+
+
+def test_main_with_files_oracle_stops_with_instructions(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  command = [sys.executable, "-m", "jaxal.main", "--config=configs/digits_demo.py", f"--workdir={tmp_path}",
+             "--oracle=files", "--config.output.verbose=False"]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
+  assert done.returncode == 0, done.stderr
+  assert "100 points need labels for round 0" in done.stdout and "round_000.csv" in done.stdout
+  with open(tmp_path / "queries" / "round_000.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 100 and list(rows[0]) == ["index", "id", "predicted", "confidence", "label"]
+  # A bad answer: exit code 2 and the line named, nothing applied.
+  (tmp_path / "labels").mkdir()
+  (tmp_path / "labels" / "round_000.csv").write_text(f"id,label\n{rows[0]['id']},eleven\n")
+  done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
+  assert done.returncode == 2 and "round_000.csv:2: label 'eleven' is not a class" in done.stderr
+  assert cli.export_labels(tmp_path).read_text() == "index,id,label,label_name\n"
