@@ -280,6 +280,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
         record["search"] = search_info
       record.update(proxy.target_round(config=config, data=data, pool=pool, trainer_for=trainer_for,
                                        key=target_key, proxy_predictor=predictor, picked=picked))
+      record["compiles"] += counter.take()  # the target's compiles belong to this round
       progress = Progress(pool.next_round(), history + [record], picked, predictions)
       _save(ckpts, progress, config, base_key, fit.state.variables)
       if primary:
