@@ -174,6 +174,8 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
       rerunning the same call continues.
   """
   config_lib.validate(config)
+  if config.output.tensorboard:
+    tensorboard.check_available()  # before any compute, not after round 0
   mesh = parallel.make_mesh(config.parallel.num_devices)
   config_lib.validate_against_devices(config, parallel.num_devices(mesh))
   workdir = pathlib.Path(workdir)

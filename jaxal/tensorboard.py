@@ -49,6 +49,11 @@ def _writer_class():
   return SummaryWriter
 
 
+def check_available() -> None:
+  """Raises `ConfigError` now if `output.tensorboard=True` cannot be honoured."""
+  _writer_class()
+
+
 def log_round(workdir, record: dict) -> None:
   """Appends one round's scalars to `workdir/tensorboard/` (one small event file per round).
 

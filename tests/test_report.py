@@ -57,6 +57,17 @@ def test_tensorboard_missing_writer_is_a_config_error(monkeypatch):
     tensorboard.log_round("/nonexistent", {"round": 0, "num_labeled": 1})
 
 
+def test_tensorboard_missing_writer_stops_the_run_before_any_work(monkeypatch, tmp_path):
+  import sys  # pylint: disable=g-import-not-at-top
+  from jaxal import config as config_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "tensorboardX", None)
+  with pytest.raises(config_lib.ConfigError, match="tensorboardX"):
+    from jaxal import loop  # pylint: disable=g-import-not-at-top
+    from tests.conftest import tiny_config  # pylint: disable=g-import-not-at-top
+    loop.run(tiny_config(**{"output.tensorboard": True}), tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
 def _config(path, acquisition, seed):
   import json  # pylint: disable=g-import-not-at-top
   (path / "config.json").write_text(json.dumps({"seed": seed, "acquisition": {"name": acquisition},
