@@ -32,6 +32,7 @@ _REGISTRY: dict[str, str] = {
     "text_cnn": "jaxal.models.text_cnn:TextCNN",
     "vdcnn9": "jaxal.models.vdcnn:vdcnn9",
     "vdcnn29": "jaxal.models.vdcnn:vdcnn29",
+    "darts_net": "jaxal.models.darts:darts_net",
 }
 
 # Text models whose embedding table is sized from the dataset's vocabulary.

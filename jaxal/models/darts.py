@@ -1,0 +1,426 @@
+"""DARTS cells (Liu et al. 2019) as used by P-DARTS (Chen et al. 2019; ALGORITHMS.md §8).
+
+Two networks share the operations here:
+
+* `SuperNet`, the search network: every edge of a cell is a mixed op, the softmax over
+  α of the ops still switched on, `ō(x) = Σ_o softmax(α_e)_o · o(x)`. α lives in its own
+  variable collection `"arch"` (`{"normal": (14, k), "reduce": (14, k)}`), so the search
+  differentiates and updates it apart from `"params"`. The op subset of each edge is
+  static (`switches_normal` / `switches_reduce`), so switched-off ops are never built or
+  computed and one stage compiles to one function.
+* `DartsNet`, the discrete network of a genotype, registered as `darts_net`; the genotype
+  is a JSON-able dict (or its JSON text) `{"normal": [[op, input], ...], "normal_concat":
+  [2, 3, 4, 5], "reduce": ..., "reduce_concat": ...}` as P-DARTS' `Genotype`.
+
+Resolved details:
+* Depthwise convolutions are sums of shifted slices times per-channel taps rather than
+  grouped `conv_general_dilated`: on XLA:CPU the grouped convolution ran 50-200x slower
+  forward (benchmarks/pdarts_step.py). The maths is the same cross-correlation.
+* `none` contributes exactly zero, so the mixed op skips computing it; its α slot still
+  takes part in the softmax.
+* FactorizedReduce pads odd maps by one row and column before the shifted path, so both
+  halves have `ceil(H/2)` rows (the reference assumes even maps; 28 -> 14 -> 7 never hits
+  this with two reductions).
+* The skip-connect dropout rate `skip_p` is a traced call argument, so the per-epoch
+  schedule does not recompile; it applies to stride-1 identities only, in train mode.
+* BatchNorm momentum 0.9 and epsilon 1e-5 (PyTorch's 0.1 / 1e-5).
+"""
+
+import json
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxal.models.base import global_avg_pool
+
+Array = Any
+
+PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+              "dil_conv_3x3", "dil_conv_5x5")
+NONE, SKIP = 0, 3
+
+# The P-DARTS CIFAR-10 cell (chenxin061/pdarts genotypes.py), the default of `darts_net`.
+PDARTS_GENOTYPE = {
+    "normal": [["skip_connect", 0], ["dil_conv_3x3", 1], ["skip_connect", 0], ["sep_conv_3x3", 1],
+               ["sep_conv_3x3", 1], ["sep_conv_3x3", 3], ["sep_conv_3x3", 0], ["dil_conv_5x5", 4]],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [["avg_pool_3x3", 0], ["sep_conv_5x5", 1], ["sep_conv_3x3", 0], ["dil_conv_5x5", 2],
+               ["max_pool_3x3", 0], ["dil_conv_3x3", 1], ["dil_conv_3x3", 1], ["dil_conv_5x5", 3]],
+    "reduce_concat": [2, 3, 4, 5],
+}
+
+
+def num_edges(nodes: int = 4) -> int:
+  """Mixed-op edges of a cell: node k has 2 + k inputs (14 for 4 nodes)."""
+  return sum(2 + k for k in range(nodes))
+
+
+def edge_inputs(nodes: int = 4) -> list[tuple[int, int]]:
+  """`[(node, input), ...]` per edge, in the order of α's rows (intermediate nodes from 0)."""
+  return [(k, j) for k in range(nodes) for j in range(2 + k)]
+
+
+def _bn(train: bool, affine: bool, name=None):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=affine,
+                      use_bias=affine, name=name)
+
+
+def depthwise_conv(x: Array, taps: Array, stride: int = 1, dilation: int = 1) -> Array:
+  """Depthwise 'same' cross-correlation of NHWC `x` with `(k, k, C)` taps, by shifted slices."""
+  k = taps.shape[0]
+  pad = dilation * (k - 1) // 2
+  h, w = x.shape[1], x.shape[2]
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out = None
+  for i in range(k):
+    for j in range(k):
+      term = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + w, :] * taps[i, j]
+      out = term if out is None else out + term
+  return out[:, ::stride, ::stride] if stride > 1 else out
+
+
+class DepthwiseConv(nn.Module):
+  kernel: int
+  stride: int = 1
+  dilation: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    # PyTorch's default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = k * k.
+    bound = 1.0 / self.kernel
+    init = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    # HWIO with I = 1, named `kernel` like every conv (weight-decay masks pick 4-D kernels).
+    kernel = self.param("kernel", init, (self.kernel, self.kernel, 1, c))
+    return depthwise_conv(x, kernel[:, :, 0, :].astype(x.dtype), self.stride, self.dilation)
+
+
+def _pointwise(features: int, stride: int = 1, name=None):
+  return nn.Conv(features, (1, 1), strides=(stride, stride), use_bias=False, name=name)
+
+
+class ReLUConvBN(nn.Module):
+  features: int
+  affine: bool
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return _bn(train, self.affine)(_pointwise(self.features)(nn.relu(x)))
+
+
+class FactorizedReduce(nn.Module):
+  """ReLU, two stride-2 1x1 convs (the second shifted by one pixel), concat, BN."""
+
+  features: int
+  affine: bool
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(x)
+    shifted = x[:, 1:, 1:, :]
+    if x.shape[1] % 2 or x.shape[2] % 2:
+      shifted = jnp.pad(shifted, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
+    a = _pointwise(self.features // 2, 2)(x)
+    b = _pointwise(self.features - self.features // 2, 2)(shifted)
+    return _bn(train, self.affine)(jnp.concatenate([a, b], -1))
+
+
+class SepConv(nn.Module):
+  """(ReLU, depthwise k x k, pointwise, BN) twice; only the first is strided."""
+
+  kernel: int
+  stride: int
+  affine: bool
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c = x.shape[-1]
+    for stride in (self.stride, 1):
+      x = DepthwiseConv(self.kernel, stride)(nn.relu(x))
+      x = _bn(train, self.affine)(_pointwise(c)(x))
+    return x
+
+
+class DilConv(nn.Module):
+  """ReLU, depthwise k x k with dilation 2, pointwise, BN."""
+
+  kernel: int
+  stride: int
+  affine: bool
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = DepthwiseConv(self.kernel, self.stride, 2)(nn.relu(x))
+    return _bn(train, self.affine)(_pointwise(x.shape[-1])(x))
+
+
+def pool(x: Array, kind: str, stride: int) -> Array:
+  window, strides, padding = (3, 3), (stride, stride), ((1, 1), (1, 1))
+  if kind == "max":
+    return nn.max_pool(x, window, strides, padding)
+  return nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+
+
+class Op(nn.Module):
+  """One primitive on `features` channels; `search` adds the non-affine BN after pools."""
+
+  name_: str
+  features: int
+  stride: int
+  affine: bool
+  search: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    n, s = self.name_, self.stride
+    if n == "none":
+      return jnp.zeros_like(x[:, ::s, ::s, :])
+    if n in ("max_pool_3x3", "avg_pool_3x3"):
+      y = pool(x, n[:3], s)
+      return _bn(train, False)(y) if self.search else y
+    if n == "skip_connect":
+      return x if s == 1 else FactorizedReduce(self.features, self.affine)(x, train)
+    kernel = int(n[-1])
+    if n.startswith("sep_conv"):
+      return SepConv(kernel, s, self.affine)(x, train)
+    if n.startswith("dil_conv"):
+      return DilConv(kernel, s, self.affine)(x, train)
+    raise ValueError(f"unknown DARTS op {n!r}; known: {PRIMITIVES}")
+
+
+def skip_dropout(module: nn.Module, x: Array, rate: Array) -> Array:
+  """Inverted dropout with a traced rate (rate 0 keeps everything)."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
+  return jnp.where(mask, x / jnp.maximum(keep, 1e-6), 0.0).astype(x.dtype)
+
+
+class MixedOp(nn.Module):
+  """`Σ_i weights[i] · op_i(x)` over the switched-on ops `ops` (indices into PRIMITIVES)."""
+
+  features: int
+  stride: int
+  ops: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x, weights, *, train: bool, skip_p=0.0):
+    out = None
+    for slot, o in enumerate(self.ops):
+      if o == NONE:
+        continue
+      y = Op(PRIMITIVES[o], self.features, self.stride, affine=False, search=True, name=f"op{o}")(x, train)
+      if o == SKIP and self.stride == 1 and train:
+        y = skip_dropout(self, y, skip_p)
+      y = weights[slot].astype(y.dtype) * y
+      out = y if out is None else out + y
+    if out is None:  # only `none` is on
+      out = jnp.zeros_like(x[:, ::self.stride, ::self.stride, :])
+    return out
+
+
+class SearchCell(nn.Module):
+  features: int
+  reduction: bool
+  reduction_prev: bool
+  switches: tuple[tuple[int, ...], ...]
+  nodes: int = 4
+
+  @nn.compact
+  def __call__(self, s0, s1, weights, *, train: bool, skip_p=0.0):
+    if self.reduction_prev:
+      s0 = FactorizedReduce(self.features, False, name="pre0")(s0, train)
+    else:
+      s0 = ReLUConvBN(self.features, False, name="pre0")(s0, train)
+    s1 = ReLUConvBN(self.features, False, name="pre1")(s1, train)
+    states = [s0, s1]
+    e = 0
+    for _ in range(self.nodes):
+      total = None
+      for j, h in enumerate(states):
+        stride = 2 if self.reduction and j < 2 else 1
+        y = MixedOp(self.features, stride, self.switches[e], name=f"edge{e}")(h, weights[e], train=train,
+                                                                               skip_p=skip_p)
+        total = y if total is None else total + y
+        e += 1
+      states.append(total)
+    return jnp.concatenate(states[2:], -1)
+
+
+def reduction_positions(layers: int) -> tuple[int, ...]:
+  """Cells at `layers // 3` and `2 * layers // 3` reduce (one cell when they coincide)."""
+  return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+def full_switches(nodes: int = 4) -> tuple[tuple[int, ...], ...]:
+  return tuple(tuple(range(len(PRIMITIVES))) for _ in range(num_edges(nodes)))
+
+
+class SuperNet(nn.Module):
+  """The P-DARTS search network; `__call__` returns `(logits, embedding)`.
+
+  α: collection `"arch"`, entries `normal` and `reduce` of shape `(edges, ops on per edge)`,
+  initialised `1e-3 * N(0, 1)`. Every edge must have the same number of ops on.
+  """
+
+  num_classes: int
+  channels: int = 16
+  layers: int = 5
+  switches_normal: tuple[tuple[int, ...], ...] = full_switches()
+  switches_reduce: tuple[tuple[int, ...], ...] = full_switches()
+  nodes: int = 4
+  stem_multiplier: int = 3
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, skip_p=0.0):
+    k = len(self.switches_normal[0])
+    shape = (num_edges(self.nodes), k)
+    init = lambda: 1e-3 * jax.random.normal(self.make_rng("params"), shape)
+    alphas = {"normal": self.variable("arch", "normal", init).value,
+              "reduce": self.variable("arch", "reduce", init).value}
+    weights = {name: jax.nn.softmax(a.astype(jnp.float32), axis=-1) for name, a in alphas.items()}
+    c = self.channels
+    x = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
+    s0 = s1 = _bn(train, True, name="stem_bn")(x)
+    reductions = reduction_positions(self.layers)
+    reduction_prev = False
+    for i in range(self.layers):
+      reduction = i in reductions
+      if reduction:
+        c *= 2
+      switches = self.switches_reduce if reduction else self.switches_normal
+      cell = SearchCell(c, reduction, reduction_prev, switches, self.nodes, name=f"cell{i}")
+      s0, s1 = s1, cell(s0, s1, weights["reduce" if reduction else "normal"], train=train, skip_p=skip_p)
+      reduction_prev = reduction
+    h = global_avg_pool(s1)
+    return nn.Dense(self.num_classes, name="classifier")(h), h
+
+
+# ---------------------------------------------------------------------------------------------
+# The discrete network of a genotype.
+
+
+def parse_genotype(genotype) -> dict:
+  """A genotype dict from a dict or its JSON text, checked; lists, not tuples."""
+  if isinstance(genotype, str):
+    try:
+      genotype = json.loads(genotype)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"genotype is not valid JSON: {e}") from None
+  if not isinstance(genotype, dict):
+    raise ValueError(f"genotype must be a dict or its JSON text, got {type(genotype).__name__}")
+  out = {}
+  for cell in ("normal", "reduce"):
+    if cell not in genotype or f"{cell}_concat" not in genotype:
+      raise ValueError(f"genotype needs '{cell}' and '{cell}_concat'")
+    edges = [[str(op), int(i)] for op, i in genotype[cell]]
+    if not edges or len(edges) % 2:
+      raise ValueError(f"genotype '{cell}' needs two [op, input] pairs per node, got {len(edges)} pairs")
+    for e, (op, i) in enumerate(edges):
+      if op not in PRIMITIVES or op == "none":
+        raise ValueError(f"genotype '{cell}': unknown or 'none' op {op!r}")
+      if not 0 <= i < 2 + e // 2:
+        raise ValueError(f"genotype '{cell}': node {e // 2} cannot take input {i}")
+    concat = [int(i) for i in genotype[f"{cell}_concat"]]
+    if not concat or not all(0 <= i < 2 + len(edges) // 2 for i in concat):
+      raise ValueError(f"genotype '{cell}_concat' {concat} names a missing node")
+    out[cell], out[f"{cell}_concat"] = edges, concat
+  return out
+
+
+def genotype_json(genotype) -> str:
+  """Canonical compact JSON text of a genotype (hashable, stable across round trips)."""
+  g = parse_genotype(genotype)
+  return json.dumps({k: g[k] for k in ("normal", "normal_concat", "reduce", "reduce_concat")},
+                    separators=(",", ":"))
+
+
+def drop_path(module: nn.Module, x: Array, rate: float) -> Array:
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+  return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+class DiscreteCell(nn.Module):
+  features: int
+  reduction: bool
+  reduction_prev: bool
+  edges: tuple[tuple[str, int], ...]
+  concat: tuple[int, ...]
+  drop_path: float = 0.0
+
+  @nn.compact
+  def __call__(self, s0, s1, *, train: bool):
+    if self.reduction_prev:
+      s0 = FactorizedReduce(self.features, True, name="pre0")(s0, train)
+    else:
+      s0 = ReLUConvBN(self.features, True, name="pre0")(s0, train)
+    s1 = ReLUConvBN(self.features, True, name="pre1")(s1, train)
+    states = [s0, s1]
+    for k in range(len(self.edges) // 2):
+      total = None
+      for e in (2 * k, 2 * k + 1):
+        name, i = self.edges[e]
+        stride = 2 if self.reduction and i < 2 else 1
+        y = Op(name, self.features, stride, affine=True, name=f"edge{e}")(states[i], train)
+        if train and self.drop_path > 0 and not (name == "skip_connect" and stride == 1):
+          y = drop_path(self, y, self.drop_path)
+        total = y if total is None else total + y
+      states.append(total)
+    return jnp.concatenate([states[i] for i in self.concat], -1)
+
+
+class DartsNet(nn.Module):
+  """The evaluation network of a genotype (no auxiliary head); a `Classifier` backbone.
+
+  `drop_path` is a constant rate in train mode (the reference raises it linearly over the
+  epochs); identities are never dropped, as in the reference.
+  """
+
+  normal: tuple[tuple[str, int], ...]
+  normal_concat: tuple[int, ...]
+  reduce: tuple[tuple[str, int], ...]
+  reduce_concat: tuple[int, ...]
+  channels: int = 16
+  layers: int = 8
+  drop_path: float = 0.0
+  stem_multiplier: int = 3
+
+  @property
+  def depth(self) -> int:
+    return self.layers
+
+  @property
+  def label(self) -> str:
+    return f"darts_net(C{self.channels},L{self.layers})"
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, mc_dropout: bool = False):
+    del mc_dropout  # dropout lives in the Classifier head
+    c = self.channels
+    x = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
+    s0 = s1 = _bn(train, True, name="stem_bn")(x)
+    reductions = reduction_positions(self.layers)
+    reduction_prev = False
+    for i in range(self.layers):
+      reduction = i in reductions
+      if reduction:
+        c *= 2
+      edges, concat = (self.reduce, self.reduce_concat) if reduction else (self.normal, self.normal_concat)
+      cell = DiscreteCell(c, reduction, reduction_prev, edges, concat, self.drop_path, name=f"cell{i}")
+      s0, s1 = s1, cell(s0, s1, train=train)
+      reduction_prev = reduction
+    return global_avg_pool(s1)
+
+
+def darts_net(genotype=None, channels: int = 16, layers: int = 8, drop_path: float = 0.0) -> DartsNet:
+  """The `darts_net` backbone; `genotype` is a dict or JSON text (default: P-DARTS' CIFAR-10 cell)."""
+  g = parse_genotype(PDARTS_GENOTYPE if genotype is None or genotype == "" else genotype)
+  if int(channels) < 1 or int(layers) < 1:
+    raise ValueError(f"channels and layers must be >= 1, got {channels}, {layers}")
+  if not 0 <= float(drop_path) < 1:
+    raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+  edges = lambda cell: tuple((op, i) for op, i in g[cell])
+  return DartsNet(edges("normal"), tuple(g["normal_concat"]), edges("reduce"), tuple(g["reduce_concat"]),
+                  int(channels), int(layers), float(drop_path))
