@@ -65,6 +65,19 @@ def _eight_devices_match_one():
     lab[:num_labeled] = True
     np.testing.assert_array_equal(acquisition.kcenter_greedy(emb, lab, 25, mesh=mesh),
                                   acquisition.kcenter_greedy(emb, lab, 25))
+  # BADGE over rows split across the 8 devices (301 rows: padding needed) picks the same,
+  # and so does the whole `badge` acquisition on a predictor sharded over the mesh.
+  probs = jax.nn.softmax(np.random.default_rng(2).normal(size=(301, 5)) * 3, axis=-1)
+  for num_labeled in (0, 30):
+    lab = np.zeros(301, bool)
+    lab[:num_labeled] = True
+    np.testing.assert_array_equal(acquisition.badge(probs, emb, lab, 40, jax.random.key(4), mesh=mesh),
+                                  acquisition.badge(probs, emb, lab, 40, jax.random.key(4)))
+  views = [acquisition.PoolView(np.arange(300) < 100, np.arange(300) >= 100, p, {})
+           for p in (same_model, trainer_lib.Trainer(model, c, pre, aug, (8, 8, 1), np.uint8).predictor(
+               f1.state, jnp.asarray(x), chunk_size=64))]
+  b8, b1 = (acquisition.acquire("badge", v, 20, jax.random.key(5)) for v in views)
+  np.testing.assert_array_equal(b8, b1)
   print("OK")
 
 

@@ -80,7 +80,9 @@ def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
 def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   """BADGE: k-means++ seeding on factorized gradient embeddings of the selectable points."""
   _, embeddings = view.predictor.outputs()
-  return badge(view.predictor.probs(), embeddings, ~view.selectable_mask, budget, key)
+  sharding = getattr(view.predictor, "sharding", None)
+  return badge(view.predictor.probs(), embeddings, ~view.selectable_mask, budget, key,
+               mesh=None if sharding is None else sharding.mesh)
 
 
 ACQUISITIONS = {

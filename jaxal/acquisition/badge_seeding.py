@@ -10,6 +10,11 @@ largest gradient norm, as in the reference code; each next one is drawn with pro
 `D^2 / sum D^2` via the Gumbel-max trick (`argmax(log D^2 + gumbel(key_i))`, one key per
 step from `jax.random.split(key, budget)`). If every unchosen point has `D = 0`, the draw
 falls back to uniform over the unchosen points.
+
+With a device mesh the rows are split over its `data` axis (padded with rows that are never
+candidates). Every step is row-local apart from one argmax, and with JAX's partitionable
+threefry the Gumbel noise of row `i` does not depend on the padding, so the picks are the
+same as on one device.
 """
 
 import functools
@@ -17,6 +22,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxal import parallel
 
 
 def gradient_factors(probs):
@@ -56,7 +63,7 @@ def _badge(probs, embeddings, candidates, budget: int, key):
   return picks
 
 
-def badge(probs, embeddings, labeled_mask, budget: int, key) -> np.ndarray:
+def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np.ndarray:
   """`budget` distinct unlabeled indices by k-means++ seeding on gradient embeddings.
 
   Args:
@@ -65,8 +72,16 @@ def badge(probs, embeddings, labeled_mask, budget: int, key) -> np.ndarray:
     labeled_mask: `(n,)` bool; labeled points are never chosen.
     budget: number of points.
     key: PRNG key for the D^2 draws.
+    mesh: optional device mesh to split the rows over (same picks as without).
   """
   candidates = ~np.asarray(labeled_mask, bool)
   if budget > int(candidates.sum()):
     raise ValueError(f"budget {budget} exceeds the {int(candidates.sum())} unlabeled points")
-  return np.asarray(_badge(jnp.asarray(probs), jnp.asarray(embeddings), jnp.asarray(candidates), int(budget), key))
+  probs, embeddings = np.asarray(probs, np.float32), np.asarray(embeddings, np.float32)
+  if mesh is None:
+    arrays = jax.device_put((probs, embeddings, candidates))
+  else:
+    pad = -probs.shape[0] % mesh.size
+    padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
+    arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))
+  return np.asarray(_badge(*arrays, int(budget), key))
