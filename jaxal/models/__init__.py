@@ -32,11 +32,14 @@ _REGISTRY: dict[str, str] = {
     "text_cnn": "jaxal.models.text_cnn:TextCNN",
     "vdcnn9": "jaxal.models.vdcnn:vdcnn9",
     "vdcnn29": "jaxal.models.vdcnn:vdcnn29",
+    "bert": "jaxal.models.transformer:bert",
+    "distilbert": "jaxal.models.transformer:distilbert",
+    "roberta": "jaxal.models.transformer:roberta",
     "darts_net": "jaxal.models.darts:darts_net",
 }
 
 # Text models whose embedding table is sized from the dataset's vocabulary.
-TAKES_VOCAB = frozenset({"fasttext", "text_cnn", "vdcnn9", "vdcnn29"})
+TAKES_VOCAB = frozenset({"fasttext", "text_cnn", "vdcnn9", "vdcnn29", "bert", "distilbert", "roberta"})
 
 
 def available() -> list[str]:
