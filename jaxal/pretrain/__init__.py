@@ -1,0 +1,1 @@
+"""Unsupervised pretraining of backbones before active learning (ALGORITHMS.md §5)."""

@@ -1,0 +1,165 @@
+"""DeepCluster pretraining: k-means against numpy, re-seeding, sampler, pretrain, loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxal import models
+from jaxal.data import augment
+from jaxal.data import pipeline
+from jaxal.pretrain import deepcluster as dc
+
+
+def lloyd_reference(x, init, iters):
+  """Float64 Lloyd's k-means from given centroids; fails if a cluster empties."""
+  x = np.asarray(x, np.float64)
+  c = np.asarray(init, np.float64).copy()
+  objs = []
+  for _ in range(iters):
+    d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    a = d2.argmin(1)
+    objs.append(d2.min(1).sum())
+    for j in range(len(c)):
+      assert (a == j).any(), "reference: a cluster emptied; pick other data"
+      c[j] = x[a == j].mean(0)
+  d2 = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+  return c, d2.argmin(1), np.array(objs + [d2.min(1).sum()])
+
+
+def nmi(a, b):
+  """Normalised mutual information (arithmetic mean of entropies), from counts."""
+  a, b = np.asarray(a), np.asarray(b)
+  n = a.size
+  joint = np.zeros((a.max() + 1, b.max() + 1))
+  np.add.at(joint, (a, b), 1)
+  p = joint / n
+  pa, pb = p.sum(1), p.sum(0)
+  nz = p > 0
+  mi = (p[nz] * np.log(p[nz] / np.outer(pa, pb)[nz])).sum()
+  h = lambda q: -(q[q > 0] * np.log(q[q > 0])).sum()
+  return 2 * mi / (h(pa) + h(pb))
+
+
+def blobs(rng, k=6, per=40, d=5, scale=0.05):
+  centers = rng.normal(size=(k, d)) * 3
+  y = np.repeat(np.arange(k), per)
+  return (centers[y] + scale * rng.normal(size=(y.size, d))).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_matches_float64_lloyd_from_the_same_init(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(400, 6)).astype(np.float32)
+  init = x[rng.choice(400, 8, replace=False)]
+  ref_c, ref_a, ref_obj = lloyd_reference(x, init, 7)
+  got = dc.kmeans(jnp.asarray(x), 8, jax.random.key(seed), 7, init=jnp.asarray(init))
+  np.testing.assert_array_equal(np.asarray(got.assignments), ref_a)
+  np.testing.assert_allclose(np.asarray(got.centroids), ref_c, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got.objective), ref_obj, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got.counts), np.bincount(ref_a, minlength=8))
+
+
+def test_kmeans_objective_never_increases_and_recovers_blobs():
+  rng = np.random.default_rng(3)
+  x, y = blobs(rng, k=3)
+  runs = [dc.kmeans(jnp.asarray(x), 3, jax.random.key(s), 10) for s in range(12)]
+  for r in runs:
+    obj = np.asarray(r.objective)
+    assert np.all(np.diff(obj) <= 1e-5 * obj[0])
+  # A random init can put two seeds in one blob, a local minimum Lloyd cannot leave; keep
+  # the lowest objective over keys (faiss's nredo), which must recover the blobs.
+  best = min(runs, key=lambda r: float(r.objective[-1]))
+  assert nmi(np.asarray(best.assignments), y) > 0.999
+
+
+def test_default_init_uses_distinct_points():
+  x = np.arange(40, dtype=np.float32).reshape(20, 2)
+  got = dc.kmeans(jnp.asarray(x), 20, jax.random.key(1), 0)  # 0 iterations: the init itself
+  assert len({tuple(r) for r in np.asarray(got.centroids)}) == 20
+  assert sorted(np.asarray(got.assignments).tolist()) == list(range(20))
+
+
+def test_empty_clusters_are_reseeded():
+  """An initial centroid far from every point gets no points: without re-seeding it stays empty."""
+  rng = np.random.default_rng(0)
+  x, _ = blobs(rng, k=3, per=30)
+  init = np.stack([x[0], np.full(x.shape[1], 100.0, np.float32), x[30], x[60]])
+  off = dc.kmeans(jnp.asarray(x), 4, jax.random.key(0), 5, init=jnp.asarray(init), reseed=False)
+  assert (np.asarray(off.counts) == 0).sum() == 1  # the construction does produce an empty cluster
+  on = dc.kmeans(jnp.asarray(x), 4, jax.random.key(0), 5, init=jnp.asarray(init))
+  counts = np.asarray(on.counts)
+  assert (counts > 0).all() and counts.sum() == len(x)
+  assert np.asarray(on.objective)[-1] < np.asarray(off.objective)[-1]
+
+
+def test_split_empty_follows_faiss():
+  c = jnp.asarray([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [9.0, 9.0, 9.0]])
+  counts = jnp.asarray([10, 0, 1])  # only cluster 0 has > 1 point, so it must be split
+  new_c, new_n = dc.split_empty(c, counts, jax.random.key(0))
+  e = dc.SPLIT_EPS
+  np.testing.assert_allclose(np.asarray(new_c[1]), [1 + e, 2 * (1 - e), 3 * (1 + e)], rtol=1e-7)
+  np.testing.assert_allclose(np.asarray(new_c[0]), [1 - e, 2 * (1 + e), 3 * (1 - e)], rtol=1e-7)
+  np.testing.assert_array_equal(np.asarray(new_c[2]), [9.0, 9.0, 9.0])
+  assert np.asarray(new_n).tolist() == [5, 5, 1]
+
+
+def test_uniform_sampler_is_even_over_nonempty_clusters():
+  rng = np.random.default_rng(0)
+  assignments = np.array([0] * 50 + [2] * 3 + [5] * 20 + [7] * 1)  # ids 1, 3, 4, 6 empty
+  draws = dc.uniform_cluster_indices(assignments, 74, rng)
+  assert draws.size == 74
+  per = np.bincount(assignments[draws], minlength=8)
+  assert set(per[[0, 2, 5, 7]].tolist()) <= {74 // 4, -(-74 // 4)}
+  assert per[[1, 3, 4, 6]].sum() == 0
+  big = draws[assignments[draws] == 0]
+  assert np.unique(big).size == big.size  # no repeats where the cluster is large enough
+
+
+def _tiny_pool(n=96):
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+  return x, pipeline.make_preprocess(x, "image", "per_channel")
+
+
+@pytest.mark.parametrize("style", ["simeoni", "deepcluster"])
+def test_pretrain_trains_on_pseudo_labels(style):
+  x, pre = _tiny_pool()
+  model = models.create("resnet_grid", 3, blocks=1, stacks=1, width=4)
+  res = dc.pretrain(model, jnp.asarray(x), 3, jax.random.key(0), preprocess=pre, epochs=3, kmeans_iters=4,
+                    batch_size=16, lr=0.05, steps_per_call=1, style=style)
+  assert len(res.history) == 3 and all(np.isfinite(h["loss"]) for h in res.history)
+  assert res.full_variables["params"]["classifier"]["kernel"].shape[-1] == 15  # k = 5 * 3
+  assert "classifier" not in res.variables["params"] and "backbone" in res.variables["params"]
+  init = models.init_variables(model.clone(num_classes=15), jax.random.split(jax.random.key(0))[0], (1, 8, 8, 1),
+                               np.uint8)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(init["params"]["backbone"]),
+                                                 jax.tree_util.tree_leaves(res.variables["params"]["backbone"]))]
+  assert any(moved)  # the backbone was trained
+  again = dc.pretrain(model, jnp.asarray(x), 3, jax.random.key(0), preprocess=pre, epochs=3, kmeans_iters=4,
+                      batch_size=16, lr=0.05, steps_per_call=1, style=style)
+  for a, b in zip(jax.tree_util.tree_leaves(res.full_variables), jax.tree_util.tree_leaves(again.full_variables)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_head_reinit_changes_the_head_and_keeps_the_backbone(monkeypatch):
+  """With the DeepCluster style the head is re-created each epoch; the backbone carries over."""
+  x, pre = _tiny_pool()
+  model = models.create("resnet_grid", 3, blocks=1, stacks=1, width=4)  # as above: compiled once
+  seen = []
+  real = dc.Predictor
+
+  def spy(model, variables, *args, **kwargs):  # the state at the start of each epoch
+    seen.append(jax.tree_util.tree_map(np.asarray, variables))
+    return real(model, variables, *args, **kwargs)
+
+  monkeypatch.setattr(dc, "Predictor", spy)
+  res = dc.pretrain(model, jnp.asarray(x), 3, jax.random.key(0), preprocess=pre, epochs=2, kmeans_iters=4,
+                    batch_size=16, style="deepcluster", lr=0.0, steps_per_call=1)  # lr 0: only the re-init moves anything
+  head0, head1 = seen[0]["params"]["classifier"], seen[1]["params"]["classifier"]
+  end = res.full_variables["params"]["classifier"]
+  assert not np.allclose(head0["kernel"], head1["kernel"]) and not np.allclose(head1["kernel"], end["kernel"])
+  assert np.all(end["bias"] == 0) and 0.003 < end["kernel"].std() < 0.03  # normal(0.01), zero bias
+  for a, b in zip(jax.tree_util.tree_leaves(seen[0]["params"]["backbone"]),
+                  jax.tree_util.tree_leaves(res.full_variables["params"]["backbone"])):
+    np.testing.assert_array_equal(a, b)
