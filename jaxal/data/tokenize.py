@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxal.data import hf_tokenizer
+
 PAD_ID = 0
 UNK_ID = 1
 _WORD = re.compile(r"[a-z0-9']+")
@@ -32,6 +34,8 @@ def build_word_vocab(texts: Sequence[str], max_vocab: int = 30000) -> dict[str, 
 def encode_texts(texts: Sequence[str], *, tokenizer: str = "words", max_length: int = 64,
                  fit_texts: Sequence[str] | None = None, max_vocab: int = 30000) -> tuple[np.ndarray, int]:
   """Encodes `texts`; returns `(ids (n, max_length) int32, vocab_size)`."""
+  if hf_tokenizer.is_tokenizer_path(tokenizer):  # tokenizer.json / vocab.txt: see hf_tokenizer.py
+    return hf_tokenizer.encode(texts, tokenizer, max_length)
   if tokenizer != "words":
     raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words'")
   vocab = build_word_vocab(fit_texts if fit_texts is not None else texts, max_vocab)

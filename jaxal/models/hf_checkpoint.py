@@ -175,7 +175,7 @@ def encoder_options(config: dict[str, Any], family: str) -> dict[str, Any]:
       raise CheckpointError("sinusoidal_pos_embds=true is not supported")
     opts = dict(vocab_size=config["vocab_size"], layers=config["n_layers"], hidden=config["dim"],
                 heads=config["n_heads"], intermediate=config["hidden_dim"], type_vocab_size=0,
-                dropout=config.get("dropout", 0.1), attention_dropout=config.get("attention_dropout", 0.1),
+                hidden_dropout=config.get("dropout", 0.1), attention_dropout=config.get("attention_dropout", 0.1),
                 layer_norm_eps=1e-12, activation=config.get("activation", "gelu"),
                 pad_id=config.get("pad_token_id", 0))
     opts["max_len"] = config["max_position_embeddings"]
@@ -185,7 +185,7 @@ def encoder_options(config: dict[str, Any], family: str) -> dict[str, Any]:
   return dict(vocab_size=config["vocab_size"], layers=config["num_hidden_layers"], hidden=config["hidden_size"],
               heads=config["num_attention_heads"], intermediate=config["intermediate_size"],
               max_len=config["max_position_embeddings"] - offset, type_vocab_size=config.get("type_vocab_size", 2),
-              dropout=config.get("hidden_dropout_prob", 0.1),
+              hidden_dropout=config.get("hidden_dropout_prob", 0.1),
               attention_dropout=config.get("attention_probs_dropout_prob", 0.1),
               layer_norm_eps=config.get("layer_norm_eps", 1e-12), activation=config.get("hidden_act", "gelu"),
               pad_id=pad_id)

@@ -14,7 +14,9 @@ attention. Per family:
 transformers style), with no pooler. `pretrained=<dir>` reads a local Hugging Face
 checkpoint (see `hf_checkpoint.py`): its `config.json` sets the sizes and its weights
 become the initial values, so `init` (and the loop) starts from them. Dropout inside the
-encoder is on under `train` and under `mc_dropout`. Depth = number of transformer layers.
+encoder (`hidden_dropout`, `attention_dropout`) is on under `train` and under `mc_dropout`;
+the `dropout` option of `models.create` is the head's, before the classifier. Depth =
+number of transformer layers.
 """
 
 import dataclasses
@@ -79,7 +81,7 @@ class EncoderLayer(nn.Module):
   hidden: int
   heads: int
   intermediate: int
-  dropout: float
+  hidden_dropout: float
   attention_dropout: float
   layer_norm_eps: float
   activation: str
@@ -98,10 +100,10 @@ class EncoderLayer(nn.Module):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.float32(np.sqrt(head_dim)) + bias
     probs = nn.Dropout(self.attention_dropout)(jax.nn.softmax(scores, axis=-1), deterministic=deterministic)
     ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, n, self.hidden)
-    h = nn.Dropout(self.dropout)(make.dense(self.hidden, "attention_out")(ctx), deterministic=deterministic)
+    h = nn.Dropout(self.hidden_dropout)(make.dense(self.hidden, "attention_out")(ctx), deterministic=deterministic)
     x = make.norm("attention_norm")(x + h)
     h = _ACTIVATIONS[self.activation](make.dense(self.intermediate, "intermediate")(x))
-    h = nn.Dropout(self.dropout)(make.dense(self.hidden, "output")(h), deterministic=deterministic)
+    h = nn.Dropout(self.hidden_dropout)(make.dense(self.hidden, "output")(h), deterministic=deterministic)
     return make.norm("output_norm")(x + h)
 
 
@@ -116,7 +118,7 @@ class TransformerEncoder(nn.Module):
   intermediate: int = 3072
   max_len: int = 512
   type_vocab_size: int = 2
-  dropout: float = 0.1
+  hidden_dropout: float = 0.1
   attention_dropout: float = 0.1
   layer_norm_eps: float = 1e-12
   activation: str = "gelu"
@@ -172,10 +174,10 @@ class TransformerEncoder(nn.Module):
     if self.family != "distilbert" and self.type_vocab_size > 0:
       x = x + make.embed(self.type_vocab_size, self.hidden, "token_type_embed")(jnp.zeros_like(ids))
     x = make.norm("embed_norm")(x)
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = nn.Dropout(self.hidden_dropout)(x, deterministic=deterministic)
     bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(x.dtype).min)
     for i in range(self.layers):
-      x = EncoderLayer(self.hidden, self.heads, self.intermediate, self.dropout, self.attention_dropout,
+      x = EncoderLayer(self.hidden, self.heads, self.intermediate, self.hidden_dropout, self.attention_dropout,
                        self.layer_norm_eps, self.activation, self.pretrained, self.family,
                        name=f"layer_{i}")(x, bias, deterministic)
     if self.pooling == "mean":
@@ -183,7 +185,7 @@ class TransformerEncoder(nn.Module):
       return x, (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
     first = x[:, 0]
     if self.family == "roberta":
-      first = nn.Dropout(self.dropout)(first, deterministic=deterministic)
+      first = nn.Dropout(self.hidden_dropout)(first, deterministic=deterministic)
     pooled = make.dense(self.hidden, "pooler")(first)
     return x, (jax.nn.relu(pooled) if self.family == "distilbert" else jnp.tanh(pooled))
 
@@ -210,7 +212,7 @@ def _make(family: str, options: dict) -> TransformerEncoder:
       raise ValueError(f"the data's vocabulary ({data_vocab} ids) exceeds the checkpoint's "
                        f"({from_config['vocab_size']}); tokenize with the checkpoint's tokenizer "
                        f"(data.tokenizer={path!r})")
-    sizes = set(from_config) - {"dropout", "attention_dropout", "vocab_size"}
+    sizes = set(from_config) - {"hidden_dropout", "attention_dropout", "vocab_size"}
     clash = {k: (options[k], from_config[k]) for k in sizes & set(options) if options[k] != from_config[k]}
     if clash:
       raise ValueError(f"options {clash} (given, checkpoint) disagree with the checkpoint's config.json")
