@@ -66,3 +66,33 @@ def test_design_card_command_on_mock_tfds(tmp_path):
   assert [r["num_labeled"] for r in rows] == [8, 16]
   assert rows[0]["architecture"].startswith("preact_resnet20") and rows[-1]["target_architecture"].startswith("preact_resnet164")
   assert "spearman" in rows[0]
+
+
+def test_svp_amazon_polarity_shrunk_on_a_headerless_csv(tmp_path):
+  """The Amazon config reads Zhang et al.'s CSV layout (no header; class, title, review)."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  words = {"1": ["awful", "broke", "refund", "bad"], "2": ["great", "love", "perfect", "works"]}
+  for name, n in (("train.csv", 120), ("test.csv", 40)):
+    with open(tmp_path / name, "w", newline="") as f:
+      writer = csv.writer(f)
+      for i in range(n):
+        label = "12"[i % 2]
+        review = " ".join(rng.choice(words[label], 6)) + ', "quoted", and more.'
+        writer.writerow([label, f"title {i}", review])
+  c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "svp_amazon_polarity.py")
+  c.data.path, c.data.test_path = str(tmp_path / "train.csv"), str(tmp_path / "test.csv")
+  c.data.max_length = 48
+  c.model.options.buckets = 1000
+  c.target.options.width = 4
+  c.target.options.fc_width = 16
+  c.train.epochs, c.target.epochs, c.train.batch_size, c.train.steps_per_call = 1, 1, 16, 1
+  c.target.lr_schedule = "0:0.01"
+  c.al.initial_size, c.al.query_schedule, c.al.num_rounds = 16, "0:16", 2
+  c.output.verbose = False
+  history = loop.run(c, tmp_path / "run")
+  assert [r["num_labeled"] for r in history] == [16, 32]
+  assert history[-1]["target_architecture"].startswith("vdcnn29")
+  assert history[0]["architecture"].startswith("fasttext")
+  assert 0.0 <= history[-1]["target_test_accuracy"] <= 1.0

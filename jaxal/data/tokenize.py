@@ -6,6 +6,9 @@ padded with 0 (the pad id), truncated at `max_length`.
 Tokenizers:
 * `"words"`: a built-in lower-cased word-level vocabulary, built from `fit_texts`
   (the training split), ids 0 = pad, 1 = unknown, then words by descending frequency.
+* `"chars"`: lower-cased characters over the fixed 69-character alphabet of Zhang et al.
+  (2015), used by VDCNN: 26 letters, 10 digits, 32 punctuation marks and newline; ids
+  0 = pad, 1 = any other character, then the alphabet in order (vocabulary of 71).
 """
 
 import collections
@@ -19,6 +22,11 @@ from jaxal.data import hf_tokenizer
 PAD_ID = 0
 UNK_ID = 1
 _WORD = re.compile(r"[a-z0-9']+")
+
+
+CHAR_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{}\n"
+_CHAR_LUT = np.full(128, UNK_ID, np.int32)  # ASCII code -> id; everything else is UNK_ID
+_CHAR_LUT[[ord(ch) for ch in CHAR_ALPHABET]] = np.arange(2, len(CHAR_ALPHABET) + 2)
 
 
 def _words(text: str) -> list[str]:
@@ -36,8 +44,14 @@ def encode_texts(texts: Sequence[str], *, tokenizer: str = "words", max_length: 
   """Encodes `texts`; returns `(ids (n, max_length) int32, vocab_size)`."""
   if hf_tokenizer.is_tokenizer_path(tokenizer):  # tokenizer.json / vocab.txt: see hf_tokenizer.py
     return hf_tokenizer.encode(texts, tokenizer, max_length)
+  if tokenizer == "chars":
+    ids = np.zeros((len(texts), max_length), np.int32)
+    for row, text in enumerate(texts):  # vectorized per text: millions of reviews stay fast
+      codes = np.frombuffer(text.lower()[:max_length].encode("utf-32-le"), np.uint32)
+      ids[row, : codes.size] = np.where(codes < 128, _CHAR_LUT[np.minimum(codes, 127)], UNK_ID)
+    return ids, len(CHAR_ALPHABET) + 2
   if tokenizer != "words":
-    raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words'")
+    raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words', 'chars'")
   vocab = build_word_vocab(fit_texts if fit_texts is not None else texts, max_vocab)
   ids = np.zeros((len(texts), max_length), np.int32)
   for row, text in enumerate(texts):
