@@ -36,6 +36,9 @@ _REGISTRY: dict[str, str] = {
     "distilbert": "jaxal.models.transformer:distilbert",
     "roberta": "jaxal.models.transformer:roberta",
     "darts_net": "jaxal.models.darts:darts_net",
+    "plain_cnn": "jaxal.models.plain_cnn:PlainCNN",
+    "depth_dropout": "jaxal.models.depth_dropout:DepthDropoutCNN",
+    "bbdropout": "jaxal.models.bbdropout:BBDropoutCNN",
 }
 
 # Text models whose embedding table is sized from the dataset's vocabulary.
@@ -67,7 +70,8 @@ def create(name: str, num_classes: int, **options: Any) -> Classifier:
     backbone = factory(**options)
   except TypeError as e:
     raise ValueError(f"bad options for model {name!r}: {e}") from None
-  return Classifier(backbone=backbone, num_classes=num_classes, dropout_rate=dropout)
+  wrapper = getattr(backbone, "classifier_class", Classifier)  # e.g. one averaging structure samples
+  return wrapper(backbone=backbone, num_classes=num_classes, dropout_rate=dropout)
 
 
 def init_variables(module: Classifier, rng: jax.Array, input_shape, dtype=jnp.float32):

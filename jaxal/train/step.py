@@ -5,6 +5,15 @@ batch from the device-resident pool by index, preprocesses and augments it, and 
 one update. Steps whose `valid` flag is False leave the state untouched, so an epoch of
 any length runs through the same compiled block: the labeled set can grow every round
 without a recompile.
+
+Two hooks serve Bayesian architecture models (ALGORITHMS.md §9, §10); models that use
+neither trace exactly the code they did before:
+* a model may `sow` scalars into the `"losses"` collection (e.g. a KL divergence over
+  global variational parameters); the step adds their sum times `data_scale`, which the
+  trainer sets to 1 / (labeled-set size), giving the per-example negative ELBO;
+* in training a model may return logits with a leading sample axis, `(S, batch, classes)`;
+  the cross-entropy is then averaged over samples and examples, and accuracy counts the
+  prediction of the sample-averaged probabilities.
 """
 
 from typing import Any, Callable
@@ -37,7 +46,7 @@ def cross_entropy(*, logits: Array, labels: Array) -> Array:
 
 
 def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: Array, valid: Array,
-                key: Array, learning_rate: Array, *, model, tx: optax.GradientTransformation,
+                key: Array, learning_rate: Array, data_scale: Array = 0.0, *, model, tx: optax.GradientTransformation,
                 preprocess: Callable, augment: augment_lib.AugmentConfig, batch_sharding=None,
                 compute_dtype=jnp.float32):
   """Runs `len(valid)` steps; returns the new state and per-step (loss, correct) sums.
@@ -50,6 +59,7 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     valid: `(steps,)` bool; False steps are no-ops.
     key: PRNG key for augmentation and dropout.
     learning_rate: scalar fed into the injected optimizer hyperparameter.
+    data_scale: multiplier of the model's sown `"losses"` (1 / labeled-set size).
     batch_sharding: where to place each batch (split over the mesh's data axis), or None.
     compute_dtype: bfloat16 runs the forward and backward pass in bf16 (mixed precision);
       parameters, optimizer state, BatchNorm statistics and the loss stay float32.
@@ -71,10 +81,14 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
       cast = lambda t: jax.tree_util.tree_map(
           lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
       (logits, _), updates = model.apply({"params": cast(params), "batch_stats": state.batch_stats}, cast(x),
-                                         train=True, mutable=["batch_stats"], rngs={"dropout": k_drop})
+                                         train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
       stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), updates.get("batch_stats", {}),
                                      state.batch_stats)
-      return cross_entropy(logits=logits, labels=y).mean(), (logits, stats)
+      loss = cross_entropy(logits=logits, labels=jnp.broadcast_to(y, logits.shape[:-1])).mean()
+      extra = jax.tree_util.tree_leaves(updates.get("losses", {}))
+      if extra:  # a Python branch: models that sow nothing compile the plain cross-entropy
+        loss = loss + data_scale * sum(jnp.sum(v).astype(jnp.float32) for v in extra)
+      return loss, (logits, stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     opt_state = state.opt_state
@@ -82,6 +96,8 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     updates, opt_state = tx.update(grads, opt_state, state.params)
     new = TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state)
     new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, state)
+    if logits.ndim == 3:  # (S, batch, classes): predict with the sample-averaged probabilities
+      logits = jax.nn.logsumexp(jax.nn.log_softmax(logits.astype(jnp.float32), -1), axis=0)
     correct = jnp.sum(jnp.argmax(logits, -1) == y)
     return new, (jnp.where(ok, loss, 0.0), jnp.where(ok, correct, 0))
 

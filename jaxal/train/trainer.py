@@ -50,6 +50,20 @@ def epoch_indices(labeled: np.ndarray, epoch_size: int, batch_size: int, rng: np
   return np.concatenate(passes)[:need].reshape(steps, batch_size).astype(np.int32)
 
 
+def overlay(base, top, where: str = ""):
+  """`base` with the subtrees of `top` put in place; keys and shapes must exist in `base`."""
+  if not isinstance(top, dict) and not hasattr(top, "items"):
+    if tuple(top.shape) != tuple(base.shape):
+      raise ValueError(f"start variables: {where} has shape {tuple(top.shape)}, the model wants {tuple(base.shape)}")
+    return jnp.asarray(top, base.dtype)
+  out = dict(base)
+  for name, sub in top.items():
+    if name not in base:
+      raise ValueError(f"start variables: {where}/{name} is not in the model")
+    out[name] = overlay(base[name], sub, f"{where}/{name}")
+  return out
+
+
 class Trainer:
   """Holds the compiled init and training functions of one architecture."""
 
@@ -74,16 +88,19 @@ class Trainer:
                           compute_dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[train_cfg.compute_dtype]),
         donate_argnums=(0,))
 
-  def _init_impl(self, key, *, sample):
+  def _init_impl(self, key, start=None, *, sample):
     variables = models_lib.init_variables(self.model, key, sample.shape, sample.dtype)
+    if start is not None:
+      variables = {col: overlay(tree, start.get(col, {}), col) for col, tree in variables.items()}
     return step_lib.TrainState(variables["params"], variables["batch_stats"], self.tx.init(variables["params"]))
 
-  def init(self, key: jax.Array) -> step_lib.TrainState:
-    return self._init(key)
+  def init(self, key: jax.Array, start=None) -> step_lib.TrainState:
+    """A fresh state; `start` (partial variables, e.g. a pretrained backbone) replaces its subtrees."""
+    return self._init(key, start)
 
   def fit(self, key: jax.Array, inputs, labels: np.ndarray, labeled: np.ndarray, *,
           validation: tuple | None = None, epochs: int | None = None,
-          track_best: bool = False, verbose: bool = False) -> FitResult:
+          track_best: bool = False, verbose: bool = False, start=None) -> FitResult:
     """Trains a fresh model on pool rows `labeled`.
 
     With `train.patience > 0` and a validation set, training stops after `patience` epochs
@@ -99,12 +116,15 @@ class Trainer:
       validation: optional `(device inputs, labels)` or `(device inputs, labels, rows)`.
       epochs: overrides `train.epochs` (same compiled steps, same lr schedule).
       track_best: report the best per-epoch validation accuracy.
+      start: optional partial variables (e.g. `{"params": {"backbone": ...}, "batch_stats":
+        {"backbone": ...}}`) that replace the fresh init's subtrees; the rest (the head)
+        stays freshly initialized from `key`.
     """
     cfg = self.cfg
     if labeled.size == 0:
       raise ValueError("cannot train on an empty labeled set")
     init_key, loop_key = jax.random.split(key)
-    state = self.init(init_key)
+    state = self.init(init_key, start)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(loop_key)).ravel().tolist())
     labels_dev = parallel.replicate(jnp.asarray(labels, jnp.int32), self.mesh)
     spc = cfg.steps_per_call
@@ -124,9 +144,11 @@ class Trainer:
       valid = np.arange(padded) < steps
       lr = optim.lr_at_epoch(epoch, self.lr_schedule)
       block_sums = []  # device scalars, summed on the host: adding them in jax would compile
+      data_scale = np.float32(1.0 / labeled.size)  # scales a model's sown losses (KL / N)
       for b in range(0, padded, spc):
         block_key = jax.random.fold_in(loop_key, epoch * 100_003 + b)
-        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], block_key, lr)
+        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], block_key, lr,
+                                   data_scale)
         block_sums.append((l, c))
       sums = np.asarray(jax.device_get(block_sums), np.float64).sum(0)
       loss = float(sums[0]) / steps
