@@ -151,6 +151,17 @@ def test_pytorch_bin_reads_like_safetensors(tmp_path):
   opts_bin, params_bin = hf_checkpoint.load_params(tmp_path / "bin")
   assert opts_st == opts_bin and opts_st["activation"] == "gelu_new" and opts_st["layers"] == 2
   jax.tree_util.tree_map(np.testing.assert_array_equal, params_st, params_bin)
+  # bfloat16 safetensors (numpy has no bfloat16): read through JAX, widened to float32
+  from safetensors import flax as st_flax  # pylint: disable=import-outside-toplevel
+  (tmp_path / "bf16").mkdir()
+  (tmp_path / "bf16" / "config.json").write_text((tmp_path / "st" / "config.json").read_text())
+  state = hf_checkpoint.read_state_dict(tmp_path / "st")
+  st_flax.save_file({k: jnp.asarray(a, jnp.bfloat16 if a.dtype == np.float32 else a.dtype) for k, a in state.items()},
+                    str(tmp_path / "bf16" / "model.safetensors"))
+  _, params_bf16 = hf_checkpoint.load_params(tmp_path / "bf16")
+  leaves = jax.tree_util.tree_leaves(params_bf16)
+  assert all(a.dtype == np.float32 for a in leaves)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-6), params_bf16, params_st)
 
 
 def test_mismatched_checkpoints_are_named(tmp_path):

@@ -140,17 +140,27 @@ def read_config(path) -> dict[str, Any]:
   return json.loads(f.read_text())
 
 
+def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
+  """One safetensors file; bfloat16 (which plain numpy lacks) is widened to float32."""
+  from safetensors import numpy as st_numpy  # pylint: disable=import-outside-toplevel
+  try:
+    state = st_numpy.load_file(str(file))
+  except TypeError:  # numpy without JAX's bfloat16 registered: read through JAX
+    from safetensors import flax as st_flax  # pylint: disable=import-outside-toplevel
+    state = {k: np.asarray(v) for k, v in st_flax.load_file(str(file)).items()}
+  return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in state.items()}
+
+
 def read_state_dict(path) -> dict[str, np.ndarray]:
   """Reads the weights of the checkpoint directory `path` into numpy arrays."""
   d = _directory(path)
   index = d / "model.safetensors.index.json"
   if (d / "model.safetensors").is_file() or index.is_file():
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     files = [d / "model.safetensors"] if not index.is_file() else sorted(
         {d / f for f in json.loads(index.read_text())["weight_map"].values()})
     state = {}
     for f in files:
-      state.update(load_file(str(f)))
+      state.update(_read_safetensors(f))
     return state
   if (d / "pytorch_model.bin").is_file():
     try:
