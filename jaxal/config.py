@@ -87,6 +87,12 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=0,               # premature-evaluation epochs (0 = train.epochs // 4)
       train_fraction=0.8, split_seed=1,
   ))
+  c.pretrain = ml_collections.ConfigDict(dict(
+      name="none",            # none | deepcluster (unsupervised, on every pool input; ALGORITHMS §5)
+      epochs=400, kmeans_iters=10, clusters_per_class=5,  # Siméoni: 400 epochs, 10 iterations, k = 5C
+      style="simeoni",        # simeoni (head kept) | deepcluster (head re-created, uniform cluster sampler)
+      lr=0.02, batch_size=128, momentum=0.9, weight_decay=2e-4,  # Nesterov SGD, decay on all params
+  ))
   c.oracle = ml_collections.ConfigDict(dict(
       name="simulated",       # simulated | files (people label exported queries)
       allow_partial=False,    # accept label files that answer only some queries
@@ -137,8 +143,8 @@ def validate(config) -> None:
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
 
   from jaxal import oracle  # pylint: disable=g-import-not-at-top
-  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "oracle", "parallel",
-                  "output"):
+  for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "pretrain", "oracle",
+                  "parallel", "output"):
     _check(section in config, section, "missing section")
   d, t, al = config.data, config.train, config.al
   _check(d.source in datasets.SOURCES, "data.source", f"unknown source {d.source!r}; known: {sorted(datasets.SOURCES)}")
@@ -221,6 +227,16 @@ def validate(config) -> None:
   _check(0 < s.train_fraction < 1, "search.train_fraction", "must be in (0, 1)")
   _check(s.name != "inas" or config.model.name == "resnet_grid", "model.name",
          "iNAS searches the resnet_grid family; set model.name='resnet_grid'")
+  p = config.pretrain
+  _check(p.name in ("none", "deepcluster"), "pretrain.name", f"must be none or deepcluster, got {p.name!r}")
+  _check(p.style in ("simeoni", "deepcluster"), "pretrain.style", f"must be simeoni or deepcluster, got {p.style!r}")
+  for field in ("epochs", "kmeans_iters", "clusters_per_class", "batch_size"):
+    _check(isinstance(p[field], int) and p[field] >= 1, f"pretrain.{field}", f"must be an integer >= 1, got {p[field]!r}")
+  _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
+  _check(0 <= p.momentum < 1, "pretrain.momentum", "must be in [0, 1)")
+  _check(p.weight_decay >= 0, "pretrain.weight_decay", "must be >= 0")
+  _check(p.name == "none" or s.name == "fixed", "pretrain.name",
+         f"pretraining initializes one fixed architecture; it cannot be combined with search.name={s.name!r}")
 
 
 def validate_against_data(config, pool_size: int) -> None:
@@ -230,6 +246,9 @@ def validate_against_data(config, pool_size: int) -> None:
          f"{al.initial_size} exceeds the pool of {pool_size} points")
   _check(config.train.batch_size <= max(pool_size, 1), "train.batch_size",
          f"{config.train.batch_size} exceeds the pool of {pool_size} points")
+  if config.pretrain.name != "none":
+    _check(config.pretrain.batch_size <= pool_size, "pretrain.batch_size",
+           f"{config.pretrain.batch_size} exceeds the pool of {pool_size} points")
   total = planned_sizes(config, pool_size)[-1]
   _check(total <= pool_size, "al.query_schedule", f"the run would label {total} points but the pool has {pool_size} "
          "(lower al.num_rounds or set al.max_labeled)")

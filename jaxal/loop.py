@@ -10,6 +10,7 @@ run makes exactly the choices an uninterrupted one makes.
 """
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -33,7 +34,10 @@ from jaxal.data import augment as augment_lib
 from jaxal.data import datasets
 from jaxal.data import pipeline
 from jaxal.data import pool as pool_lib
+from jaxal.pretrain import deepcluster
 from jaxal.train import trainer as trainer_lib
+
+PRETRAIN_KEY = 2**31 - 1  # fold_in tag of the pretraining key (rounds use 0, 1, 2, ...)
 
 
 @dataclasses.dataclass
@@ -124,6 +128,55 @@ def _start_or_resume(config, workdir, ckpts, data, base_key) -> Progress:
   _log(config, f"resuming {workdir} at round {progress.pool.round} ({progress.pool.num_labeled} labels"
                + (f", {progress.pending.size} queries awaiting labels)" if progress.pending.size else ")"))
   return progress
+
+
+def _save_tree(path: pathlib.Path, tree) -> None:
+  """Writes a nested dict of arrays to `path` (npz, keys joined by '/'), atomically."""
+  flat = {"/".join(str(getattr(k, "key", k)) for k in kp): np.asarray(v)
+          for kp, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, **flat)
+  tmp.replace(path)
+
+
+def _load_tree(path: pathlib.Path) -> dict:
+  tree = {}
+  with np.load(path) as f:
+    for name in f.files:
+      node = tree
+      *parents, leaf = name.split("/")
+      for p in parents:
+        node = node.setdefault(p, {})
+      node[leaf] = f[name]
+  return tree
+
+
+def _pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh):
+  """The run's pretrained backbone variables: computed once, then read from the workdir.
+
+  `WORKDIR/pretrained.npz` holds the backbone (the k-way head dropped) and
+  `WORKDIR/pretrained.json` the per-epoch history; a resumed run reads them back.
+  """
+  p = config.pretrain
+  if p.name == "none":
+    return None
+  path, meta_path = workdir / "pretrained.npz", workdir / "pretrained.json"
+  if path.exists():
+    _log(config, f"pretraining: reusing {path}")
+    return _load_tree(path)
+  _log(config, f"pretraining ({p.name}, {p.style}): {p.epochs} epochs on {len(data.pool)} pool inputs")
+  trainer = trainer_for(config.model.name, dict(config.model.options))
+  result = deepcluster.pretrain(
+      trainer, data.pool_inputs, data.dataset.num_classes, jax.random.fold_in(base_key, PRETRAIN_KEY),
+      preprocess=data.preprocess, epochs=p.epochs, kmeans_iters=p.kmeans_iters,
+      clusters_per_class=p.clusters_per_class, style=p.style, lr=p.lr, batch_size=p.batch_size,
+      momentum=p.momentum, weight_decay=p.weight_decay, steps_per_call=config.train.steps_per_call,
+      chunk_size=config.acquisition.chunk_size, mesh=mesh, verbose=config.output.verbose)
+  if parallel.is_primary():
+    _save_tree(path, result.variables)
+    workdir_lib.atomic_write_text(meta_path, json.dumps(
+        {"name": p.name, "style": p.style, "seconds": round(result.seconds, 3), "history": result.history}))
+  return result.variables
 
 
 def _save(ckpts, progress: Progress, config, base_key, variables) -> None:
@@ -223,6 +276,9 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
   validation = None
   if data.validation is not None:
     validation = (data.validation_inputs, data.validation.labels)
+  pretrained = _pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh)
+  if pretrained is not None:
+    pretrained = parallel.replicate(jax.tree_util.tree_map(jnp.asarray, pretrained), mesh)
 
   with compiles.CompileCounter() as counter:
     progress = _resolve_pending(progress, oracle, config)
@@ -240,7 +296,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
 
       t0 = time.perf_counter()
       fit = trainer.fit(train_key, data.pool_inputs, pool.labels, pool.labeled_indices,
-                        validation=validation, verbose=config.output.verbose)
+                        validation=validation, verbose=config.output.verbose, start=pretrained)
       train_seconds = time.perf_counter() - t0
       test_accuracy, test_loss = _test_metrics(trainer, fit.state, data, config.train.eval_chunk_size)
 
@@ -280,6 +336,8 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
       }
       if search_info:
         record["search"] = search_info
+      if pretrained is not None:
+        record["pretrain"] = config.pretrain.name
       record.update(proxy.target_round(config=config, data=data, pool=pool, trainer_for=trainer_for,
                                        key=target_key, proxy_predictor=predictor, picked=picked))
       record["compiles"] += counter.take()  # the target's compiles belong to this round

@@ -4,14 +4,20 @@
     python -m jaxal.study --config=configs/study_mnist_cpu.py --root=runs/study --report_only
 
 A study config is a run config plus a `study` section: `models` (name -> model options),
-`acquisitions` and `seeds` (comma lists). The grid expands into one run per
-(model, acquisition, seed) with its own workdir `ROOT/<model>/<acquisition>/seed<k>`; a run
+`acquisitions`, `seeds` and optionally `pretrain` (comma lists; pretrain names are
+`pretrain.name` values, "none" or "deepcluster", default "none"). The grid expands into one
+run per (model, pretrain, acquisition, seed) with its own workdir
+`ROOT/<model>/<acquisition>[+<pretrain>]/seed<k>` (no suffix without pretraining); a run
 that already finished is skipped and an interrupted one resumes, so rerunning the command
 resumes the study. Runs go one after another; with several processes (`--process_index`,
 `--num_processes`, or JAX_PROCESS_ID / JAX_NUM_PROCESSES) each takes every N-th run.
-The report compares every acquisition with `random` on the same model and seeds: mean
-labeling efficiency and gain over random across rounds (ALGORITHMS.md §6), as a markdown
-table (`ROOT/study.md`, `ROOT/study.csv`) and bar charts (`ROOT/study.png`).
+The report compares every acquisition with `random` on the same model, pretraining and
+seeds: mean labeling efficiency and gain over random across rounds (ALGORITHMS.md §6), as a
+markdown table (`ROOT/study.md`, `ROOT/study.csv`) and bar charts (`ROOT/study.png`,
+pretrained bars hatched). Resolved ambiguity: the paper does not say which random curve the
+pretrained bars are measured against; we hold everything but the acquisition fixed, so
+`acq + pretraining` is compared with `random + pretraining`, and pretraining itself (the
+"seventh strategy") is the row `random + pretraining` against plain `random`.
 """
 
 import copy
@@ -39,24 +45,41 @@ from jaxal import metrics  # pylint: disable=g-import-not-at-top
 from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
 
+PRETRAINS = ("none", "deepcluster")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyRun:
   model: str
   acquisition: str
   seed: int
+  pretrain: str = "none"
 
   def workdir(self, root) -> pathlib.Path:
-    return pathlib.Path(root) / self.model / self.acquisition / f"seed{self.seed}"
+    cell = self.acquisition if self.pretrain == "none" else f"{self.acquisition}+{self.pretrain}"
+    return pathlib.Path(root) / self.model / cell / f"seed{self.seed}"
+
+
+def pretrain_axis(config) -> list[str]:
+  """The `study.pretrain` comma list (default "none"); unknown names raise `ConfigError`."""
+  names = [p.strip() for p in str(config.study.get("pretrain", "none")).split(",") if p.strip()]
+  for p in names:
+    if p not in PRETRAINS:
+      raise config_lib.ConfigError(f"study.pretrain: unknown pretraining {p!r}; known: {list(PRETRAINS)}")
+  if not names:
+    raise config_lib.ConfigError("study.pretrain: empty; use 'none', 'deepcluster' or 'none,deepcluster'")
+  return names
 
 
 def expand(config) -> list[StudyRun]:
-  """Every (model, acquisition, seed) of the grid, in a fixed order."""
+  """Every (model, pretrain, acquisition, seed) of the grid, in a fixed order."""
   s = config.study
   acquisitions = [a.strip() for a in s.acquisitions.split(",") if a.strip()]
   seeds = [int(v) for v in str(s.seeds).split(",") if v.strip()]
   if "random" not in acquisitions:
     acquisitions = ["random"] + acquisitions  # the reference of every metric
-  return [StudyRun(m, a, k) for m, a, k in itertools.product(list(s.models), acquisitions, seeds)]
+  return [StudyRun(m, a, k, p) for m, p, a, k in
+          itertools.product(list(s.models), pretrain_axis(config), acquisitions, seeds)]
 
 
 def run_config(config, run: StudyRun):
@@ -67,6 +90,7 @@ def run_config(config, run: StudyRun):
     c.model.name = run.model
     c.model.options = ml_collections.ConfigDict(dict(config.study.models[run.model]))
     c.acquisition.name = run.acquisition
+    c.pretrain.name = run.pretrain
     c.seed = run.seed
   return c
 
@@ -101,12 +125,12 @@ def run_study(config, root, *, process_index: int = 0, num_processes: int = 1) -
 
 
 def collect(config, root) -> dict:
-  """`{(model, acquisition): (sizes, accuracies (seeds, rounds))}` of the finished runs."""
+  """`{(model, pretrain, acquisition): (sizes, accuracies (seeds, rounds))}` of the finished runs."""
   out = {}
   for run in expand(config):
     rows = workdir_lib.read_rounds(run.workdir(root))
     if rows:
-      out.setdefault((run.model, run.acquisition), []).append(rows)
+      out.setdefault((run.model, run.pretrain, run.acquisition), []).append(rows)
   curves = {}
   for key, runs in out.items():
     n = min(len(r) for r in runs)
@@ -119,29 +143,33 @@ def report(config, root) -> list[dict]:
   """Writes `study.md`, `study.csv` and `study.png` under `root`; returns the table rows."""
   curves = collect(config, root)
   rows = []
-  for (model, acq), (sizes, acc) in curves.items():
-    if acq == "random" or (model, "random") not in curves:
+  for (model, pre, acq), (sizes, acc) in curves.items():
+    # Everything but the acquisition fixed; pretraining alone is random+pretraining vs random.
+    ref = (model, "none", "random") if acq == "random" else (model, pre, "random")
+    if (acq == "random" and pre == "none") or ref not in curves:
       continue
-    r_sizes, r_acc = curves[(model, "random")]
+    r_sizes, r_acc = curves[ref]
     k = min(len(sizes), len(r_sizes), acc.shape[1], r_acc.shape[1])
     seeds = min(acc.shape[0], r_acc.shape[0])
     le = metrics.labeling_efficiency(sizes[:k], acc[:, :k], r_acc[:, :k])
     gain, gain_std = metrics.gain_over_random(acc[:seeds, :k], r_acc[:seeds, :k])
-    rows.append({"model": model, "acquisition": acq, "seeds": int(acc.shape[0]),
+    rows.append({"model": model, "pretrain": pre, "acquisition": acq, "seeds": int(acc.shape[0]),
+                 "reference": "random" if ref[1] == pre else "random (no pretraining)",
                  "labeling_efficiency": float(np.nanmean(le)) if np.isfinite(le).any() else float("nan"),
                  "gain_over_random": float(gain.mean()), "gain_std": float(gain_std.mean()),
                  "final_accuracy": float(acc[:, k - 1].mean())})
   root = pathlib.Path(root)
   root.mkdir(parents=True, exist_ok=True)
   with open(root / "study.csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=["model", "acquisition", "seeds", "labeling_efficiency",
-                                           "gain_over_random", "gain_std", "final_accuracy"])
+    writer = csv.DictWriter(f, fieldnames=["model", "pretrain", "acquisition", "reference", "seeds",
+                                           "labeling_efficiency", "gain_over_random", "gain_std", "final_accuracy"])
     writer.writeheader()
     writer.writerows(rows)
-  lines = ["| model | acquisition | seeds | labeling efficiency | gain over random (pts) | final accuracy |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| model | pretraining | acquisition | reference | seeds | labeling efficiency | gain over random (pts) "
+           "| final accuracy |", "|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    lines.append(f"| {r['model']} | {r['acquisition']} | {r['seeds']} | {r['labeling_efficiency']:.2f} "
+    lines.append(f"| {r['model']} | {r['pretrain']} | {r['acquisition']} | {r['reference']} | {r['seeds']} "
+                 f"| {r['labeling_efficiency']:.2f} "
                  f"| {100 * r['gain_over_random']:+.2f} ± {100 * r['gain_std']:.2f} | {r['final_accuracy']:.4f} |")
   (root / "study.md").write_text("\n".join(lines) + "\n")
   if rows:
@@ -152,13 +180,18 @@ def report(config, root) -> list[dict]:
 def _bars(rows, path):
   models = list(dict.fromkeys(r["model"] for r in rows))
   acqs = list(dict.fromkeys(r["acquisition"] for r in rows))
+  series = [(a, p) for a in acqs for p in dict.fromkeys(r["pretrain"] for r in rows)
+            if any(r["acquisition"] == a and r["pretrain"] == p for r in rows)]
+  colors = {a: f"C{i % 10}" for i, a in enumerate(acqs)}
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
-  width = 0.8 / len(acqs)
+  width = 0.8 / len(series)
   for ax, key, title in ((axes[0], "labeling_efficiency", "labeling efficiency"),
                          (axes[1], "gain_over_random", "gain over random (accuracy)")):
-    for j, a in enumerate(acqs):
-      vals = [next((r[key] for r in rows if r["model"] == m and r["acquisition"] == a), np.nan) for m in models]
-      ax.bar(np.arange(len(models)) + j * width, vals, width, label=a)
+    for j, (a, p) in enumerate(series):
+      vals = [next((r[key] for r in rows if r["model"] == m and r["acquisition"] == a and r["pretrain"] == p),
+                   np.nan) for m in models]
+      ax.bar(np.arange(len(models)) + j * width, vals, width, color=colors[a], hatch=None if p == "none" else "//",
+             edgecolor="k" if p != "none" else None, linewidth=0.4, label=a if p == "none" else f"{a} + {p}")
     ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")

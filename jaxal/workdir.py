@@ -36,7 +36,7 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   new = config_to_json(config)
   if path.exists() and not force:
     old = json.loads(path.read_text())
-    diff = [d for d in _diff(old, json.loads(new)) if not d.startswith(IGNORED_PREFIXES)]
+    diff = [d for d in _diff(old, json.loads(new), defaults=_defaults()) if not d.startswith(IGNORED_PREFIXES)]
     if diff:
       shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
       raise WorkdirConflict(
@@ -45,12 +45,22 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   atomic_write_text(path, new)
 
 
-def _diff(old, new, prefix="") -> list[str]:
+def _defaults() -> dict:
+  from jaxal import config as config_lib  # pylint: disable=g-import-not-at-top
+  return json.loads(config_to_json(config_lib.base_config()))
+
+
+def _diff(old, new, prefix="", defaults=None) -> list[str]:
+  """Differing fields; a field the old config lacks is no difference when it is at its default
+  (a schema field added after the run started, e.g. `pretrain`)."""
+  defaults = defaults if isinstance(defaults, dict) else {}
   out = []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
     if isinstance(a, dict) and isinstance(b, dict):
-      out += _diff(a, b, f"{prefix}{key}.")
+      out += _diff(a, b, f"{prefix}{key}.", defaults.get(key))
+    elif key not in old and key in defaults and b == defaults[key]:
+      continue
     elif a != b:
       out.append(f"{prefix}{key}: {a!r} -> {b!r}")
   return out

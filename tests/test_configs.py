@@ -96,3 +96,21 @@ def test_svp_amazon_polarity_shrunk_on_a_headerless_csv(tmp_path):
   assert history[-1]["target_architecture"].startswith("vdcnn29")
   assert history[0]["architecture"].startswith("fasttext")
   assert 0.0 <= history[-1]["target_test_accuracy"] <= 1.0
+
+
+def test_paper_image_protocol_config():
+  """§3.2: balanced 1,000 + 25 rounds of 1,000, 90/10 split, <= 500 epochs, 99% / 50-epoch stops."""
+  from jaxal import study
+  c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "study_paper_image.py")
+  config_lib.validate(c)
+  runs = study.expand(c)
+  assert len(runs) == 6 * 7 * 2 * 3
+  for run in runs:
+    config_lib.validate(study.run_config(c, run))
+  pool = 50_000 - c.data.validation_size
+  assert c.data.validation_size / 50_000 == pytest.approx(0.1)
+  sizes = config_lib.planned_sizes(c, pool)
+  assert sizes == list(range(1000, 26_001, 1000)) and len(sizes) == 1 + 25
+  assert c.al.balanced_initial and c.train.epochs == 500
+  assert c.train.stop_at_train_accuracy == 0.99 and c.train.patience == 50
+  assert {r.pretrain for r in runs} == {"none", "deepcluster"}

@@ -163,3 +163,126 @@ def test_head_reinit_changes_the_head_and_keeps_the_backbone(monkeypatch):
   for a, b in zip(jax.tree_util.tree_leaves(seen[0]["params"]["backbone"]),
                   jax.tree_util.tree_leaves(res.full_variables["params"]["backbone"])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_round_model_starts_from_the_pretrained_backbone_with_a_fresh_head():
+  from jaxal import config as config_lib
+  from jaxal.train import trainer as trainer_lib
+  x, pre = _tiny_pool()
+  model = models.create("resnet_grid", 3, blocks=1, stacks=1, width=4)
+  res = dc.pretrain(model, jnp.asarray(x), 3, jax.random.key(0), preprocess=pre, epochs=1, kmeans_iters=4,
+                    batch_size=16, lr=0.05, steps_per_call=1)
+  cfg = config_lib.base_config().train
+  t = trainer_lib.Trainer(model, cfg, pre, augment.AugmentConfig(), (8, 8, 1), np.uint8)
+  fresh = t.init(jax.random.key(7))
+  started = t.init(jax.random.key(7), res.variables)
+  for col in ("params", "batch_stats"):
+    got = jax.tree_util.tree_leaves(getattr(started, col)["backbone"])
+    want = jax.tree_util.tree_leaves(res.variables[col]["backbone"])
+    other = jax.tree_util.tree_leaves(getattr(fresh, col)["backbone"])
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+    assert any(not np.array_equal(g, o) for g, o in zip(got, other)) or col == "batch_stats"
+  for g, f in zip(jax.tree_util.tree_leaves(started.params["classifier"]),
+                  jax.tree_util.tree_leaves(fresh.params["classifier"])):
+    np.testing.assert_array_equal(g, f)  # the head is the fresh init of this round's key
+  assert started.params["classifier"]["kernel"].shape == (4, 3)
+  with pytest.raises(ValueError, match="shape"):
+    t.init(jax.random.key(7), {"params": {"classifier": res.full_variables["params"]["classifier"]}})
+
+
+def _loop_config(**extra):
+  from tests.conftest import tiny_config
+  return tiny_config(**{"al.num_rounds": 2, "pretrain.name": "deepcluster", "pretrain.epochs": 2,
+                        "pretrain.kmeans_iters": 3, "pretrain.batch_size": 32, **extra})
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+  """Two rounds on digits with pretraining; records the `start` of every round's fit."""
+  from jaxal import loop
+  from jaxal.train import trainer as trainer_lib
+  workdir = tmp_path_factory.mktemp("pretrained")
+  starts = []
+  real_fit = trainer_lib.Trainer.fit
+
+  def spy_fit(self, *args, start=None, **kwargs):
+    starts.append(None if start is None else jax.tree_util.tree_map(np.asarray, start))
+    return real_fit(self, *args, start=start, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(trainer_lib.Trainer, "fit", spy_fit)
+    history = loop.run(_loop_config(), workdir)
+  return workdir, history, starts
+
+
+def test_loop_pretrains_once_and_starts_every_round_from_it(pretrained_run):
+  import json
+  from jaxal import loop
+  workdir, history, starts = pretrained_run
+  assert [r["num_labeled"] for r in history] == [20, 40]
+  assert all(r["pretrain"] == "deepcluster" for r in history)
+  assert history[0]["compiles"] > 0 and history[1]["compiles"] == 0
+  meta = json.loads((workdir / "pretrained.json").read_text())
+  assert len(meta["history"]) == 2 and meta["history"][0]["nonempty_clusters"] <= 50  # k = 5 x 10 digits
+  stored = loop._load_tree(workdir / "pretrained.npz")
+  assert set(stored) == {"params", "batch_stats"} and "classifier" not in stored["params"]
+  assert len(starts) == 2
+  for start in starts:
+    want = jax.tree_util.tree_leaves(stored)
+    got = jax.tree_util.tree_leaves(start)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+      np.testing.assert_array_equal(g, w)
+
+
+def test_resume_does_not_redo_pretraining(pretrained_run, tmp_path, monkeypatch):
+  from jaxal import loop
+  from jaxal import workdir as workdir_lib
+  _, history, _ = pretrained_run
+  real_write = workdir_lib.write_rounds
+
+  def crash_after_round_0(wd, hist):
+    real_write(wd, hist)
+    if len(hist) == 1:
+      raise KeyboardInterrupt("simulated kill")
+
+  monkeypatch.setattr(workdir_lib, "write_rounds", crash_after_round_0)
+  with pytest.raises(KeyboardInterrupt):
+    loop.run(_loop_config(), tmp_path)
+  monkeypatch.setattr(workdir_lib, "write_rounds", real_write)
+  assert (tmp_path / "pretrained.npz").exists()
+
+  def no_pretraining(*args, **kwargs):
+    raise AssertionError("pretraining ran again on resume")
+
+  monkeypatch.setattr(dc, "pretrain", no_pretraining)
+  resumed = loop.run(_loop_config(), tmp_path)
+  keys = ("num_labeled", "test_accuracy", "test_loss", "train_loss", "train_accuracy")
+  assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in history]
+
+
+def test_pretrain_config_errors_name_the_field():
+  from jaxal import config as config_lib
+  for overrides, field in (({"pretrain.name": "simclr"}, "pretrain.name"),
+                           ({"pretrain.style": "faiss"}, "pretrain.style"),
+                           ({"pretrain.epochs": 0}, "pretrain.epochs"),
+                           ({"pretrain.lr": 0.0}, "pretrain.lr"),
+                           ({"search.name": "inas"}, "pretrain.name")):
+    with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
+      config_lib.validate(_loop_config(**overrides))
+
+
+def test_workdir_from_before_the_pretrain_section_still_resumes(tmp_path):
+  """A config.json without `pretrain` matches a config at pretrain's defaults, not a changed one."""
+  import json
+  from jaxal import workdir as workdir_lib
+  from tests.conftest import tiny_config
+  old = json.loads(workdir_lib.config_to_json(tiny_config()))
+  del old["pretrain"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_or_write_config(tmp_path, tiny_config(), force=False)
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(workdir_lib.WorkdirConflict, match="pretrain"):
+    workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.name": "deepcluster"}), force=False)

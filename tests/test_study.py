@@ -2,8 +2,11 @@
 
 import ml_collections
 import numpy as np
+import pytest
 
+from jaxal import config as config_lib
 from jaxal import study
+from jaxal import workdir as workdir_lib
 from tests.conftest import tiny_config
 
 
@@ -43,3 +46,51 @@ def test_every_entry_point_imports_in_one_process():
   import importlib
   for name in ("jaxal.main", "jaxal.study", "jaxal.cli", "jaxal.report", "jaxal.svp_report"):
     importlib.import_module(name)
+
+
+def test_pretraining_axis_expands_and_sets_the_run_config():
+  c = study_config()
+  with c.unlocked():
+    c.study.pretrain = "none,deepcluster"
+  runs = study.expand(c)
+  assert len(runs) == 2 * 2 * 2 and {r.pretrain for r in runs} == {"none", "deepcluster"}
+  assert len({r.workdir("/x") for r in runs}) == len(runs)
+  plain = next(r for r in runs if r.pretrain == "none")
+  assert plain.workdir("/x").as_posix() == f"/x/small_cnn/{plain.acquisition}/seed{plain.seed}"  # old layout kept
+  pre = next(r for r in runs if r.pretrain == "deepcluster")
+  assert study.run_config(c, pre).pretrain.name == "deepcluster"
+  assert study.run_config(c, plain).pretrain.name == "none"
+  with c.unlocked():
+    c.study.pretrain = "none,simclr"
+  with pytest.raises(config_lib.ConfigError, match=r"study\.pretrain"):
+    study.expand(c)
+
+
+def test_report_pairs_pretrained_runs_with_pretrained_random(tmp_path):
+  """Fabricated curves: each row's gain is its mean difference from the right random curve."""
+  c = study_config()
+  with c.unlocked():
+    c.study.pretrain = "none,deepcluster"
+  rng = np.random.default_rng(0)
+  acc = {}
+  for run in study.expand(c):
+    a = np.sort(rng.uniform(0.3, 0.9, 3))
+    acc[run] = a
+    workdir = run.workdir(tmp_path)
+    workdir.mkdir(parents=True)
+    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
+                                       for i, v in enumerate(a)])
+  rows = {(r["pretrain"], r["acquisition"]): r for r in study.report(c, tmp_path)}
+  assert set(rows) == {("none", "least_confidence"), ("deepcluster", "least_confidence"), ("deepcluster", "random")}
+
+  def curve(pre, acq):
+    return np.stack([acc[r] for r in sorted(acc, key=lambda r: r.seed) if r.pretrain == pre and r.acquisition == acq])
+
+  for (pre, acq), ref in (((("none", "least_confidence")), ("none", "random")),
+                          (("deepcluster", "least_confidence"), ("deepcluster", "random")),
+                          (("deepcluster", "random"), ("none", "random"))):
+    want = (curve(pre, acq) - curve(*ref)).mean()
+    assert rows[(pre, acq)]["gain_over_random"] == pytest.approx(want)
+  assert rows[("deepcluster", "random")]["reference"] == "random (no pretraining)"
+  assert rows[("deepcluster", "least_confidence")]["reference"] == "random"
+  assert "| deepcluster | random | random (no pretraining) |" in (tmp_path / "study.md").read_text()
