@@ -208,3 +208,44 @@ def test_elbo_decreases_when_training():
   assert later.train_accuracy > 0.8
   r = dd.readout(later.state.params)
   assert len(r["pi"]) == 3 and 1 <= r["depth"] <= 3
+
+
+def test_plain_readout_network_equals_the_masked_network():
+  """plain_cnn with per-layer widths is the Depth-Dropout net with binary masks on those filters."""
+  m = _model(truncation=4, width=6)
+  v = models.init_variables(m, jax.random.key(0), (1, 8, 8, 1))
+  # non-trivial BN statistics so that slicing them is exercised
+  v = jax.tree_util.tree_map(lambda t: t + 0.1 * jax.random.uniform(jax.random.key(8), t.shape), v)
+  widths = [4, 0, 2]
+  plain = models.create("plain_cnn", 3, layers=3, width=6, widths="4,0,2")
+  pv = models.init_variables(plain, jax.random.key(1), (1, 8, 8, 1))
+  src = lambda col: v[col]["backbone"]
+  sliced = lambda tree, w: jax.tree_util.tree_map(lambda t: t[..., :w], tree)
+  for col in ("params", "batch_stats"):
+    dst = dict(pv[col]["backbone"])
+    dst["layer0"] = sliced(src(col)["layer0"], 4)
+    dst["layer2"] = sliced(src(col)["blocks_1"], 2)
+    dst["out"] = src(col)["out"]
+    pv[col]["backbone"] = dst
+  assert set(pv["params"]["backbone"]) == {"layer0", "layer2", "out"}
+  z = np.zeros((1, 4, 6), np.float32)
+  for l, w in enumerate(widths):
+    z[0, l, :w] = 1.0
+  x = jax.random.normal(jax.random.key(2), (5, 8, 8, 1))
+  for train in (False, True):
+    masked = _forward(m, v, x, jnp.asarray(z), 4, train)
+    fixed = plain.backbone.apply({"params": pv["params"]["backbone"], "batch_stats": pv["batch_stats"]["backbone"]},
+                                 x, train=train, mutable=["batch_stats"] if train else False)
+    if train:
+      masked, fixed = masked[0], fixed[0]
+    np.testing.assert_allclose(np.asarray(masked)[0], np.asarray(fixed), rtol=1e-4, atol=1e-5)
+  assert plain.depth == 2 and models.describe(plain, (1, 8, 8, 1))["depth"] == 2
+
+
+@pytest.mark.parametrize("layers", [1, 5, 9])
+def test_fixed_baselines_build(layers):
+  m = models.create("plain_cnn", 10, layers=layers, width=8)
+  d = models.describe(m, (1, 28, 28, 1))
+  assert d["depth"] == layers and d["architecture"] == f"plain_cnn(l{layers},w8)"
+  with pytest.raises(ValueError):
+    models.create("plain_cnn", 10, layers=layers, width=8, widths="9" + ",8" * (layers - 1))
