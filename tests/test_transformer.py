@@ -12,6 +12,7 @@ from jaxal import loop
 from jaxal import models
 from jaxal.models import transformer
 from tests.conftest import tiny_config
+from tests.zoo_helpers import fast_compiles  # pylint: disable=unused-import  # a fixture
 
 FAMILIES = ("bert", "distilbert", "roberta")
 TINY = dict(vocab_size=40, layers=2, hidden=16, heads=2, intermediate=24, max_len=12)
@@ -78,7 +79,7 @@ def test_padding_is_masked(family, pooling):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_trains_and_mc_dropout_reaches_inside_the_encoder(family):
+def test_trains_and_mc_dropout_reaches_inside_the_encoder(family, fast_compiles):
   rng = np.random.default_rng(0)
   ids = jnp.asarray(rng.integers(1, 40, (16, 10)), jnp.int32)
   labels = jnp.asarray((np.asarray(ids) < 20).sum(1) > 5, jnp.int32)
@@ -100,15 +101,19 @@ def test_trains_and_mc_dropout_reaches_inside_the_encoder(family):
     params, opt_state, loss = step(params, opt_state, jax.random.key(i))
     losses.append(float(loss))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-  a, _ = m.apply(v, ids[:4], mc_dropout=True, rngs={"dropout": jax.random.key(1)})
-  b, _ = m.apply(v, ids[:4], mc_dropout=True, rngs={"dropout": jax.random.key(2)})
-  assert not np.allclose(a, b)
-  np.testing.assert_array_equal(m.apply(v, ids[:4])[0], m.apply(v, ids[:4], rngs={"dropout": jax.random.key(3)})[0])
-  np.testing.assert_allclose(m.apply(v, ids[:1])[1][0], m.apply(v, ids[:4])[1][0], rtol=1e-4, atol=1e-5)
-  still = models.create(family, 2, **dict(TINY, hidden_dropout=0.0, attention_dropout=0.0))
-  a, _ = still.apply(v, ids[:4], mc_dropout=True, rngs={"dropout": jax.random.key(1)})
-  b, _ = still.apply(v, ids[:4], mc_dropout=True, rngs={"dropout": jax.random.key(2)})
-  np.testing.assert_array_equal(a, b)
+
+  def sampler(model):
+    return jax.jit(lambda v, x, key: model.apply(v, x, mc_dropout=True, rngs={"dropout": key})[0])
+
+  plain = jax.jit(lambda v, x, key: m.apply(v, x, rngs={"dropout": key}))
+  mc = sampler(m)
+  x = ids[:4]
+  assert not np.allclose(mc(v, x, jax.random.key(1)), mc(v, x, jax.random.key(2)))
+  np.testing.assert_array_equal(plain(v, x, jax.random.key(1))[0], plain(v, x, jax.random.key(2))[0])
+  np.testing.assert_allclose(plain(v, x[:1], jax.random.key(1))[1][0], plain(v, x, jax.random.key(1))[1][0],
+                             rtol=1e-4, atol=1e-5)
+  still = sampler(models.create(family, 2, **dict(TINY, hidden_dropout=0.0, attention_dropout=0.0)))
+  np.testing.assert_array_equal(still(v, x, jax.random.key(1)), still(v, x, jax.random.key(2)))
 
 
 def test_bad_options_are_named():
@@ -119,7 +124,7 @@ def test_bad_options_are_named():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_transformer_in_the_loop(tmp_path, family):
+def test_transformer_in_the_loop(tmp_path, family, fast_compiles):
   rng = np.random.default_rng(0)
   words = {0: ["great", "love", "fine"], 1: ["awful", "hate", "broken"]}
   lines = ["text,label"]
