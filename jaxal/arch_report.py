@@ -1,0 +1,89 @@
+"""The learned architecture by round (paper Figure 9), from a run's `rounds.jsonl`.
+
+    python -m jaxal.arch_report RUN_DIR [--out arch.png]
+
+For a `depth_dropout_*` search the top panel shows the layer activation probabilities
+E_q[π_l] and the bottom panel the active filters per layer (mean over the read-out's
+structure samples), one column per round, with the effective depth marked. For a
+`bbdropout_*` search the top panel shows each layer's mean E[π_k] and the bottom its pruned
+width. `architecture_by_round(history)` returns the arrays behind the figure.
+"""
+
+import argparse
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+
+def architecture_by_round(history: list[dict]) -> dict:
+  """`{method, rounds, num_labeled, layer_prob (R, K), filters (R, K), depth (R,), width}`.
+
+  Rounds without a Bayesian read-out in their `search` record are skipped.
+  """
+  rows = [r for r in history if (r.get("search") or {}).get("method") in ("depth_dropout", "bbdropout")]
+  if not rows:
+    raise ValueError("no round has a depth_dropout or bbdropout read-out in its search record")
+  method = rows[0]["search"]["method"]
+  prob, filters, depth = [], [], []
+  for r in rows:
+    s = r["search"]
+    if method == "depth_dropout":
+      prob.append(s["pi"])
+      filters.append(s["active_filters"])
+      depth.append(s["depth"])
+    else:
+      prob.append([float(np.mean(p)) for p in s["expected_pi"]])
+      filters.append(s["widths"])
+      depth.append(sum(1 for w in s["widths"] if w))
+  return {"method": method, "rounds": [r["round"] for r in rows], "num_labeled": [r["num_labeled"] for r in rows],
+          "layer_prob": np.asarray(prob, np.float64), "filters": np.asarray(filters, np.float64),
+          "depth": np.asarray(depth), "width": int(rows[0]["search"].get("width", np.max(filters)))}
+
+
+def plot_architecture(history: list[dict], path, title: str = "") -> dict:
+  """Writes the Figure-9 style plot of `history` to `path` (PNG); returns the arrays."""
+  a = architecture_by_round(history)
+  rounds, k = a["layer_prob"].shape
+  x = np.arange(rounds)
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(4.0, 0.6 * rounds + 2.5), 2.0 + 0.35 * k + 2.0),
+                                    sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+  depth_method = a["method"] == "depth_dropout"
+  im = top.imshow(a["layer_prob"].T, aspect="auto", origin="lower", cmap="Blues", vmin=0, vmax=1,
+                  extent=(-0.5, rounds - 0.5, 0.5, k + 0.5))
+  top.set_ylabel("layer")
+  top.set_title(title or ("layer activation probability E[π_l]" if depth_method else "mean E[π_k] per layer"))
+  fig.colorbar(im, ax=top, fraction=0.04)
+  im = bottom.imshow(a["filters"].T, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=a["width"],
+                     extent=(-0.5, rounds - 0.5, 0.5, k + 0.5))
+  bottom.step(x, a["depth"] + 0.5, where="mid", color="red", lw=1.5, label="effective depth")
+  bottom.set_ylabel("layer")
+  bottom.set_title("active filters per layer" if depth_method else "pruned width per layer")
+  bottom.legend(loc="upper right", fontsize="small")
+  fig.colorbar(im, ax=bottom, fraction=0.04)
+  bottom.set_xticks(x)
+  bottom.set_xticklabels([str(n) for n in a["num_labeled"]], rotation=45)
+  bottom.set_xlabel("labels (round)")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return a
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("run", help="run directory holding rounds.jsonl")
+  parser.add_argument("--out", default="", help="output PNG (default RUN/architecture.png)")
+  args = parser.parse_args(argv)
+  out = pathlib.Path(args.out or pathlib.Path(args.run) / "architecture.png")
+  a = plot_architecture(workdir_lib.read_rounds(args.run), out)
+  print(f"{a['method']}: {len(a['rounds'])} rounds, depths {a['depth'].tolist()} -> {out}")
+
+
+if __name__ == "__main__":
+  main()
