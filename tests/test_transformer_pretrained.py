@@ -182,6 +182,8 @@ def test_mismatched_checkpoints_are_named(tmp_path):
     models.create("roberta", 2, pretrained=str(tmp_path))
   with pytest.raises(ValueError, match="disagree"):
     models.create("bert", 2, pretrained=str(tmp_path), layers=3)
+  with pytest.raises(ValueError, match=r"data's vocabulary \(51 ids\) exceeds the checkpoint's \(50\)"):
+    models.create("bert", 2, pretrained=str(tmp_path), vocab_size=51)  # e.g. words, not the checkpoint's tokenizer
   with pytest.raises(FileNotFoundError, match="does not exist"):
     models.create("bert", 2, pretrained=str(tmp_path / "nowhere"))
   (tmp_path / "empty").mkdir()
