@@ -7,6 +7,11 @@ E_q[π_l] and the bottom panel the active filters per layer (mean over the read-
 structure samples), one column per round, with the effective depth marked. For a
 `bbdropout_*` search the top panel shows each layer's mean E[π_k] and the bottom its pruned
 width. `architecture_by_round(history)` returns the arrays behind the figure.
+
+`plot_spreads(table, out_dir)` draws the paper's Figures 8 and 10 from runs indexed by
+(architecture setting, acquisition): the band between the best and worst acquisition per
+architecture, and between the best and worst architecture per acquisition
+(`jaxal.metrics.spread`, max − min of test accuracy at each labeled-set size).
 """
 
 import argparse
@@ -18,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from jaxal import metrics  # pylint: disable=g-import-not-at-top
 from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
 
@@ -73,6 +79,43 @@ def plot_architecture(history: list[dict], path, title: str = "") -> dict:
   fig.savefig(path)
   plt.close(fig)
   return a
+
+
+def spread_table(table: dict) -> dict:
+  """`{(arch, acq): history}` -> labels, accuracy `(A, Q, R)`, spreads over acquisitions/architectures."""
+  archs = sorted({a for a, _ in table})
+  acqs = sorted({q for _, q in table})
+  missing = [(a, q) for a in archs for q in acqs if (a, q) not in table]
+  if missing:
+    raise ValueError(f"the table needs every (architecture, acquisition) pair; missing {missing}")
+  rounds = min(len(h) for h in table.values())
+  acc = np.asarray([[[r["test_accuracy"] for r in table[a, q][:rounds]] for q in acqs] for a in archs])
+  labels = [r["num_labeled"] for r in next(iter(table.values()))[:rounds]]
+  return {"architectures": archs, "acquisitions": acqs, "labels": labels, "accuracy": acc,
+          "spread_over_acquisitions": metrics.spread(acc, axis=1), "spread_over_architectures": metrics.spread(acc, axis=0)}
+
+
+def plot_spreads(table: dict, out_dir) -> dict:
+  """Writes `spread_by_architecture.png` (Fig. 8) and `spread_by_acquisition.png` (Fig. 10)."""
+  t = spread_table(table)
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  acc, labels = t["accuracy"], t["labels"]
+  for name, axis, groups in (("spread_by_architecture", 1, t["architectures"]),
+                             ("spread_by_acquisition", 0, t["acquisitions"])):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, g in enumerate(groups):
+      band = acc[i] if axis == 1 else acc[:, i]
+      line, = ax.plot(labels, band.mean(0), label=f"{g} (final spread {band[:, -1].max() - band[:, -1].min():.3f})")
+      ax.fill_between(labels, band.min(0), band.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("spread across acquisitions" if axis == 1 else "spread across architectures")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png")
+    plt.close(fig)
+  return t
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
 import json
 
 import ml_collections
+import numpy as np
 import pytest
 
 from jaxal import arch_report
@@ -66,3 +67,16 @@ def test_architecture_figure_arrays_follow_the_records(tmp_path):
   assert (tmp_path / "a.png").stat().st_size > 0
   with pytest.raises(ValueError, match="read-out"):
     arch_report.architecture_by_round(history[:1])
+
+
+def test_spread_table_matches_numpy(tmp_path):
+  accs = {("dd_spo", "entropy"): [0.5, 0.7], ("dd_spo", "random"): [0.4, 0.8],
+          ("plain1", "entropy"): [0.3, 0.6], ("plain1", "random"): [0.35, 0.5]}
+  table = {k: [{"num_labeled": 100 * (i + 1), "test_accuracy": a} for i, a in enumerate(v)] for k, v in accs.items()}
+  t = arch_report.plot_spreads(table, tmp_path)
+  assert t["architectures"] == ["dd_spo", "plain1"] and t["acquisitions"] == ["entropy", "random"]
+  np.testing.assert_allclose(t["spread_over_acquisitions"], [[0.1, 0.1], [0.05, 0.1]])
+  np.testing.assert_allclose(t["spread_over_architectures"], [[0.2, 0.1], [0.05, 0.3]])
+  assert (tmp_path / "spread_by_architecture.png").exists() and (tmp_path / "spread_by_acquisition.png").exists()
+  with pytest.raises(ValueError, match="missing"):
+    arch_report.spread_table({k: v for k, v in table.items() if k != ("plain1", "random")})
