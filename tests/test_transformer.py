@@ -10,6 +10,9 @@ import pytest
 
 from jaxal import loop
 from jaxal import models
+from jaxal.acquisition import mc_dropout
+from jaxal.acquisition import scoring
+from jaxal.data import pipeline
 from jaxal.models import transformer
 from tests.conftest import tiny_config
 from tests.zoo_helpers import fast_compiles  # pylint: disable=unused-import  # a fixture
@@ -112,8 +115,26 @@ def test_trains_and_mc_dropout_reaches_inside_the_encoder(family, fast_compiles)
   np.testing.assert_array_equal(plain(v, x, jax.random.key(1))[0], plain(v, x, jax.random.key(2))[0])
   np.testing.assert_allclose(plain(v, x[:1], jax.random.key(1))[1][0], plain(v, x, jax.random.key(1))[1][0],
                              rtol=1e-4, atol=1e-5)
-  still = sampler(models.create(family, 2, **dict(TINY, hidden_dropout=0.0, attention_dropout=0.0)))
+  still_model = models.create(family, 2, **dict(TINY, hidden_dropout=0.0, attention_dropout=0.0))
+  still = sampler(still_model)
   np.testing.assert_array_equal(still(v, x, jax.random.key(1)), still(v, x, jax.random.key(2)))
+  # MC-dropout scoring runs the whole encoder when it has dropout, the head alone otherwise
+  assert m.backbone.dropout_in_backbone and not still_model.backbone.dropout_in_backbone
+
+
+def test_bald_sees_the_encoder_dropout():
+  """With no head dropout, MC passes differ only through the encoder's own dropout."""
+  ids = jnp.asarray(np.random.default_rng(1).integers(1, 40, (6, 8)), jnp.int32)
+  scores = {}
+  for rate in (0.1, 0.0):
+    m = models.create("bert", 3, **dict(TINY, hidden_dropout=rate, attention_dropout=rate))
+    v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
+    v["params"]["classifier"]["kernel"] *= 50.0  # logits large enough for the passes to disagree visibly
+    predictor = scoring.Predictor(m, v, ids, pipeline.make_preprocess(ids, "text", "none"), chunk_size=4)
+    stats = predictor.mc_statistics(8, jax.random.key(3))
+    scores[rate] = np.asarray(mc_dropout.bald_from_stats(stats["mean_probs"], stats["mean_entropy"]))
+  assert (scores[0.1] > 1e-4).all()
+  np.testing.assert_allclose(scores[0.0], 0.0, atol=1e-5)
 
 
 def test_bad_options_are_named():

@@ -149,6 +149,11 @@ class TransformerEncoder(nn.Module):
     return self.layers
 
   @property
+  def dropout_in_backbone(self) -> bool:
+    """MC-dropout must run the whole encoder, not just the head (see acquisition/scoring.py)."""
+    return self.hidden_dropout > 0 or self.attention_dropout > 0
+
+  @property
   def label(self) -> str:
     return f"{self.family}(L{self.layers},H{self.hidden})"
 
