@@ -78,6 +78,52 @@ def test_minilm_hidden_states_match_transformers():
   np.testing.assert_allclose(emb, want, atol=1e-4)
 
 
+def _numpy_bert(state, config, ids):
+  """BERT's last hidden states in float64 numpy, written from the architecture (no jaxal code)."""
+  from scipy.special import erf  # pylint: disable=import-outside-toplevel
+  w = {k: np.asarray(a, np.float64) for k, a in state.items()}
+  eps, heads = config["layer_norm_eps"], config["num_attention_heads"]
+
+  def norm(x, name):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+
+  def linear(x, name):
+    return x @ w[name + ".weight"].T + w[name + ".bias"]
+
+  b, n = ids.shape
+  x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n]
+  x = norm(x + w["embeddings.token_type_embeddings.weight"][0], "embeddings.LayerNorm")
+  masked = (ids == 0)[:, None, None, :]
+  for i in range(config["num_hidden_layers"]):
+    p = f"encoder.layer.{i}."
+    split = lambda t: t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3)
+    q, k, v = (split(linear(x, p + "attention.self." + s)) for s in ("query", "key", "value"))
+    scores = np.where(masked, -np.inf, q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1]))
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, n, -1)
+    x = norm(x + linear(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+    h = linear(x, p + "intermediate.dense")
+    h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
+    x = norm(x + linear(h, p + "output.dense"), p + "output.LayerNorm")
+  return x
+
+
+def test_minilm_matches_a_float64_numpy_forward():
+  """A second, independent reference that needs neither torch nor transformers."""
+  path = _minilm_dir()
+  ids, _ = tokenize.encode_texts(_sentences(), tokenizer=path, max_length=40)
+  m = models.create("bert", 5, pretrained=path)
+  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
+  hidden, _ = _encode(m, v, ids)
+  want = _numpy_bert(hf_checkpoint.read_state_dict(path), hf_checkpoint.read_config(path), ids)
+  real = ids != 0
+  diff = np.abs(np.asarray(hidden, np.float64) - want)[real]
+  print(f"MiniLM vs float64 numpy: max abs difference {diff.max():.2e} over {int(real.sum())} real tokens")
+  assert diff.max() <= 1e-4
+
+
 def test_minilm_tokenizer_files_agree_with_the_vocabulary():
   path = _minilm_dir()
   vocab = (pathlib.Path(path) / "vocab.txt").read_text().splitlines()
