@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
       epochs=400, kmeans_iters=10, clusters_per_class=5,  # Siméoni: 400 epochs, 10 iterations, k = 5C
       style="simeoni",        # simeoni (head kept) | deepcluster (head re-created, uniform cluster sampler)
       lr=0.02, batch_size=128, momentum=0.9, weight_decay=2e-4,  # Nesterov SGD, decay on all params
+      cache_dir="",           # share backbones between runs with the same data, model, seed and settings
   ))
   c.oracle = ml_collections.ConfigDict(dict(
       name="simulated",       # simulated | files (people label exported queries)
@@ -235,6 +236,7 @@ def validate(config) -> None:
   _check(p.lr > 0, "pretrain.lr", f"must be > 0, got {p.lr}")
   _check(0 <= p.momentum < 1, "pretrain.momentum", "must be in [0, 1)")
   _check(p.weight_decay >= 0, "pretrain.weight_decay", "must be >= 0")
+  _check(isinstance(p.cache_dir, str), "pretrain.cache_dir", f"must be a path string, got {p.cache_dir!r}")
   _check(p.name == "none" or s.name == "fixed", "pretrain.name",
          f"pretraining initializes one fixed architecture; it cannot be combined with search.name={s.name!r}")
 

@@ -10,7 +10,9 @@ run makes exactly the choices an uninterrupted one makes.
 """
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import pathlib
 import time
 
@@ -151,19 +153,40 @@ def _load_tree(path: pathlib.Path) -> dict:
   return tree
 
 
+def pretrain_fingerprint(config) -> str:
+  """A hash of what determines the pretrained backbone: data, model, pretraining, seed."""
+  what = {"data": config.data.to_dict(), "model": config.model.to_dict(), "seed": config.seed,
+          "pretrain": {k: v for k, v in config.pretrain.to_dict().items() if k != "cache_dir"},
+          "steps_per_call": config.train.steps_per_call, "chunk_size": config.acquisition.chunk_size}
+  return hashlib.sha256(json.dumps(what, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
 def _pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh):
   """The run's pretrained backbone variables: computed once, then read from the workdir.
 
   `WORKDIR/pretrained.npz` holds the backbone (the k-way head dropped) and
-  `WORKDIR/pretrained.json` the per-epoch history; a resumed run reads them back.
+  `WORKDIR/pretrained.json` the per-epoch history; a resumed run reads them back. With
+  `pretrain.cache_dir`, runs that differ only in what pretraining never sees (the
+  acquisition, the AL budget, training settings) share one backbone, found there by
+  `pretrain_fingerprint`.
   """
   p = config.pretrain
   if p.name == "none":
     return None
-  path, meta_path = workdir / "pretrained.npz", workdir / "pretrained.json"
+  path = workdir / "pretrained.npz"
   if path.exists():
     _log(config, f"pretraining: reusing {path}")
     return _load_tree(path)
+  cached = None
+  if p.cache_dir:
+    cached = pathlib.Path(p.cache_dir) / pretrain_fingerprint(config)
+    if (cached / "pretrained.npz").exists() and (cached / "pretrained.json").exists():
+      _log(config, f"pretraining: reusing {cached}")
+      if parallel.is_primary():
+        for name in ("pretrained.json", "pretrained.npz"):  # the npz last: it marks the workdir done
+          shutil.copyfile(cached / name, workdir / (name + ".tmp"))
+          (workdir / (name + ".tmp")).replace(workdir / name)
+      return _load_tree(cached / "pretrained.npz")
   _log(config, f"pretraining ({p.name}, {p.style}): {p.epochs} epochs on {len(data.pool)} pool inputs")
   trainer = trainer_for(config.model.name, dict(config.model.options))
   result = deepcluster.pretrain(
@@ -173,9 +196,12 @@ def _pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh):
       momentum=p.momentum, weight_decay=p.weight_decay, steps_per_call=config.train.steps_per_call,
       chunk_size=config.acquisition.chunk_size, mesh=mesh, verbose=config.output.verbose)
   if parallel.is_primary():
-    _save_tree(path, result.variables)
-    workdir_lib.atomic_write_text(meta_path, json.dumps(
-        {"name": p.name, "style": p.style, "seconds": round(result.seconds, 3), "history": result.history}))
+    meta = json.dumps({"name": p.name, "style": p.style, "seconds": round(result.seconds, 3),
+                       "history": result.history})
+    for where in ([cached] if cached else []) + [workdir]:
+      where.mkdir(parents=True, exist_ok=True)
+      workdir_lib.atomic_write_text(where / "pretrained.json", meta)
+      _save_tree(where / "pretrained.npz", result.variables)  # last: its presence means complete
   return result.variables
 
 

@@ -82,8 +82,12 @@ def expand(config) -> list[StudyRun]:
           itertools.product(list(s.models), pretrain_axis(config), acquisitions, seeds)]
 
 
-def run_config(config, run: StudyRun):
-  """The base run config with this run's model, acquisition and seed."""
+def run_config(config, run: StudyRun, root=None):
+  """The base run config with this run's model, pretraining, acquisition and seed.
+
+  With `root`, pretrained runs share backbones through `ROOT/pretrained` (one per model and
+  seed, not per acquisition) unless the config names its own `pretrain.cache_dir`.
+  """
   c = copy.deepcopy(config)
   with c.unlocked():
     del c["study"]
@@ -91,6 +95,8 @@ def run_config(config, run: StudyRun):
     c.model.options = ml_collections.ConfigDict(dict(config.study.models[run.model]))
     c.acquisition.name = run.acquisition
     c.pretrain.name = run.pretrain
+    if root is not None and run.pretrain != "none" and not c.pretrain.cache_dir:
+      c.pretrain.cache_dir = str(pathlib.Path(root).absolute() / "pretrained")
     c.seed = run.seed
   return c
 
@@ -119,7 +125,7 @@ def run_study(config, root, *, process_index: int = 0, num_processes: int = 1) -
       print(f"[study] {run}: finished, skipped", flush=True)
       continue
     print(f"[study] {run}: running in {workdir}", flush=True)
-    loop.run(run_config(config, run), workdir)
+    loop.run(run_config(config, run, root), workdir)
     ran.append(run)
   return ran
 

@@ -10,7 +10,7 @@ import pathlib
 
 
 # Fields that do not change results; a rerun may change them freely.
-IGNORED_PREFIXES = ("output.", "parallel.")
+IGNORED_PREFIXES = ("output.", "parallel.", "pretrain.cache_dir")
 
 
 class WorkdirConflict(RuntimeError):
@@ -37,12 +37,18 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   if path.exists() and not force:
     old = json.loads(path.read_text())
     diff = [d for d in _diff(old, json.loads(new), defaults=_defaults()) if not d.startswith(IGNORED_PREFIXES)]
+    if _pretrain_off(old) and _pretrain_off(json.loads(new)):  # unused settings change nothing
+      diff = [d for d in diff if not d.startswith("pretrain")]
     if diff:
       shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
       raise WorkdirConflict(
           f"{workdir} holds a run with a different config ({shown}). "
           "Use another --workdir, or pass --force to continue this run with the new config.")
   atomic_write_text(path, new)
+
+
+def _pretrain_off(config: dict) -> bool:
+  return config.get("pretrain", {}).get("name", "none") == "none"
 
 
 def _defaults() -> dict:

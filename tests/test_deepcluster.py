@@ -286,3 +286,32 @@ def test_workdir_from_before_the_pretrain_section_still_resumes(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(old))
   with pytest.raises(workdir_lib.WorkdirConflict, match="pretrain"):
     workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.name": "deepcluster"}), force=False)
+  (tmp_path / "config.json").write_text(json.dumps(old))  # pretraining off: its settings do not matter
+  workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7}), force=False)
+  with pytest.raises(workdir_lib.WorkdirConflict, match=r"pretrain\.name"):
+    workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7, "pretrain.name": "deepcluster"}),
+                                      force=False)
+
+
+def test_runs_share_a_backbone_through_the_cache(tmp_path, monkeypatch):
+  """Runs that differ only in the acquisition pretrain once; another seed gets its own."""
+  from jaxal import loop
+  cache = str(tmp_path / "cache")
+  cfg = lambda **kw: _loop_config(**{"al.num_rounds": 1, "pretrain.cache_dir": cache, **kw})
+  fp = loop.pretrain_fingerprint
+  assert fp(cfg()) == fp(cfg(**{"acquisition.name": "random", "train.epochs": 5}))
+  assert fp(cfg()) != fp(cfg(seed=1)) and fp(cfg()) != fp(cfg(**{"pretrain.epochs": 3}))
+  loop.run(cfg(), tmp_path / "a")
+  assert (tmp_path / "cache" / fp(cfg()) / "pretrained.npz").exists()
+
+  def no_pretraining(*args, **kwargs):
+    raise AssertionError("pretraining ran although the cache holds this backbone")
+
+  monkeypatch.setattr(dc, "pretrain", no_pretraining)
+  loop.run(cfg(**{"acquisition.name": "random"}), tmp_path / "b")
+  a, b = loop._load_tree(tmp_path / "a" / "pretrained.npz"), loop._load_tree(tmp_path / "b" / "pretrained.npz")
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert (tmp_path / "b" / "pretrained.json").exists()
+  with pytest.raises(AssertionError, match="pretraining ran"):
+    loop.run(cfg(seed=1), tmp_path / "c")

@@ -60,6 +60,8 @@ def test_pretraining_axis_expands_and_sets_the_run_config():
   pre = next(r for r in runs if r.pretrain == "deepcluster")
   assert study.run_config(c, pre).pretrain.name == "deepcluster"
   assert study.run_config(c, plain).pretrain.name == "none"
+  assert study.run_config(c, pre, "/x").pretrain.cache_dir == "/x/pretrained"  # shared across acquisitions
+  assert study.run_config(c, plain, "/x").pretrain.cache_dir == ""
   with c.unlocked():
     c.study.pretrain = "none,simclr"
   with pytest.raises(config_lib.ConfigError, match=r"study\.pretrain"):
