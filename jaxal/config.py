@@ -258,9 +258,12 @@ def validate_against_data(config, pool_size: int) -> None:
 
 def validate_against_devices(config, num_devices: int) -> None:
   """Batch and chunk sizes must split evenly over the data-parallel devices."""
-  for field, value in (("train.batch_size", config.train.batch_size),
-                       ("acquisition.chunk_size", config.acquisition.chunk_size),
-                       ("train.eval_chunk_size", config.train.eval_chunk_size)):
+  sizes = [("train.batch_size", config.train.batch_size),
+           ("acquisition.chunk_size", config.acquisition.chunk_size),
+           ("train.eval_chunk_size", config.train.eval_chunk_size)]
+  if config.pretrain.name != "none":
+    sizes.append(("pretrain.batch_size", config.pretrain.batch_size))
+  for field, value in sizes:
     _check(value % num_devices == 0, field,
            f"{value} is not divisible by the {num_devices} data-parallel devices "
            f"(per-device size would be {value / num_devices:g}); change it or set parallel.num_devices")

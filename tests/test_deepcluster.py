@@ -272,6 +272,9 @@ def test_pretrain_config_errors_name_the_field():
                            ({"search.name": "inas"}, "pretrain.name")):
     with pytest.raises(config_lib.ConfigError, match=field.replace(".", r"\.")):
       config_lib.validate(_loop_config(**overrides))
+  with pytest.raises(config_lib.ConfigError, match=r"pretrain\.batch_size"):
+    config_lib.validate_against_devices(_loop_config(**{"pretrain.batch_size": 33}), 2)
+  config_lib.validate_against_devices(_loop_config(**{"pretrain.batch_size": 33, "pretrain.name": "none"}), 2)
 
 
 def test_workdir_from_before_the_pretrain_section_still_resumes(tmp_path):

@@ -22,6 +22,8 @@ Resolved ambiguities (ALGORITHMS.md §5 leaves these open):
   the trained index again); a cluster re-seeded in the last iteration may end empty,
   and its id then simply gets no samples.
 * Features are L2-normalised outside the network; the network itself is unchanged.
+* Pseudo-label training uses no augmentation (§5 names none); the head's dropout, if the
+  model has one, is active as in supervised training.
 * Optimizer: SGD with Nesterov momentum, weight decay on every parameter (PyTorch's
   SGD `weight_decay`), constant learning rate; Siméoni's defaults are lr 0.02, batch 128,
   momentum 0.9, weight decay 2e-4, 400 epochs, 10 k-means iterations, k = 5C.
