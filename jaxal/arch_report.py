@@ -45,8 +45,8 @@ def architecture_by_round(history: list[dict]) -> dict:
       depth.append(s["depth"])
     else:
       prob.append([float(np.mean(p)) for p in s["expected_pi"]])
-      filters.append(s["widths"])
-      depth.append(sum(1 for w in s["widths"] if w))
+      filters.append(s["pruned_widths"])
+      depth.append(sum(1 for w in s["pruned_widths"] if w))
   return {"method": method, "rounds": [r["round"] for r in rows], "num_labeled": [r["num_labeled"] for r in rows],
           "layer_prob": np.asarray(prob, np.float64), "filters": np.asarray(filters, np.float64),
           "depth": np.asarray(depth), "width": int(rows[0]["search"].get("width", np.max(filters)))}

@@ -38,7 +38,9 @@ def test_two_rounds_record_the_readout(tmp_path, method, mode):
       assert len(s["pi"]) == 3 and all(x >= y for x, y in zip(s["pi"], s["pi"][1:]))
       assert len(widths) == max(1, s["depth"]) and len(s["active_filters"]) == 3
     else:
-      assert len(s["expected_pi"]) == 3 and s["threshold"] == 0.1
+      assert len(s["expected_pi"]) == 3 and s["threshold"] == 0.1 and len(s["pruned_widths"]) == 3
+      assert s["pruned_widths"][1:len(widths)] == widths[1:] and not any(s["pruned_widths"][len(widths):])
+      assert all(w == sum(p >= 0.1 for p in pis) for w, pis in zip(s["pruned_widths"], s["expected_pi"]))
   fig = arch_report.plot_architecture(lines, tmp_path / "arch.png")
   assert (tmp_path / "arch.png").stat().st_size > 0 and fig["method"] == method and fig["filters"].shape == (2, 3)
   first, second = (l["search"] for l in lines)

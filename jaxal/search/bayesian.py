@@ -15,7 +15,8 @@ with an active unit over `readout` samples) and each layer's mean active filter 
 for BBDropout every layer with its pruned width (#{k : E[π_k] ≥ threshold}; 0 drops a
 residual layer). The Bayesian model's options come from `model.options` when `model.name`
 is the method, else its defaults. The round record's `search` field holds the read-out
-(π_l, active filters, depths; or E[π_k] and widths) for `jaxal.arch_report`.
+(π_l, active filters, depths; or E[π_k] and `pruned_widths`) for `jaxal.arch_report`;
+`widths` is the read-out network's.
 """
 
 import numpy as np
@@ -90,8 +91,8 @@ def _search(context, method: str, mode: str):
 
 
 def _round_floats(tree, digits: int = 5):
-  if isinstance(tree, dict):
-    return {k: _round_floats(v, digits) for k, v in tree.items() if k != "widths"}
+  if isinstance(tree, dict):  # BBDropout's raw per-layer widths become `pruned_widths`
+    return {("pruned_widths" if k == "widths" else k): _round_floats(v, digits) for k, v in tree.items()}
   if isinstance(tree, (list, tuple)):
     return [_round_floats(v, digits) for v in tree]
   if isinstance(tree, (float, np.floating)):
