@@ -67,10 +67,10 @@ def plot_architecture(history: list[dict], path, title: str = "") -> dict:
   fig.colorbar(im, ax=top, fraction=0.04)
   im = bottom.imshow(a["filters"].T, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=a["width"],
                      extent=(-0.5, rounds - 0.5, 0.5, k + 0.5))
-  bottom.step(x, a["depth"] + 0.5, where="mid", color="red", lw=1.5, label="effective depth")
+  bottom.plot(x, a["depth"], "v", color="red", ms=9)
   bottom.set_ylabel("layer")
-  bottom.set_title("active filters per layer" if depth_method else "pruned width per layer")
-  bottom.legend(loc="upper right", fontsize="small")
+  bottom.set_title(("active filters per layer" if depth_method else "pruned width per layer")
+                   + " (red ▼: effective depth)")
   fig.colorbar(im, ax=bottom, fraction=0.04)
   bottom.set_xticks(x)
   bottom.set_xticklabels([str(n) for n in a["num_labeled"]], rotation=45)
