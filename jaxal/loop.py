@@ -197,7 +197,7 @@ def _pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh):
       chunk_size=config.acquisition.chunk_size, mesh=mesh, verbose=config.output.verbose)
   if parallel.is_primary():
     meta = json.dumps({"name": p.name, "style": p.style, "seconds": round(result.seconds, 3),
-                       "history": result.history})
+                       "collapsed": result.collapsed, "history": result.history})
     for where in ([cached] if cached else []) + [workdir]:
       where.mkdir(parents=True, exist_ok=True)
       workdir_lib.atomic_write_text(where / "pretrained.json", meta)

@@ -318,3 +318,12 @@ def test_runs_share_a_backbone_through_the_cache(tmp_path, monkeypatch):
   assert (tmp_path / "b" / "pretrained.json").exists()
   with pytest.raises(AssertionError, match="pretraining ran"):
     loop.run(cfg(seed=1), tmp_path / "c")
+
+
+def test_collapse_is_flagged():
+  """Features that fill fewer than half of the k clusters mark the pretraining collapsed."""
+  k = 10
+  full = {"params": {"classifier": {"kernel": np.zeros((4, k))}}}
+  ok = dc.PretrainResult({}, full, [{"nonempty_clusters": 5}], 0.0)
+  bad = dc.PretrainResult({}, full, [{"nonempty_clusters": 4}], 0.0)
+  assert not ok.collapsed and bad.collapsed

@@ -32,6 +32,7 @@ Resolved ambiguities (ALGORITHMS.md §5 leaves these open):
 import dataclasses
 import functools
 import math
+import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -165,6 +166,12 @@ class PretrainResult:
   history: list           # per epoch: kmeans objective, non-empty clusters, loss, accuracy
   seconds: float
 
+  @property
+  def collapsed(self) -> bool:
+    """The last epoch's features fell into fewer than half of the clusters (a trivial solution)."""
+    k = self.full_variables["params"][HEAD]["kernel"].shape[-1]
+    return bool(self.history) and self.history[-1]["nonempty_clusters"] < k / 2
+
 
 @functools.lru_cache(maxsize=8)
 def _compiled(cluster_model, preprocess, sample_shape, dtype, momentum, weight_decay, batch_size, steps_per_call,
@@ -266,4 +273,9 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
       print(f"  pretrain epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
             f"clusters {record['nonempty_clusters']}/{k} ({time.perf_counter() - start:.1f}s)", flush=True)
   full = jax.tree_util.tree_map(np.asarray, state.variables)
-  return PretrainResult(backbone_variables(full), full, history, time.perf_counter() - start)
+  result = PretrainResult(backbone_variables(full), full, history, time.perf_counter() - start)
+  if result.collapsed and parallel.is_primary():
+    print(f"warning: pretraining collapsed: the last epoch's features fill {history[-1]['nonempty_clusters']} of "
+          f"{k} clusters; the backbone may be useless (try style='deepcluster', a lower lr or fewer epochs)",
+          file=sys.stderr, flush=True)
+  return result
