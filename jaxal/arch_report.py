@@ -92,7 +92,8 @@ def spread_table(table: dict) -> dict:
   acc = np.asarray([[[r["test_accuracy"] for r in table[a, q][:rounds]] for q in acqs] for a in archs])
   labels = [r["num_labeled"] for r in next(iter(table.values()))[:rounds]]
   return {"architectures": archs, "acquisitions": acqs, "labels": labels, "accuracy": acc,
-          "spread_over_acquisitions": metrics.spread(acc, axis=1), "spread_over_architectures": metrics.spread(acc, axis=0)}
+          "spread_over_acquisitions": metrics.spread(acc, axis=1),
+          "spread_over_architectures": metrics.spread(acc, axis=0)}
 
 
 def plot_spreads(table: dict, out_dir) -> dict:

@@ -11,7 +11,7 @@ sown into the `"losses"` collection (`train/step.py` scales it by 1 / N_labeled)
 Resolved details (reference code `kckishan/Depth_and_Dropout`):
 * ν is sampled with `jax.random.beta` (implicit reparameterisation gradients), log π =
   cumsum(log ν) and logit π = log π − log(1 − π) computed with `log1mexp`; log π is
-  clipped to [log 1e-30... , −1e-7] so that ν = 1 in float32 gives no infinity.
+  clipped to [log 1e−30, −1e−7], so that ν = 1 (or 0) in float32 gives no infinity.
 * Training masks are relaxed Bernoulli with temperature τ, z = σ((logit π + logit u)/τ),
   one draw per unit per structure sample, shared across the minibatch; evaluation masks are
   hard Bernoulli, 1[logit π + logit u > 0], from the same logistic noise.
