@@ -91,12 +91,15 @@ def test_mask_readout_counts_layers_and_last_index():
 def test_readout_is_consistent_with_its_masks():
   m = _model(truncation=6, width=5, alpha=2.0, beta=1.5)
   v = models.init_variables(m, jax.random.key(0), (1, 8, 8, 1))
-  r = dd.readout(v["params"], num_samples=4, seed=11)
+  r = dd.readout(v["params"], num_samples=4, filter_samples=300, seed=11)
   a, b = dd.variational_params(v["params"]["backbone"]["a_hat"], v["params"]["backbone"]["b_hat"])
-  z, _ = dd.sample_structure(jax.random.key(11), a, b, num_samples=4, width=5, temperature=1.0, hard=True)
+  z, _ = dd.sample_structure(jax.random.key(11), a, b, num_samples=300, width=5, temperature=1.0, hard=True)
   z = np.asarray(z)
   assert r["active_filters"] == list(z.sum(-1).mean(0))
-  assert r["depth"] == int((z.sum(-1) > 0).sum(-1).max()) == int(dd.threshold(jnp.asarray(z)))
+  s = z[:4]  # the depths use the reference's S samples
+  assert r["depth"] == int((s.sum(-1) > 0).sum(-1).max()) == int(dd.threshold(jnp.asarray(s)))
+  assert r["depth_last"] == max(max([l + 1 for l in range(6) if s[i, l].any()], default=0) for i in range(4))
+  np.testing.assert_allclose(r["active_filters"], 5 * np.asarray(r["pi"]), atol=0.35)  # E[#active] = M E[π]
   assert r["depth"] <= r["depth_last"] <= 6 and r["width"] == 5
   assert np.all(np.diff(r["pi"]) <= 0)
 

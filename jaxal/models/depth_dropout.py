@@ -102,21 +102,23 @@ def mask_readout(z, epsilon: float = 0.01) -> dict:
   }
 
 
-def readout(params, *, num_samples: int = 5, width: int | None = None, epsilon: float = 0.01,
-            seed: int = 0) -> dict:
+def readout(params, *, num_samples: int = 5, filter_samples: int = 200, width: int | None = None,
+            epsilon: float = 0.01, seed: int = 0) -> dict:
   """Architecture read-out from trained params: π, active filters and effective depth.
 
-  `pi` is E_q[π_l]; `active_filters`, `depth` and `depth_last` come from `num_samples`
-  hard structures drawn with `seed` (see `mask_readout`).
+  `pi` is E_q[π_l]. Hard structures are drawn with `seed`: `depth` and `depth_last` use
+  the first `num_samples` (the reference's S, see `mask_readout`); `active_filters` is the
+  mean over `max(num_samples, filter_samples)` of them, since S = 5 draws of a Binomial
+  count are too noisy for a width.
   """
   p = params["backbone"] if "backbone" in params else params
   a, b = variational_params(p["a_hat"], p["b_hat"])
   width = width or int(p["layer0"]["conv"]["kernel"].shape[-1])
-  z, _ = sample_structure(jax.random.key(seed), a, b, num_samples=num_samples, width=width, temperature=1.0,
-                          hard=True)
-  out = mask_readout(z, epsilon)
-  out.update(pi=np.asarray(expected_pi(a, b)).tolist(), a=np.asarray(a).tolist(), b=np.asarray(b).tolist(),
-             width=width)
+  z, _ = sample_structure(jax.random.key(seed), a, b, num_samples=max(num_samples, filter_samples), width=width,
+                          temperature=1.0, hard=True)
+  out = mask_readout(z[:num_samples], epsilon)
+  out.update(active_filters=np.asarray(z > epsilon).sum(-1).mean(0).tolist(), pi=np.asarray(expected_pi(a, b)).tolist(),
+             a=np.asarray(a).tolist(), b=np.asarray(b).tolist(), width=width)
   return out
 
 
