@@ -53,7 +53,7 @@ def test_two_rounds_record_the_readout(tmp_path, method, mode):
 
 @pytest.mark.parametrize("method", bayesian.METHODS)
 def test_upo_is_a_clear_config_error(tmp_path, method):
-  with pytest.raises(config_lib.ConfigError, match="DeepCluster"):
+  with pytest.raises(config_lib.ConfigError, match="DeepCluster pseudo-labels"):
     loop.run(_config(method, "upo"), tmp_path)
 
 

@@ -7,7 +7,9 @@ Search names are `<method>_<mode>` with method `depth_dropout` or `bbdropout` an
 * `spo` (supervised pre-optimization): do that once, in round 0 on the initial labeled
   set, then keep that read-out architecture for every later round;
 * `upo` (unsupervised pre-optimization on DeepCluster pseudo-labels) stops with a config
-  error until `jaxal/pretrain` provides the pseudo-labels.
+  error: `jaxal.pretrain.deepcluster` trains through `train_block` without `data_scale`,
+  so the model's KL would be dropped and the posterior never pays for its depth or width;
+  UPO needs that pretraining to pass 1 / pool size.
 
 The loop then trains the read-out architecture, a fixed `plain_cnn` with the same block
 layout: for Depth-Dropout the sampled depth (the reference's threshold: the most layers
@@ -70,8 +72,8 @@ def _search(context, method: str, mode: str):
   config = context.config
   if mode == "upo":
     raise config_lib.ConfigError(
-        f"search.name: {method}_upo needs DeepCluster pseudo-labels on the pool (jaxal/pretrain), which this "
-        f"version lacks; use {method}_joint or {method}_spo")
+        f"search.name: {method}_upo (DeepCluster pseudo-labels) is not supported yet: jaxal.pretrain trains "
+        f"without the model's KL term, which the read-out depends on; use {method}_joint or {method}_spo")
   if mode == "spo":
     before = _optimized_before(context, method)
     if before is not None:
