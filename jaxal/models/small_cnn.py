@@ -10,6 +10,8 @@ and in MC-dropout mode.
 
 import flax.linen as nn
 
+from jaxal.models.layers import Conv
+
 
 class SmallCNN(nn.Module):
   width: int = 32
@@ -26,7 +28,7 @@ class SmallCNN(nn.Module):
     drop = lambda h: nn.Dropout(self.block_dropout)(h, deterministic=not (train or mc_dropout)) \
         if self.block_dropout > 0 else h
     for i, features in enumerate((self.width, 2 * self.width)):
-      x = nn.Conv(features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}")(x)
+      x = Conv(features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}")(x)
       x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x))
       if x.shape[1] > 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from jaxal.models.layers import Conv
 from jaxal.models.resnet_grid import maybe_dropout
 
 CONFIGS = {
@@ -43,7 +44,7 @@ class VGG(nn.Module):
     for s, n in enumerate(self.convs_per_stage):
       features = min(self.width * 2**s, self.width * 8)
       for c in range(n):
-        x = nn.Conv(features, (3, 3), padding="SAME", use_bias=not self.batch_norm, name=f"conv{s}_{c}")(x)
+        x = Conv(features, (3, 3), padding="SAME", use_bias=not self.batch_norm, name=f"conv{s}_{c}")(x)
         if self.batch_norm:
           x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{s}_{c}")(x)
         x = nn.relu(x)

@@ -1,0 +1,119 @@
+"""layers.Conv: im2col + matmul equals XLA's convolution and nn.Conv, values and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxal import models
+from jaxal.models import layers
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _ref(x, k, s, padding):
+  return lax.conv_general_dilated(x, k, (s, s), padding, dimension_numbers=DN, precision="highest")
+
+
+def _ours(x, k, s, padding):
+  dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
+  return layers.conv_im2col(x, k, (s, s), padding, dimension_numbers=dn, precision="highest")
+
+
+@pytest.mark.parametrize("size,cin,cout,ksize,stride", [
+    (2, 16, 8, 3, 1), (4, 8, 16, 3, 2), (3, 5, 7, 3, 2), (5, 3, 6, 1, 2), (4, 4, 4, 2, 1), (7, 3, 5, 5, 2)])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 0), (2, 1))])
+def test_im2col_matches_lax_forward_and_gradients(size, cin, cout, ksize, stride, padding):
+  if padding == "VALID" and size < ksize:
+    pytest.skip("empty output")
+  kx, kk, kc = jax.random.split(jax.random.key(size * 100 + cin), 3)
+  x = jax.random.normal(kx, (3, size, size, cin))
+  k = jax.random.normal(kk, (ksize, ksize, cin, cout)) / np.sqrt(ksize * ksize * cin)
+  want = _ref(x, k, stride, padding)
+  got = _ours(x, k, stride, padding)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  ct = jax.random.normal(kc, want.shape)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k, stride, padding) * ct)
+  gw = jax.grad(loss(_ref), (0, 1))(x, k)
+  gg = jax.grad(loss(_ours), (0, 1))(x, k)
+  for a, b in zip(gg, gw):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["auto", "xla", "im2col"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_conv_module_matches_nn_conv(impl, stride, use_bias):
+  x = jax.random.normal(jax.random.key(0), (4, 2, 2, 32))
+  ref = nn.Conv(24, (3, 3), strides=stride, padding="SAME", use_bias=use_bias)
+  ours = layers.Conv(24, (3, 3), strides=stride, padding="SAME", use_bias=use_bias, conv_impl=impl)
+  v_ref = ref.init(jax.random.key(1), x)
+  v_ours = ours.init(jax.random.key(1), x)
+  # Same parameter tree, shapes and (same-seed) values: checkpoints carry over.
+  assert jax.tree_util.tree_structure(v_ours) == jax.tree_util.tree_structure(v_ref)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, v_ours, v_ref)
+  if use_bias:  # a non-zero bias, to check it is added
+    v_ref = jax.tree_util.tree_map(lambda a: a + 0.5, v_ref)
+  np.testing.assert_allclose(ours.apply(v_ref, x), ref.apply(v_ref, x), rtol=1e-5, atol=1e-5)
+  grad = lambda m: jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, x))), (0, 1))(v_ref, x)
+  (gv_o, gx_o), (gv_r, gx_r) = grad(ours), grad(ref)
+  np.testing.assert_allclose(gx_o, gx_r, rtol=1e-4, atol=1e-4)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), gv_o, gv_r)
+
+
+def test_auto_rule():
+  assert layers.use_im2col((2, 2), (3, 3), (1, 1), "SAME")
+  assert layers.use_im2col((4, 4), (3, 3), (2, 2), "SAME")  # output 2x2
+  assert not layers.use_im2col((4, 4), (3, 3), (1, 1), "SAME")
+  assert not layers.use_im2col((16, 16), (3, 3), (1, 1), "SAME")
+  assert layers.use_im2col((16, 16), (1, 1), (2, 2), "SAME")
+
+
+def test_unsupported_falls_back_to_xla():
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
+  for kwargs in (dict(kernel_dilation=2), dict(feature_group_count=2)):
+    ref = nn.Conv(4, (3, 3), **kwargs)
+    v = ref.init(jax.random.key(1), x)
+    got = layers.Conv(4, (3, 3), conv_impl="im2col", **kwargs).apply(v, x)
+    np.testing.assert_allclose(got, ref.apply(v, x), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_impl():
+  with pytest.raises(ValueError):
+    layers.Conv(4, (3, 3), conv_impl="winograd")
+  with pytest.raises(ValueError):
+    with layers.override("winograd"):
+      pass
+
+
+@pytest.mark.parametrize("name,options", [
+    ("resnet_grid", dict(blocks=1, stacks=4, width=8)),
+    ("resnet_grid", dict(blocks=1, stacks=3, width=4, block="bottleneck")),
+    ("preact_resnet20", dict(width=4)),
+    ("vgg11", dict(width=4, fc_width=16, embed=8)),
+])
+def test_model_unchanged_across_impls(name, options):
+  """Forward (train and eval) and parameter gradients agree between the implementations."""
+  model = models.create(name, 10, **options)
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+  variables = model.init({"params": jax.random.key(1), "dropout": jax.random.key(1)}, x, train=False)
+
+  def run():
+    def loss(params):
+      logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                              rngs={"dropout": jax.random.key(2)})[0]
+      return jnp.sum(logits ** 2)
+    eval_logits = model.apply(variables, x, train=False)[0]
+    return eval_logits, jax.grad(loss)(variables["params"])
+
+  outs = {}
+  for impl in ("xla", "im2col", "auto"):
+    with layers.override(impl):
+      outs[impl] = jax.jit(run)()  # a fresh jit per impl: the override acts at trace time
+  for impl in ("im2col", "auto"):
+    np.testing.assert_allclose(outs[impl][0], outs["xla"][0], rtol=2e-4, atol=2e-4)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3),
+                           outs[impl][1], outs["xla"][1])
