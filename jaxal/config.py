@@ -86,6 +86,13 @@ def base_config() -> ml_collections.ConfigDict:
       steps=1,                # iNAS expansion steps per round (T_iNAS)
       epochs=0,               # premature-evaluation epochs (0 = train.epochs // 4)
       train_fraction=0.8, split_seed=1,
+      mode="joint",           # pdarts: joint (every round) | spo (once, on the initial labeled set) | upo
+      pdarts=ml_collections.ConfigDict(dict(  # P-DARTS (ALGORITHMS §8); the loop trains model darts_net
+          layers=(5, 11, 17), drop_ops=(3, 2, 2), skip_dropout=(0.1, 0.4, 0.7),  # per stage
+          channels=16, nodes=4, epochs=25, warmup_epochs=10, batch_size=96, train_portion=0.5, split_seed=1,
+          lr=0.025, momentum=0.9, weight_decay=3e-4, grad_clip=5.0, arch_lr=6e-4, arch_weight_decay=1e-3,
+          max_skips=2,
+      )),
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
       name="none",            # none | deepcluster (unsupervised, on every pool input; ALGORITHMS §5)
@@ -228,6 +235,8 @@ def validate(config) -> None:
   _check(0 < s.train_fraction < 1, "search.train_fraction", "must be in (0, 1)")
   _check(s.name != "inas" or config.model.name == "resnet_grid", "model.name",
          "iNAS searches the resnet_grid family; set model.name='resnet_grid'")
+  if s.name == "pdarts":
+    _validate_pdarts(config)
   p = config.pretrain
   _check(p.name in ("none", "deepcluster"), "pretrain.name", f"must be none or deepcluster, got {p.name!r}")
   _check(p.style in ("simeoni", "deepcluster"), "pretrain.style", f"must be simeoni or deepcluster, got {p.style!r}")
@@ -239,6 +248,34 @@ def validate(config) -> None:
   _check(isinstance(p.cache_dir, str), "pretrain.cache_dir", f"must be a path string, got {p.cache_dir!r}")
   _check(p.name == "none" or s.name == "fixed", "pretrain.name",
          f"pretraining initializes one fixed architecture; it cannot be combined with search.name={s.name!r}")
+
+
+def _validate_pdarts(config) -> None:
+  s, p = config.search, config.search.pdarts
+  _check(s.mode in ("joint", "spo", "upo"), "search.mode", f"must be joint, spo or upo, got {s.mode!r}")
+  _check(s.mode != "upo", "search.mode",
+         "upo (search on DeepCluster pseudo-labels of the pool) is not implemented for pdarts yet; use joint or spo")
+  _check(config.model.name == "darts_net", "model.name", "P-DARTS trains darts_net; set model.name='darts_net'")
+  stages = len(p.layers)
+  _check(stages >= 1 and len(p.drop_ops) == stages and len(p.skip_dropout) == stages, "search.pdarts.layers",
+         "layers, drop_ops and skip_dropout need one entry per stage")
+  _check(all(int(v) >= 1 for v in p.layers), "search.pdarts.layers", "cells per stage must be >= 1")
+  ops = [8]
+  for d in p.drop_ops:
+    ops.append(ops[-1] - int(d))
+  _check(all(int(d) >= 1 for d in p.drop_ops) and ops[-1] == 1 and min(ops[:-1]) >= 2, "search.pdarts.drop_ops",
+         f"must take the 8 ops down to 1, with >= 2 on during every stage; got ops {ops}")
+  _check(all(0 <= float(v) < 1 for v in p.skip_dropout), "search.pdarts.skip_dropout", "rates must be in [0, 1)")
+  for field in ("channels", "nodes", "epochs", "batch_size"):
+    _check(int(p[field]) >= 1, f"search.pdarts.{field}", "must be >= 1")
+  _check(0 <= p.warmup_epochs <= p.epochs, "search.pdarts.warmup_epochs", "must be in [0, epochs]")
+  _check(0 < p.train_portion < 1, "search.pdarts.train_portion", "must be in (0, 1)")
+  _check(p.max_skips >= 0, "search.pdarts.max_skips", "must be >= 0")
+  for field in ("lr", "arch_lr", "grad_clip"):
+    _check(p[field] > 0, f"search.pdarts.{field}", "must be > 0")
+  for field in ("weight_decay", "arch_weight_decay"):
+    _check(p[field] >= 0, f"search.pdarts.{field}", "must be >= 0")
+  _check(0 <= p.momentum < 1, "search.pdarts.momentum", "must be in [0, 1)")
 
 
 def validate_against_data(config, pool_size: int) -> None:
