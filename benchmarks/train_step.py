@@ -5,15 +5,23 @@
 
 A model spec is `name` or `resnet_grid:BLOCKS:STACKS`; 32x32x3 inputs unless the model is
 `small_cnn` (28x28x1), or `--input-shape` says otherwise. One record per model and step kind:
-`model`, `framework` ("jax"), `step` ("train" or "eval"), `input_shape`, `batch`,
+`model`, `framework` ("jax" or "torch"), `step` ("train" or "eval"), `input_shape`, `batch`,
 `images_per_second` (median of `--repeats` timed calls after warm-up), `compile_seconds`,
 `gflops_per_image` (XLA's cost analysis of the compiled step) and `gflops_per_second`.
 `--dtype bfloat16` times mixed precision (bf16 compute, f32 parameters and statistics).
+`--conv-impl xla|im2col|auto` picks `layers.Conv`'s algorithm (default auto; xla gives the
+"before" figures of benchmarks/NOTES.md §2). When `torch` is importable (benchmark-only, not
+a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
+(SGD step and eval step, 2 threads, eager, in a subprocess): records with `framework` "torch", whose
+`gflops_per_image` is the JAX count of the same architecture and `compile_seconds` the
+first call. `--no-torch` skips them.
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -42,6 +50,30 @@ def flops(compiled) -> float:
   if isinstance(analysis, list):
     analysis = analysis[0]
   return float((analysis or {}).get("flops", float("nan")))
+
+
+def bench_torch(spec, batch, repeats, shape, x, y, jax_records):
+  """Records for the PyTorch twin of `spec`, or [] if there is none or torch is missing."""
+  del x, y  # the subprocess draws the same batch (seed 0)
+  if importlib.util.find_spec("torch") is None:  # not imported here: its threads stay out of JAX's process
+    return []
+  name, options = parse_model(spec)
+  # A separate process: beside JAX's thread pool PyTorch's OpenMP threads ran up to 9x slower.
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py")
+  run = subprocess.run([sys.executable, script, name, json.dumps(options), ",".join(map(str, shape)), str(batch),
+                        str(repeats)], capture_output=True, text=True, check=True)
+  timed = json.loads(run.stdout.strip().splitlines()[-1])
+  if timed is None:
+    return []
+  version = timed.pop()
+  out = []
+  for (seconds, first), jr in zip(timed, jax_records):
+    gf = jr["gflops_per_image"]
+    out.append({"model": spec, "framework": "torch", "step": jr["step"], "dtype": "float32",
+                "input_shape": list(shape), "batch": batch, "images_per_second": batch / seconds,
+                "compile_seconds": first, "gflops_per_image": gf, "gflops_per_second": gf * batch / seconds,
+                "device": "cpu", "torch_version": version})
+  return out
 
 
 def bench(spec, batch, repeats, shape, dtype):
@@ -88,8 +120,9 @@ def bench(spec, batch, repeats, shape, dtype):
     out.append({"model": spec, "framework": "jax", "step": r["step"], "dtype": dtype, "input_shape": list(shape),
                 "batch": batch, "images_per_second": batch / r["seconds"], "compile_seconds": r["compile_seconds"],
                 "gflops_per_image": r["flops"] / batch / 1e9,
-                "gflops_per_second": r["flops"] / r["seconds"] / 1e9, "device": jax.devices()[0].platform})
-  return out
+                "gflops_per_second": r["flops"] / r["seconds"] / 1e9, "device": jax.devices()[0].platform,
+                "conv_impl": os.environ.get("JAXAL_CONV_IMPL", "auto")})
+  return out, x, y, shape
 
 
 def main():
@@ -100,14 +133,20 @@ def main():
   parser.add_argument("--input-shape", default="")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--json", default="")
+  parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
+  parser.add_argument("--no-torch", action="store_true")
   args = parser.parse_args()
+  os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
   shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
   records = []
-  print(f"{'model':<22} {'step':<6} {'dtype':<9} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
+  print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
   for spec in args.models.split(","):
-    for r in bench(spec, args.batch, args.repeats, shape, args.dtype):
+    jax_records, x, y, spec_shape = bench(spec, args.batch, args.repeats, shape, args.dtype)
+    torch_records = [] if args.no_torch else bench_torch(spec, args.batch, args.repeats, spec_shape, x, y,
+                                                         jax_records)
+    for r in jax_records + torch_records:
       records.append(r)
-      print(f"{r['model']:<22} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
+      print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
             f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
