@@ -117,3 +117,15 @@ def test_model_unchanged_across_impls(name, options):
     np.testing.assert_allclose(outs[impl][0], outs["xla"][0], rtol=2e-4, atol=2e-4)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3),
                            outs[impl][1], outs["xla"][1])
+
+
+@pytest.mark.parametrize("size", [8, 7, 3])
+def test_max_pool_2x2_matches_nn_max_pool(size):
+  """Forward and gradient through a ReLU (ties at 0) equal nn.max_pool's."""
+  x = jax.random.normal(jax.random.key(size), (3, size, size, 5))
+  ref = lambda x: nn.max_pool(jax.nn.relu(x), (2, 2), strides=(2, 2))
+  ours = lambda x: layers.max_pool_2x2(jax.nn.relu(x))
+  np.testing.assert_array_equal(ours(x), ref(x))
+  ct = jax.random.normal(jax.random.key(1), ref(x).shape)
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * ct))(x)
+  np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6, atol=1e-6)

@@ -146,6 +146,19 @@ def conv_im2col(*args, **kwargs):
 _FNS = {"auto": conv_auto, "xla": conv_xla, "im2col": conv_im2col}
 
 
+def max_pool_2x2(x):
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` on NHWC maps as a reshape and a max.
+
+  Same forward; its backward is an elementwise mask instead of XLA's select-and-scatter,
+  4.7x faster on CPU (benchmarks/NOTES.md §2). On exact ties the gradient is shared among
+  the tied inputs instead of going to one of them (ties after a ReLU sit at 0, where the
+  ReLU's own gradient is 0, so the gradient reaching its input is the same).
+  """
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class Conv(nn.Conv):
   """`nn.Conv` (identical parameters) whose algorithm `conv_impl` picks; see the module doc."""
 
