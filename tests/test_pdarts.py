@@ -144,6 +144,7 @@ def test_derived_cell_matches_brute_force_and_obeys_skip_limit():
   assert exercised > 10
 
 
+@pytest.mark.slow
 def test_tiny_search_end_to_end():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(24, 28, 28, 1)).astype(np.float32))
@@ -190,6 +191,7 @@ def _loop_config(mode):
   return c
 
 
+@pytest.mark.slow
 def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path):
   history = loop.run(_loop_config("joint"), tmp_path)
   assert len(history) == 2
@@ -202,6 +204,7 @@ def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path):
   assert history[1]["search"]["stages"][0]["compiles"] == 0  # stage 1 (all ops on) compiled once per run
 
 
+@pytest.mark.slow
 def test_loop_spo_searches_once(tmp_path):
   history = loop.run(_loop_config("spo"), tmp_path)
   first, second = history[0]["search"], history[1]["search"]
