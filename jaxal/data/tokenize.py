@@ -51,7 +51,7 @@ def encode_texts(texts: Sequence[str], *, tokenizer: str = "words", max_length: 
       ids[row, : codes.size] = np.where(codes < 128, _CHAR_LUT[np.minimum(codes, 127)], UNK_ID)
     return ids, len(CHAR_ALPHABET) + 2
   if tokenizer != "words":
-    raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words', 'chars'")
+    raise ValueError(f"unknown tokenizer {tokenizer!r}; known: 'words', 'chars', or the path of a tokenizer.json / vocab.txt")
   vocab = build_word_vocab(fit_texts if fit_texts is not None else texts, max_vocab)
   ids = np.zeros((len(texts), max_length), np.int32)
   for row, text in enumerate(texts):
