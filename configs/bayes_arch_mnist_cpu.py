@@ -3,8 +3,10 @@
     python -m jaxal.main --config=configs/bayes_arch_mnist_cpu.py:dd_spo --workdir=runs/dd_spo
     python -m jaxal.arch_report runs/dd_spo        # Figure 9: pi_l and active filters by round
 
-The argument picks the architecture optimizer: `dd_spo`, `dd_joint`, `bb_spo`, `bb_joint`
-(Depth-Dropout or BBDropout, SPO or joint mode), or a fixed baseline `plain1`, `plain5`,
+The argument picks the architecture optimizer: `dd_spo`, `dd_joint`, `dd_upo`, `bb_spo`,
+`bb_joint`, `bb_upo` (Depth-Dropout or BBDropout, in SPO, joint or UPO mode; UPO trains on
+DeepCluster pseudo-labels of the pool in DeepCluster's style, which did not collapse on
+MNIST where Siméoni's did), or a fixed baseline `plain1`, `plain5`,
 `plain9` (the paper's 1-, 5- and 9-layer CNNs, same block layout). Pool 8,000, 2,000 held
 out; 100 initial labels, 100 per round, 4 rounds. The Bayesian models are narrowed for two
 CPU cores: width 16, K = 5 layers, 2 structure samples, 8 epochs of 1,024 samples. The
@@ -39,6 +41,7 @@ def get_config(arg: str = "dd_spo"):
     c.search.name = "fixed"
   else:
     raise ValueError(f"unknown variant {arg!r}")
+  c.pretrain.style = "deepcluster"  # used by the *_upo searches only
   c.train.optimizer = "adam"
   c.train.weight_decay = 0.0
   c.train.batch_size = 64

@@ -1,4 +1,4 @@
-"""Depth-Dropout and BBDropout searches in the loop (joint and SPO), and the UPO error."""
+"""Depth-Dropout and BBDropout searches in the loop (joint, SPO and UPO)."""
 
 import json
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from jaxal import arch_report
-from jaxal import config as config_lib
 from jaxal import loop
 from jaxal.search import bayesian
 from tests.conftest import tiny_config
@@ -52,9 +51,27 @@ def test_two_rounds_record_the_readout(tmp_path, method, mode):
 
 
 @pytest.mark.parametrize("method", bayesian.METHODS)
-def test_upo_is_a_clear_config_error(tmp_path, method):
-  with pytest.raises(config_lib.ConfigError, match="DeepCluster pseudo-labels"):
-    loop.run(_config(method, "upo"), tmp_path)
+def test_upo_optimizes_once_on_pseudo_labels(tmp_path, method, monkeypatch):
+  """UPO reads out an architecture trained on the pool without labels, with the KL term on."""
+  from jaxal.pretrain import deepcluster  # pylint: disable=g-import-not-at-top
+  calls = []
+  real = deepcluster.pretrain
+
+  def spy(*args, **kwargs):
+    calls.append(kwargs["data_scale"])
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(deepcluster, "pretrain", spy)
+  c = _config(method, "upo")
+  c.pretrain.batch_size, c.pretrain.clusters_per_class = 32, 2
+  history = loop.run(c, tmp_path)
+  first, second = (r["search"] for r in history)
+  assert first["pool_size"] == 1797 - 200  # digits minus the test split
+  assert calls == [pytest.approx(1.0 / first["pool_size"])]  # once, KL scaled by the pool size
+  assert first["mode"] == "upo" and first["num_labeled"] == 0
+  assert not first["reused"] and second["reused"] and second["widths"] == first["widths"]
+  assert np.isfinite(first["elbo_loss"]) and 1 <= first["nonempty_clusters"] <= 20
+  assert history[0]["architecture"].startswith("plain_cnn")
 
 
 def test_architecture_figure_arrays_follow_the_records(tmp_path):

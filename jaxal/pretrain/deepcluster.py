@@ -207,7 +207,7 @@ def _compiled(cluster_model, preprocess, sample_shape, dtype, momentum, weight_d
 def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable, epochs: int = 400,
              kmeans_iters: int = 10, clusters_per_class: int = 5, style: str = "simeoni", lr: float = 0.02,
              batch_size: int = 128, momentum: float = 0.9, weight_decay: float = 2e-4, steps_per_call: int = 4,
-             chunk_size: int = 512, mesh=None, verbose: bool = False) -> PretrainResult:
+             chunk_size: int = 512, mesh=None, verbose: bool = False, data_scale: float = 0.0) -> PretrainResult:
   """DeepCluster pretraining of `model`'s backbone on all of `pool_inputs` (no labels).
 
   Args:
@@ -217,6 +217,8 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
     num_classes: C of the task; k = clusters_per_class * C.
     key: PRNG key; init, k-means, shuffling and dropout derive from it.
     preprocess: the run's jittable preprocess.
+    data_scale: multiplier of the model's sown `"losses"` (a Bayesian model's KL): 1 / pool
+      size makes each step an ELBO step on the pseudo-labels; 0 for ordinary models.
     style: "simeoni" (head kept across epochs) or "deepcluster" (head re-created each epoch,
       uniform sampling over clusters).
   Returns:
@@ -236,7 +238,7 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
                                        int(batch_size), int(steps_per_call), sharding)
   init_key, loop_key = jax.random.split(key)
   state = init(init_key)
-  lr_arr = np.float32(lr)
+  lr_arr, scale_arr = np.float32(lr), np.float32(data_scale)
   history, start = [], time.perf_counter()
   for epoch in range(epochs):
     ep_key = jax.random.fold_in(loop_key, epoch)
@@ -260,7 +262,7 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
     sums = []
     for b in range(0, padded, steps_per_call):
       state, out = block(state, pool_inputs, labels, idx[b:b + steps_per_call], valid[b:b + steps_per_call],
-                         jax.random.fold_in(block_key, b), lr_arr)
+                         jax.random.fold_in(block_key, b), lr_arr, scale_arr)
       sums.append(out)
     loss, correct = np.asarray(jax.device_get(sums), np.float64).sum(0)
     if not math.isfinite(loss):

@@ -6,10 +6,11 @@ Search names are `<method>_<mode>` with method `depth_dropout` or `bbdropout` an
   its architecture;
 * `spo` (supervised pre-optimization): do that once, in round 0 on the initial labeled
   set, then keep that read-out architecture for every later round;
-* `upo` (unsupervised pre-optimization on DeepCluster pseudo-labels) stops with a config
-  error: `jaxal.pretrain.deepcluster` trains through `train_block` without `data_scale`,
-  so the model's KL would be dropped and the posterior never pays for its depth or width;
-  UPO needs that pretraining to pass 1 / pool size.
+* `upo` (unsupervised pre-optimization): once, in round 0, train the Bayesian model on
+  the whole pool with DeepCluster pseudo-labels (`jaxal.pretrain.deepcluster` with the
+  `pretrain.*` settings, `search.epochs` epochs or `train.epochs` when 0), each step an
+  ELBO step with the KL scaled by 1 / pool size; read out its architecture and keep it.
+  No label is used.
 
 The loop then trains the read-out architecture, a fixed `plain_cnn` with the same block
 layout: for Depth-Dropout the sampled depth (the reference's threshold: the most layers
@@ -23,9 +24,9 @@ is the method, else its defaults. The round record's `search` field holds the re
 
 import numpy as np
 
-from jaxal import config as config_lib
 from jaxal.models import bbdropout as bb_lib
 from jaxal.models import depth_dropout as dd_lib
+from jaxal.pretrain import deepcluster
 
 METHODS = ("depth_dropout", "bbdropout")
 MODES = ("joint", "spo", "upo")
@@ -70,11 +71,7 @@ def _optimized_before(context, method: str):
 
 def _search(context, method: str, mode: str):
   config = context.config
-  if mode == "upo":
-    raise config_lib.ConfigError(
-        f"search.name: {method}_upo (DeepCluster pseudo-labels) is not supported yet: jaxal.pretrain trains "
-        f"without the model's KL term, which the read-out depends on; use {method}_joint or {method}_spo")
-  if mode == "spo":
+  if mode in ("spo", "upo"):
     before = _optimized_before(context, method)
     if before is not None:
       return "plain_cnn", dict(before["model_options"]), {**before, "reused": True}
@@ -82,14 +79,36 @@ def _search(context, method: str, mode: str):
   labeled = context.pool_state.labeled_indices
   trainer = context.trainer_for(method, options)
   epochs = int(config.search.epochs) or int(config.train.epochs)
-  fit = trainer.fit(context.key, context.data.pool_inputs, context.pool_state.labels, labeled, epochs=epochs)
-  widths, width, readout = architecture(method, fit.state.params, options)
+  if mode == "upo":
+    params, stats = _pseudo_label_elbo(context, trainer, epochs)
+  else:
+    fit = trainer.fit(context.key, context.data.pool_inputs, context.pool_state.labels, labeled, epochs=epochs)
+    params = fit.state.params
+    stats = {"num_labeled": int(labeled.size), "elbo_loss": float(fit.train_loss),
+             "search_train_accuracy": float(fit.train_accuracy)}
+  widths, width, readout = architecture(method, params, options)
   plain = _plain_options(config, widths, width)
   info = {"method": method, "mode": mode, "optimized_round": int(context.round), "reused": False,
-          "num_labeled": int(labeled.size), "search_epochs": epochs, "elbo_loss": float(fit.train_loss),
-          "search_train_accuracy": float(fit.train_accuracy), "widths": widths, "model": "plain_cnn",
+          "search_epochs": epochs, **stats, "widths": widths, "model": "plain_cnn",
           "model_options": plain, **_round_floats(readout)}
   return "plain_cnn", plain, info
+
+
+def _pseudo_label_elbo(context, trainer, epochs: int):
+  """UPO: the Bayesian model trained on DeepCluster pseudo-labels of the whole pool."""
+  p, data = context.config.pretrain, context.data
+  pool_size = int(data.pool_inputs.shape[0])
+  result = deepcluster.pretrain(
+      trainer.model, data.pool_inputs, data.dataset.num_classes, context.key, preprocess=data.preprocess,
+      epochs=epochs, kmeans_iters=int(p.kmeans_iters), clusters_per_class=int(p.clusters_per_class), style=p.style,
+      lr=float(p.lr), batch_size=min(int(p.batch_size), pool_size), momentum=float(p.momentum),
+      weight_decay=float(p.weight_decay), chunk_size=int(context.config.acquisition.chunk_size),
+      mesh=getattr(trainer, "mesh", None), verbose=bool(context.config.output.verbose), data_scale=1.0 / pool_size)
+  last = result.history[-1]
+  stats = {"num_labeled": 0, "pool_size": pool_size, "elbo_loss": float(last["loss"]),
+           "pseudo_label_accuracy": float(last["accuracy"]), "nonempty_clusters": int(last["nonempty_clusters"]),
+           "collapsed": bool(result.collapsed)}
+  return result.full_variables["params"], stats
 
 
 def _round_floats(tree, digits: int = 5):
