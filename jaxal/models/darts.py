@@ -255,6 +255,12 @@ class SearchCell(nn.Module):
     return jnp.concatenate(states[2:], -1)
 
 
+def _stem(x: Array, features: int, train: bool) -> Array:
+  """The 3x3 conv + BN stem shared by the supernet and the discrete network (call inside `compact`)."""
+  x = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
+  return _bn(train, True, name="stem_bn")(x)
+
+
 def reduction_positions(layers: int) -> tuple[int, ...]:
   """Cells at `layers // 3` and `2 * layers // 3` reduce (one cell when they coincide)."""
   return tuple(sorted({layers // 3, 2 * layers // 3}))
@@ -288,8 +294,7 @@ class SuperNet(nn.Module):
               "reduce": self.variable("arch", "reduce", init).value}
     weights = {name: jax.nn.softmax(a.astype(jnp.float32), axis=-1) for name, a in alphas.items()}
     c = self.channels
-    x = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
-    s0 = s1 = _bn(train, True, name="stem_bn")(x)
+    s0 = s1 = _stem(x, self.stem_multiplier * c, train)
     reductions = reduction_positions(self.layers)
     reduction_prev = False
     for i in range(self.layers):
@@ -406,8 +411,7 @@ class DartsNet(nn.Module):
   def __call__(self, x, *, train: bool = False, mc_dropout: bool = False):
     del mc_dropout  # dropout lives in the Classifier head
     c = self.channels
-    x = nn.Conv(self.stem_multiplier * c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="stem")(x)
-    s0 = s1 = _bn(train, True, name="stem_bn")(x)
+    s0 = s1 = _stem(x, self.stem_multiplier * c, train)
     reductions = reduction_positions(self.layers)
     reduction_prev = False
     for i in range(self.layers):
