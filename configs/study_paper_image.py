@@ -15,6 +15,11 @@ Grid: VGG-11/16/19 and ResNet-18/34/50 (Appendix B.2 widths) x random plus the s
 acquisitions x DeepCluster pretraining off/on (Siméoni's settings, ALGORITHMS §5) x three
 seeds, as the paper ran.
 
+The paper's other axes are config arguments that add a `study.settings` axis:
+`study_paper_image.py:initial_size` (initial 1,000 vs 5,000; Figure 6, curves in
+`curves_<model>.png`), `:acquisition_size` (500, 1,000, 1,500 per round; Appendix C.2) and
+`:augmentation` (off vs flips and 4-pixel crops; Figure 7, bars per `<model>/<setting>`).
+
 Resolved ambiguities: the paper names no optimizer, batch size or learning rate; we use SGD
 with momentum 0.9, lr 0.01, weight decay 5e-4 and batch 64 (an assumption, not from the
 paper). "Unlabelled pool of 30,000" does not fit CIFAR-10's 45,000 after the split; the
@@ -26,7 +31,18 @@ import ml_collections
 from jaxal import config as config_lib
 
 
-def get_config():
+AXES = {
+    "": None,
+    "initial_size": dict(init1000=dict(al=dict(initial_size=1000)), init5000=dict(al=dict(initial_size=5000))),
+    "acquisition_size": {f"acq{b}": dict(al=dict(query_schedule=f"0:{b}")) for b in (500, 1000, 1500)},
+    "augmentation": dict(no_augment=dict(augment=dict(flip=False, max_shift=0)),
+                         augment=dict(augment=dict(flip=True, max_shift=4))),
+}
+
+
+def get_config(axis: str = ""):
+  if axis not in AXES:
+    raise ValueError(f"unknown axis {axis!r}; known: {sorted(a for a in AXES if a)}")
   c = config_lib.base_config()
   c.data.source = "tfds"
   c.data.name = "cifar10"
@@ -58,4 +74,6 @@ def get_config():
       pretrain="none,deepcluster",
       seeds="0,1,2",
   ))
+  if AXES[axis]:
+    c.study.settings = ml_collections.ConfigDict(AXES[axis])
   return c

@@ -99,11 +99,16 @@ def spread_table(table: dict) -> dict:
 def plot_spreads(table: dict, out_dir) -> dict:
   """Writes `spread_by_architecture.png` (Fig. 8) and `spread_by_acquisition.png` (Fig. 10)."""
   t = spread_table(table)
+  plot_spread_arrays(t["architectures"], t["acquisitions"], t["labels"], t["accuracy"], out_dir)
+  return t
+
+
+def plot_spread_arrays(archs, acqs, labels, acc, out_dir, suffix: str = "") -> None:
+  """The two spread figures from test accuracy `acc` of shape (architectures, acquisitions, rounds)."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  acc, labels = t["accuracy"], t["labels"]
-  for name, axis, groups in (("spread_by_architecture", 1, t["architectures"]),
-                             ("spread_by_acquisition", 0, t["acquisitions"])):
+  acc = np.asarray(acc, np.float64)
+  for name, axis, groups in (("spread_by_architecture", 1, archs), ("spread_by_acquisition", 0, acqs)):
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, g in enumerate(groups):
       band = acc[i] if axis == 1 else acc[:, i]
@@ -114,9 +119,8 @@ def plot_spreads(table: dict, out_dir) -> dict:
     ax.set_title("spread across acquisitions" if axis == 1 else "spread across architectures")
     ax.legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png")
+    fig.savefig(out / f"{name}{suffix}.png")
     plt.close(fig)
-  return t
 
 
 def main(argv=None):

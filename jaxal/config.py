@@ -118,13 +118,16 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def load_config_file(path) -> ml_collections.ConfigDict:
-  """Runs `get_config()` of a config file (configs build on each other with this)."""
+  """Runs `get_config()` of a config file; `FILE.py:ARG` passes ARG, as `--config=FILE.py:ARG` does."""
   import importlib.util  # pylint: disable=g-import-not-at-top
+  path, arg = str(path), None
+  if not pathlib.Path(path).exists() and ":" in path:
+    path, arg = path.rsplit(":", 1)
   path = pathlib.Path(path)
   spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config() if arg is None else module.get_config(arg)
 
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -114,3 +114,22 @@ def test_paper_image_protocol_config():
   assert c.al.balanced_initial and c.train.epochs == 500
   assert c.train.stop_at_train_accuracy == 0.99 and c.train.patience == 50
   assert {r.pretrain for r in runs} == {"none", "deepcluster"}
+
+
+@pytest.mark.parametrize("axis,settings", [
+    ("initial_size", {"init1000": 1000, "init5000": 5000}),
+    ("acquisition_size", {"acq500": 500, "acq1000": 1000, "acq1500": 1500}),
+    ("augmentation", {"no_augment": False, "augment": True}),
+])
+def test_paper_image_axes_add_a_settings_axis(axis, settings):
+  """Figure 6 (initial 1,000 vs 5,000), Appendix C.2 (acquisition size) and Figure 7 (augmentation)."""
+  from jaxal import study
+  c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / f"study_paper_image.py:{axis}")
+  runs = study.expand(c)
+  assert len(runs) == 6 * 7 * 2 * 3 * len(settings)
+  for name, value in settings.items():
+    rc = study.run_config(c, next(r for r in runs if r.setting == name))
+    config_lib.validate(rc)
+    got = {"initial_size": rc.al.initial_size, "acquisition_size": config_lib.planned_sizes(rc, 45_000)[1]
+           - rc.al.initial_size, "augmentation": rc.augment.flip and rc.augment.max_shift == 4}[axis]
+    assert got == value, name

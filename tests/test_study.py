@@ -96,3 +96,79 @@ def test_report_pairs_pretrained_runs_with_pretrained_random(tmp_path):
   assert rows[("deepcluster", "random")]["reference"] == "random (no pretraining)"
   assert rows[("deepcluster", "least_confidence")]["reference"] == "random"
   assert "| deepcluster | random | random (no pretraining) |" in (tmp_path / "study.md").read_text()
+
+
+def settings_config():
+  c = study_config()
+  with c.unlocked():
+    c.study.seeds = "0"
+    c.study.settings = ml_collections.ConfigDict(dict(
+        init10=dict(al=dict(initial_size=10)),
+        init20_flip=dict(al=dict(initial_size=20), augment=dict(flip=True)),
+    ))
+  return c
+
+
+def test_settings_axis_expands_overrides_and_keeps_workdirs_apart():
+  c = settings_config()
+  runs = study.expand(c)
+  assert len(runs) == 1 * 2 * 2 * 1 and {r.setting for r in runs} == {"init10", "init20_flip"}
+  assert len({r.workdir("/x") for r in runs}) == len(runs)
+  run = next(r for r in runs if r.setting == "init20_flip" and r.acquisition == "random")
+  assert run.workdir("/x").as_posix() == "/x/small_cnn/init20_flip/random/seed0"
+  rc = study.run_config(c, run)
+  assert rc.al.initial_size == 20 and rc.augment.flip and rc.model.name == "small_cnn"
+  assert study.run_config(c, next(r for r in runs if r.setting == "init10")).augment.flip is False
+  assert study.expand(study_config())[0].workdir("/x").as_posix().count("/") == 4  # no setting level
+
+
+def test_settings_replace_model_options_and_reject_unknown_fields():
+  c = settings_config()
+  with c.unlocked():
+    c.study.settings = ml_collections.ConfigDict(dict(
+        vgg=dict(model=dict(name="vgg11", options=dict(width=4, fc_width=8))),
+        typo=dict(al=dict(initial_sise=5)),
+    ))
+  runs = study.expand(c)
+  rc = study.run_config(c, next(r for r in runs if r.setting == "vgg"))
+  assert rc.model.name == "vgg11" and dict(rc.model.options) == {"width": 4, "fc_width": 8}  # replaced, not merged
+  with pytest.raises(config_lib.ConfigError, match=r"study\.settings\.typo\.al\.initial_sise"):
+    study.run_config(c, next(r for r in runs if r.setting == "typo"))
+  with pytest.raises(config_lib.ConfigError, match=r"study\.settings\.typo\.al\.initial_sise"):
+    study.run_study(c, "/nonexistent/never/created")  # every cell is checked before any compute
+
+
+def test_report_with_settings_writes_curves_ranking_and_spreads(tmp_path):
+  """Fabricated curves: spreads equal a brute-force max - min of the seed means."""
+  c = settings_config()
+  with c.unlocked():
+    c.study.seeds = "0,1"
+  rng = np.random.default_rng(1)
+  acc = {}
+  for run in study.expand(c):
+    a = np.sort(rng.uniform(0.3, 0.9, 3))
+    acc[run] = a
+    workdir = run.workdir(tmp_path)
+    workdir.mkdir(parents=True)
+    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
+                                       for i, v in enumerate(a)])
+  rows = study.report(c, tmp_path)
+  assert {(r["setting"], r["acquisition"]) for r in rows} == {("init10", "least_confidence"),
+                                                              ("init20_flip", "least_confidence")}
+  text = (tmp_path / "study.md").read_text()
+  assert "| small_cnn | init10 | none | least_confidence |" in text
+  assert "- small_cnn/init10: least_confidence (" in text
+  for name in ("curves_small_cnn.png", "spread_by_architecture.png", "spread_by_acquisition.png", "study.png"):
+    assert (tmp_path / name).stat().st_size > 5000, name
+
+  def mean(setting, acq):
+    return np.mean([acc[r] for r in acc if r.setting == setting and r.acquisition == acq], axis=0)
+
+  settings, acqs = ["init10", "init20_flip"], ["random", "least_confidence"]
+  grid = np.array([[mean(g, q)[-1] for q in acqs] for g in settings])
+  line = next(l for l in text.splitlines() if l.startswith("- across architectures"))
+  for q, want in zip(acqs, grid.max(0) - grid.min(0)):
+    assert f"{q} {want:.3f}" in line
+  line = next(l for l in text.splitlines() if l.startswith("- across acquisitions"))
+  for g, want in zip(settings, grid.max(1) - grid.min(1)):
+    assert f"small_cnn/{g} {want:.3f}" in line
