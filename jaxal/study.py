@@ -121,6 +121,28 @@ def apply_overrides(config, overrides, where: str) -> None:
         raise config_lib.ConfigError(f"{field}: {e}") from None
 
 
+def overrides_between(base, variant) -> dict:
+  """The nested overrides that turn config `base` into `variant` (a `study.settings` entry).
+
+  A differing `options` section is given whole (`apply_overrides` replaces options).
+  """
+  out = {}
+  for key in variant:
+    if key not in base:
+      raise ValueError(f"{key}: not in the base config")
+    a, b = base[key], variant[key]
+    if key == "options":
+      if a.to_dict() != b.to_dict():
+        out[key] = b.to_dict()
+    elif isinstance(b, ml_collections.ConfigDict):
+      sub = overrides_between(a, b)
+      if sub:
+        out[key] = sub
+    elif a != b:
+      out[key] = b
+  return out
+
+
 def expand(config) -> list[StudyRun]:
   """Every (model, setting, pretrain, acquisition, seed) of the grid, in a fixed order."""
   s = config.study

@@ -172,3 +172,36 @@ def test_report_with_settings_writes_curves_ranking_and_spreads(tmp_path):
   line = next(l for l in text.splitlines() if l.startswith("- across acquisitions"))
   for g, want in zip(settings, grid.max(1) - grid.min(1)):
     assert f"small_cnn/{g} {want:.3f}" in line
+
+
+def test_overrides_between_round_trips_through_apply_overrides():
+  import copy
+  base = tiny_config()
+  variant = copy.deepcopy(base)
+  with variant.unlocked():
+    variant.model.name = "vgg11"
+    variant.model.options = ml_collections.ConfigDict(dict(width=4))
+    variant.al.initial_size = 33
+    variant.augment.flip = True
+  diff = study.overrides_between(base, variant)
+  assert diff == {"model": {"name": "vgg11", "options": {"width": 4}}, "al": {"initial_size": 33},
+                  "augment": {"flip": True}}
+  rebuilt = copy.deepcopy(base)
+  study.apply_overrides(rebuilt, diff, "x")
+  assert rebuilt.to_dict() == variant.to_dict()
+  assert study.overrides_between(base, base) == {}
+
+
+def test_architecture_study_config_expands_to_valid_cells():
+  config = config_lib.load_config_file(
+      __import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "study_arch_mnist_cpu.py")
+  runs = study.expand(config)
+  assert len(runs) == 6 * 4 and {r.setting for r in runs} == {"plain1", "plain5", "plain9", "dd_spo", "bb_spo",
+                                                             "dd_joint"}
+  for run in runs:
+    rc = study.run_config(config, run)
+    config_lib.validate(rc)
+  rc = study.run_config(config, next(r for r in runs if r.setting == "dd_joint"))
+  assert rc.model.name == "depth_dropout" and rc.search.name == "depth_dropout_joint"
+  rc = study.run_config(config, next(r for r in runs if r.setting == "plain9"))
+  assert rc.model.name == "plain_cnn" and rc.model.options.layers == 9 and rc.search.name == "fixed"
