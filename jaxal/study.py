@@ -391,6 +391,10 @@ def main(argv):
   except config_lib.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if f.num_processes > 1 and not f.report_only:  # the others may still be running
+    print("[study] this share is done; when every process has finished, write the report with "
+          "--report_only", flush=True)
+    return
   report(f.config, f.root)
   print((pathlib.Path(f.root) / "study.md").read_text())
 

@@ -205,3 +205,32 @@ def test_architecture_study_config_expands_to_valid_cells():
   assert rc.model.name == "depth_dropout" and rc.search.name == "depth_dropout_joint"
   rc = study.run_config(config, next(r for r in runs if r.setting == "plain9"))
   assert rc.model.name == "plain_cnn" and rc.model.options.layers == 9 and rc.search.name == "fixed"
+
+
+@pytest.mark.slow
+def test_study_per_device_launcher_splits_the_grid_and_reports(tmp_path):
+  """Two CPU processes through launch/study_per_device.sh: every run once, then one report."""
+  import os
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  (tmp_path / "tiny_study.py").write_text(
+      "import ml_collections\n"
+      "from tests.conftest import tiny_config\n"
+      "def get_config():\n"
+      "  c = tiny_config(**{'al.num_rounds': 2, 'train.epochs': 1})\n"
+      "  c.study = ml_collections.ConfigDict(dict(models=dict(small_cnn=dict(width=4, embed=8)),\n"
+      "                                           acquisitions='least_confidence', seeds='0,1'))\n"
+      "  return c\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(repo), PATH=f"{pathlib.Path(sys.executable).parent}:"
+             + os.environ.get("PATH", ""))
+  root = tmp_path / "root"
+  out = subprocess.run(["bash", str(repo / "launch" / "study_per_device.sh"), "2",
+                        f"--config={tmp_path / 'tiny_study.py'}", f"--root={root}"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  ran = [line for line in out.stdout.splitlines() if ": running in " in line]
+  assert len(ran) == 4 and len({line.split("running in ")[1] for line in ran}) == 4
+  assert {line[:10] for line in ran} == {"[device 0]", "[device 1]"}
+  assert "| small_cnn | none | least_confidence | random | 2 |" in (root / "study.md").read_text()
