@@ -207,3 +207,12 @@ def test_labels_out_of_range(tmp_path):
   np.savez(tmp_path / "d.npz", x=np.zeros((6, 2, 2), np.uint8), y=np.array([0, 1, 5, 1, 0, 1]))
   with pytest.raises(datasets.DataError, match="label 5 out of range"):
     datasets.load(data_cfg(source="npz", path=str(tmp_path / "d.npz"), num_classes=3, test_size=2))
+
+
+def test_digits_read_from_the_packaged_csv_equal_scikit_learns():
+  from sklearn import datasets as skdatasets
+  images, labels = datasets.read_digits()
+  want = skdatasets.load_digits()
+  np.testing.assert_array_equal(images, want.images)
+  np.testing.assert_array_equal(labels, want.target)
+  assert labels.dtype == np.int32

@@ -24,10 +24,18 @@ def pad_to_multiple(n: int, chunk_size: int) -> int:
   return -(-n // chunk_size) * chunk_size
 
 
-@functools.partial(jax.jit, static_argnames=("model", "preprocess", "sharding"))
-def _forward_chunk(model, preprocess, variables, inputs, indices, sharding=None):
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def _gather_rows(inputs, indices, sharding=None):
+  """Rows `indices` of `inputs`, split over devices. A separate (cheap) compile per inputs
+  shape, so that the model's compiled chunk functions serve the pool, the test set and the
+  validation set alike instead of compiling once per array."""
   indices = parallel.constrain_batch(indices, sharding)
-  x = preprocess(jnp.take(inputs, indices, axis=0))
+  return parallel.constrain_batch(jnp.take(inputs, indices, axis=0), sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "preprocess", "sharding"))
+def _forward_chunk(model, preprocess, variables, rows, sharding=None):
+  x = preprocess(parallel.constrain_batch(rows, sharding))
   logits, embedding = model.apply(variables, x, train=False)
   out = logits.astype(jnp.float32), embedding.astype(jnp.float32)
   if sharding is not None:  # gather to every device, so every host can read the result
@@ -37,10 +45,10 @@ def _forward_chunk(model, preprocess, variables, inputs, indices, sharding=None)
 
 @functools.partial(jax.jit, static_argnames=("model", "preprocess", "num_samples", "group", "head_only",
                                              "sharding"))
-def _mc_chunk(model, preprocess, variables, inputs, indices, key, *, num_samples, group, head_only, sharding=None):
+def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, group, head_only, sharding=None):
   """Per-point MC-dropout statistics of one chunk, accumulated over passes (never (T, B, C))."""
   indices = parallel.constrain_batch(indices, sharding)
-  x = preprocess(jnp.take(inputs, indices, axis=0))
+  x = preprocess(parallel.constrain_batch(rows, sharding))
   det_logits, h = model.apply(variables, x, train=False)
   c_hat = jnp.argmax(det_logits, axis=-1)
   # The variance accumulates shifted by the deterministic probability, against cancellation.
@@ -134,7 +142,8 @@ class Predictor:
       for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose and parallel.is_primary()):
         if self.rows is not None:
           idx = np.asarray(self.rows, np.int32)[idx]
-        lg, em = _forward_chunk(self.model, self.preprocess, self.variables, self.inputs, idx, self.sharding)
+        rows = _gather_rows(self.inputs, idx, self.sharding)
+        lg, em = _forward_chunk(self.model, self.preprocess, self.variables, rows, self.sharding)
         logits.append(np.asarray(lg)[valid])
         embeds.append(np.asarray(em)[valid])
       self._cache["outputs"] = (np.concatenate(logits), np.concatenate(embeds))
@@ -169,7 +178,8 @@ class Predictor:
       for idx, valid in progress.track(chunks, f"MC-dropout x{num_samples}", enabled=self.verbose and parallel.is_primary()):
         if self.rows is not None:
           idx = np.asarray(self.rows, np.int32)[idx]
-        out = _mc_chunk(self.model, self.preprocess, self.variables, self.inputs, idx, key,
+        rows = _gather_rows(self.inputs, idx, self.sharding)
+        out = _mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key,
                         num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding)
         parts.append([np.asarray(o)[valid] for o in out])
       names = ("mean_probs", "mean_entropy", "votes", "pred_class_variance", "pred_class")

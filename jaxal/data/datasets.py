@@ -19,6 +19,8 @@ Every loader reports bad input as `DataError`, naming the file and the reason.
 """
 
 import dataclasses
+import gzip
+import pathlib
 from typing import Callable
 
 import numpy as np
@@ -34,11 +36,30 @@ __all__ = ["DataError", "Dataset", "Split", "SOURCES", "carve", "load", "read_id
 
 
 
-def load_digits_split(cfg) -> tuple[Split, Split | None, list[str]]:
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits as `(images (1797, 8, 8) float 0..16, labels)`.
+
+  Read straight from the CSV that ships inside the scikit-learn package: importing
+  scikit-learn itself (and SciPy with it) took longer than the whole demo's training.
+  Falls back to `sklearn.datasets.load_digits` if the file has moved.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec("sklearn")
+  path = pathlib.Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+  if path is not None and path.is_file():
+    with gzip.open(path, "rt") as f:
+      data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int32)
   from sklearn import datasets as skdatasets  # pylint: disable=g-import-not-at-top
   digits = skdatasets.load_digits()
-  images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]  # 0..16 -> 0..255
-  split = Split(images, digits.target.astype(np.int32), make_ids("digits/", len(images)))
+  return digits.images, digits.target.astype(np.int32)
+
+
+def load_digits_split(cfg) -> tuple[Split, Split | None, list[str]]:
+  del cfg
+  raw, target = read_digits()
+  images = np.clip(raw * 16, 0, 255).astype(np.uint8)[..., None]  # 0..16 -> 0..255
+  split = Split(images, target, make_ids("digits/", len(images)))
   return split, None, [str(i) for i in range(10)]
 
 

@@ -96,7 +96,8 @@ class Trainer:
 
   def init(self, key: jax.Array, start=None) -> step_lib.TrainState:
     """A fresh state; `start` (partial variables, e.g. a pretrained backbone) replaces its subtrees."""
-    return self._init(key, start)
+    with models_lib.init_rng_context():
+      return self._init(key, start)
 
   def fit(self, key: jax.Array, inputs, labels: np.ndarray, labeled: np.ndarray, *,
           validation: tuple | None = None, epochs: int | None = None,
@@ -146,9 +147,10 @@ class Trainer:
       block_sums = []  # device scalars, summed on the host: adding them in jax would compile
       data_scale = np.float32(1.0 / labeled.size)  # scales a model's sown losses (KL / N)
       for b in range(0, padded, spc):
-        block_key = jax.random.fold_in(loop_key, epoch * 100_003 + b)
-        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], block_key, lr,
-                                   data_scale)
+        # The block's key is fold_in(loop_key, tag), folded inside the compiled block.
+        tag = np.int32(epoch * 100_003 + b)
+        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], loop_key, lr,
+                                   data_scale, tag)
         block_sums.append((l, c))
       sums = np.asarray(jax.device_get(block_sums), np.float64).sum(0)
       loss = float(sums[0]) / steps
