@@ -19,6 +19,18 @@ def study_config():
   return c
 
 
+def fabricate_runs(c, root, rng) -> dict:
+  """Writes a random increasing 3-round curve for every run of the grid; returns them by run."""
+  acc = {}
+  for run in study.expand(c):
+    acc[run] = np.sort(rng.uniform(0.3, 0.9, 3))
+    workdir = run.workdir(root)
+    workdir.mkdir(parents=True)
+    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
+                                       for i, v in enumerate(acc[run])])
+  return acc
+
+
 def test_expand_adds_random_and_covers_the_grid():
   runs = study.expand(study_config())
   assert len(runs) == 1 * 2 * 2
@@ -73,15 +85,7 @@ def test_report_pairs_pretrained_runs_with_pretrained_random(tmp_path):
   c = study_config()
   with c.unlocked():
     c.study.pretrain = "none,deepcluster"
-  rng = np.random.default_rng(0)
-  acc = {}
-  for run in study.expand(c):
-    a = np.sort(rng.uniform(0.3, 0.9, 3))
-    acc[run] = a
-    workdir = run.workdir(tmp_path)
-    workdir.mkdir(parents=True)
-    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
-                                       for i, v in enumerate(a)])
+  acc = fabricate_runs(c, tmp_path, np.random.default_rng(0))
   rows = {(r["pretrain"], r["acquisition"]): r for r in study.report(c, tmp_path)}
   assert set(rows) == {("none", "least_confidence"), ("deepcluster", "least_confidence"), ("deepcluster", "random")}
 
@@ -143,15 +147,7 @@ def test_report_with_settings_writes_curves_ranking_and_spreads(tmp_path):
   c = settings_config()
   with c.unlocked():
     c.study.seeds = "0,1"
-  rng = np.random.default_rng(1)
-  acc = {}
-  for run in study.expand(c):
-    a = np.sort(rng.uniform(0.3, 0.9, 3))
-    acc[run] = a
-    workdir = run.workdir(tmp_path)
-    workdir.mkdir(parents=True)
-    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
-                                       for i, v in enumerate(a)])
+  acc = fabricate_runs(c, tmp_path, np.random.default_rng(1))
   rows = study.report(c, tmp_path)
   assert {(r["setting"], r["acquisition"]) for r in rows} == {("init10", "least_confidence"),
                                                               ("init20_flip", "least_confidence")}
