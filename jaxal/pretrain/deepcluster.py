@@ -237,6 +237,7 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
                                        np.dtype(pool_inputs.dtype), float(momentum), float(weight_decay),
                                        int(batch_size), int(steps_per_call), sharding)
   init_key, loop_key = jax.random.split(key)
+  from jaxal import models  # pylint: disable=g-import-not-at-top
   with models.init_rng_context():  # see there: a much faster init compile
     state = init(init_key)
   lr_arr, scale_arr = np.float32(lr), np.float32(data_scale)
