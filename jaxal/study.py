@@ -282,6 +282,22 @@ def _ranking_lines(rows) -> list[str]:
     ranked = sorted(rs, key=lambda r: -r["gain_over_random"])
     out.append(f"- {arch}" + ("" if pre == "none" else f" + {pre}") + ": "
                + " > ".join(f"{r['acquisition']} ({100 * r['gain_over_random']:+.1f})" for r in ranked))
+  # Does the ranking change with the architecture? Spearman's rho of the gains, per pair.
+  keys = list(groups)
+  pairs = []
+  for i, (a, pre) in enumerate(keys):
+    for b, pre_b in keys[i + 1:]:
+      if pre_b != pre:
+        continue
+      gains_a = {r["acquisition"]: r["gain_over_random"] for r in groups[a, pre]}
+      gains_b = {r["acquisition"]: r["gain_over_random"] for r in groups[b, pre]}
+      common = [q for q in gains_a if q in gains_b]
+      if len(common) >= 3:
+        rho = metrics.spearman([gains_a[q] for q in common], [gains_b[q] for q in common])
+        pairs.append(f"{a} vs {b}" + ("" if pre == "none" else f" (+ {pre})") + f": {rho:+.2f}")
+  if pairs:
+    out += ["", "Rank agreement of the acquisitions between architectures (Spearman's rho of the gains; "
+            "1 = same order):", ""] + [f"- {p}" for p in pairs]
   return out
 
 

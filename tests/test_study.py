@@ -230,3 +230,21 @@ def test_study_per_device_launcher_splits_the_grid_and_reports(tmp_path):
   assert len(ran) == 4 and len({line.split("running in ")[1] for line in ran}) == 4
   assert {line[:10] for line in ran} == {"[device 0]", "[device 1]"}
   assert "| small_cnn | none | least_confidence | random | 2 |" in (root / "study.md").read_text()
+
+
+def test_report_measures_rank_agreement_between_architectures(tmp_path):
+  """Spearman's rho of two architectures' gains over random, against scipy on fabricated runs."""
+  from scipy import stats
+  c = settings_config()
+  with c.unlocked():
+    c.study.acquisitions = "least_confidence,margin,entropy,bald"
+  acc = fabricate_runs(c, tmp_path, np.random.default_rng(2))
+  rows = study.report(c, tmp_path)
+  gains = {(r["setting"], r["acquisition"]): r["gain_over_random"] for r in rows}
+  acqs = ["least_confidence", "margin", "entropy", "bald"]
+  for (g, q), got in gains.items():  # one seed: the gain is the mean difference of the curves
+    ref = next(v for r, v in acc.items() if r.setting == g and r.acquisition == "random")
+    mine = next(v for r, v in acc.items() if r.setting == g and r.acquisition == q)
+    assert got == pytest.approx((mine - ref).mean())
+  want = stats.spearmanr([gains["init10", q] for q in acqs], [gains["init20_flip", q] for q in acqs])[0]
+  assert f"- small_cnn/init10 vs small_cnn/init20_flip: {want:+.2f}" in (tmp_path / "study.md").read_text()
