@@ -109,15 +109,21 @@ def plot_spread_arrays(archs, acqs, labels, acc, out_dir, suffix: str = "") -> N
   out.mkdir(parents=True, exist_ok=True)
   acc = np.asarray(acc, np.float64)
   for name, axis, groups in (("spread_by_architecture", 1, archs), ("spread_by_acquisition", 0, acqs)):
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for i, g in enumerate(groups):
-      band = acc[i] if axis == 1 else acc[:, i]
-      line, = ax.plot(labels, band.mean(0), label=f"{g} (final spread {band[:, -1].max() - band[:, -1].min():.3f})")
-      ax.fill_between(labels, band.min(0), band.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("labels")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("spread across acquisitions" if axis == 1 else "spread across architectures")
-    ax.legend(fontsize="x-small")
+      band = acc[i] if axis == 1 else acc[:, i]  # (members, rounds)
+      spread = band.max(0) - band.min(0)
+      left.plot(labels, spread, marker=".", color=f"C{i % 10}", label=f"{g} (final {spread[-1]:.3f})")
+      right.plot(labels, band.mean(0), marker=".", color=f"C{i % 10}", label=str(g))
+    what = "acquisitions" if axis == 1 else "architectures"
+    left.set_title(f"spread (max - min test accuracy) across {what}")
+    right.set_title(f"mean test accuracy over {what}")
+    for ax in (left, right):
+      ax.set_xlabel("labels")
+      ax.grid(alpha=0.3)
+    left.set_ylabel("spread")
+    right.set_ylabel("test accuracy")
+    left.legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(out / f"{name}{suffix}.png")
     plt.close(fig)
