@@ -36,6 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
       test_size=0,            # carve a test split from train when the source has none
       validation_size=0,      # carve a labeled validation split from the pool
       max_train=0, max_examples=0,  # trim the pool / TFDS splits (0 = all)
+      shuffle_train=False,    # shuffle training rows (data.seed) before max_train: files sorted by class
       normalization="per_channel",  # per_channel | scalar | none
       seed=0,
   ))

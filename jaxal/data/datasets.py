@@ -159,6 +159,8 @@ def load(cfg) -> Dataset:
     raise DataError(f"data.source: unknown source {cfg.source!r}; known: {', '.join(sorted(SOURCES))}")
   train, test, class_names = SOURCES[cfg.source](cfg)
   name = cfg.name or cfg.source
+  if cfg.get("shuffle_train", False):  # e.g. a CSV sorted by class: max_train would keep a few classes
+    train = train.subset(np.random.default_rng(cfg.seed).permutation(len(train)))
   if cfg.max_train and len(train) > cfg.max_train:
     train = train.subset(np.arange(cfg.max_train))
   if test is None:
