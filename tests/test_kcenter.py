@@ -146,3 +146,44 @@ def test_budget_larger_than_pool_is_rejected():
   labeled[:8] = True
   with pytest.raises(ValueError, match="exceeds"):
     acquisition.kcenter_greedy(np.zeros((10, 2), np.float32), labeled, 3, prune=True)
+
+
+# ----------------------------------------------------------------------------- kd tiles, row refinement
+
+@pytest.mark.parametrize("kind", ["clustered", "gaussian", "clustered_no_labels"])
+def test_pruned_with_default_blocks_equals_plain(kind):
+  """Default `block` and several tile sizes, so the box test, the per-row refinement and
+  the dense fallback are all exercised."""
+  n, d = 4000, 40
+  rng = np.random.default_rng(12)
+  x = rng.normal(size=(n, d)).astype(np.float32) if kind == "gaussian" else clustered(n, d, 8, 12, spread=0.3)
+  x[7] = x[8]
+  labeled = np.zeros(n, bool)
+  if kind != "clustered_no_labels":
+    labeled[rng.choice(n, 200, replace=False)] = True
+  plain = acquisition.kcenter_greedy(x, labeled, 150)
+  for tile in (8, 32):
+    got, stats = acquisition.kcenter_greedy(x, labeled, 150, prune=True, tile=tile, with_stats=True)
+    np.testing.assert_array_equal(got, plain, err_msg=f"tile={tile}")
+    if kind == "clustered":
+      assert stats["fraction_read"] < 0.2
+  z, _, _ = kcenter_lib._projection(jnp.asarray(x), 16, 2048)
+  perm = np.asarray(kcenter_lib._kd_order(z, n, 7, -(-n // 2 ** 7)))
+  assert sorted(perm[perm < n].tolist()) == list(range(n))  # the kd order is a permutation
+  bf = acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16)
+  np.testing.assert_array_equal(acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16, prune=True), bf)
+
+
+def test_pruned_refinement_on_diffuse_features():
+  """Overlapping, non-tight structure (like trained features): boxes overlap, so the per-row
+  bound refines most steps; picks still equal the plain kernel's."""
+  rng = np.random.default_rng(13)
+  n, d = 3000, 64
+  x = (np.maximum(rng.normal(size=(n, 8)) @ rng.normal(size=(8, d)), 0) + 0.05 * rng.normal(size=(n, d)))
+  x = x.astype(np.float32)
+  labeled = np.zeros(n, bool)
+  labeled[rng.choice(n, 300, replace=False)] = True
+  plain = acquisition.kcenter_greedy(x, labeled, 200)
+  got, stats = acquisition.kcenter_greedy(x, labeled, 200, prune=True, tile=16, with_stats=True)
+  np.testing.assert_array_equal(got, plain)
+  assert stats["fraction_read"] < 1.0

@@ -15,7 +15,7 @@ Options (`config.acquisition.options`, passed as `view.options`):
   force the full-model (`False`) or head-only (`True`) MC path;
 * `kcenter_dtype` (`"float32"`, default, or `"bfloat16"`: half the bytes read per pick,
   picks may differ slightly) for `coreset`;
-* `kcenter_prune` (default `True`) for `coreset`: triangle-inequality tile skipping, same
+* `kcenter_prune` (default `True`) for `coreset`: exact projected-bound tile skipping, same
   picks as the plain kernel (ignored on a multi-device mesh).
 
 `least_confidence` in the registry scores from logits (`least_confidence_from_logits`),

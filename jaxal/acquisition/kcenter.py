@@ -18,18 +18,26 @@ on XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and 
 row gathers are slower still. Even so, on CPU the widening costs more than the halved
 reads save (see benchmarks/SELECTION.md); the option pays off on memory-bound accelerators.
 
-`prune=True` runs the same greedy loop but reads fewer rows, with identical picks. Each point
-keeps its assigned center `a_i` and squared distance `m_i`. A new center `u` can only lower
-`m_i` if `|c_{a_i} - u| < 2 sqrt(m_i)` (triangle inequality), so each step computes the
-distances from `u` to the centers (O(#centers * d)) and only reads the row tiles (`tile`
-rows) holding a point that fails this test. Rows are grouped into tiles by their nearest
-labeled center once, before the loop, so a cluster's points share tiles. When more than
-`dense_fraction` of the tiles need reading, the step does the plain dense pass. The test
-carries a safety margin (relative 1e-3, plus 1e-4 * max |x|^2 absolute for the round-off
-of the initial GEMM), so a skipped point could not have changed in float32 either. On
-isotropic Gaussians nothing is skipped (distances concentrate); on clustered embeddings
-most tiles are. Without labeled points the tiles follow no structure until the first
-pick, so pruning then helps less. Ties still go to the lowest original index.
+`prune=True` runs the same greedy loop but reads fewer rows, with identical picks. Before
+the loop, every row gets coordinates `z` in a 16-dim subspace near the top principal
+directions (`proj`; a few subspace iterations on a row sample) and its residual norm `r`
+outside it; then `|x_i - x_u|^2 >= |z_i - z_u|^2 + (r_i - r_u)^2` for any two rows. Rows are
+reordered into the leaves of a kd-tree on `z` (median splits along the widest coordinate),
+and each leaf becomes a contiguous tile of about `tile` rows with a bounding box in `z` and
+an interval of `r`. Each step bounds the distance from the new center `u` to every tile's
+box (O(#tiles * proj)), and reads only the tiles whose box is within reach of the tile's
+largest current distance `sqrt(max m)`; when that leaves more than 8% of the tiles, the
+same bound per row (proj + 3 values per row, no row reads) keeps only the tiles holding a
+row that may get closer. When more than `dense_fraction` of the tiles remain, the step
+reads every row. The argmax is kept per tile too (largest `m` and the lowest original
+index holding it), so a step costs O(#tiles) plus the tiles it reads. The test carries a
+safety margin (relative 1e-3 on the distance, plus 1e-4 times the two rows' centered norms
+for the round-off of the projected coordinates), so a skipped row could not have changed
+in float32 either. The initial distances are the unpruned kernel's (the same blocked GEMM),
+so `m` is the same in both kernels at every step and so are the picks; ties still go to
+the lowest original index. On isotropic Gaussians nothing is skipped (distances
+concentrate) and the step reads every row; on clustered embeddings a step reads about one
+cluster's tiles.
 """
 
 import functools
@@ -108,98 +116,181 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   return picks
 
 
+# Margins of the pruning test (see the module docstring): relative on the distance, and
+# absolute per unit of the two points' norms (round-off of the projected coordinates).
+_REL = 1e-3
+_ABS = 1e-4
+_REFINE_ABOVE = 0.08  # share of tiles above which the per-row bound refines the box test
+
+
 def _row_d2(rows, xu):
   return jnp.sum((_load(rows) - xu) ** 2, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "center_chunk"))
-def _kcenter_pruned(x, labeled_mask, budget: int, block: int, tile: int, dense_fraction, group: int = 8,
-                    center_chunk: int = 512):
+def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
+  """A k-dim orthonormal basis close to the top principal directions (a few subspace
+  iterations on a strided row sample), and per row: the coordinates `z` in it, the
+  residual norm `r = |y - z q^T|` and `|y|`, where y = x - mean (computed a row block at a
+  time, directly rather than by cancellation)."""
+  n, d = xf.shape
+  s = xf[::max(1, n // sample)][:sample]
+  mu = jnp.mean(s, axis=0)
+  s = s - mu
+  q = jax.random.normal(jax.random.key(0), (d, k), jnp.float32)
+  for _ in range(iters):
+    q, _ = jnp.linalg.qr(s.T @ (s @ q))
+  rows = min(chunk, n)
+
+  def body(b, acc):
+    z, r, ny = acc
+    start = jnp.minimum(b * rows, n - rows)  # the last block overlaps: same values rewritten
+    y = jax.lax.dynamic_slice(xf, (start, 0), (rows, d)) - mu
+    zb = y @ q
+    rb = jnp.sqrt(jnp.sum((y - zb @ q.T) ** 2, axis=1))
+    nb = jnp.sqrt(jnp.sum(y * y, axis=1))
+    return (jax.lax.dynamic_update_slice(z, zb, (start, 0)), jax.lax.dynamic_update_slice(r, rb, (start,)),
+            jax.lax.dynamic_update_slice(ny, nb, (start,)))
+
+  init = (jnp.zeros((n, k), jnp.float32), jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.float32))
+  return jax.lax.fori_loop(0, (n + rows - 1) // rows, body, init)
+
+
+def _kd_order(z, n: int, levels: int, size: int):
+  """A permutation of `2**levels * size >= n` slots (slots >= n are padding) that makes each
+  run of `size` a leaf of a kd-tree on `z`: every level splits each segment at its median
+  along the projected coordinate of widest spread. Padding sorts last within a segment."""
+  total = (2 ** levels) * size
+  perm = jnp.arange(total, dtype=jnp.int32)
+  zp = jnp.concatenate([z, jnp.zeros((total - n, z.shape[1]), z.dtype)])
+  for level in range(levels):
+    seg = perm.reshape(2 ** level, -1)
+    real = (seg < n)[..., None]
+    vals = zp[seg]  # (segments, length, k)
+    spread = jnp.max(jnp.where(real, vals, -jnp.inf), axis=1) - jnp.min(jnp.where(real, vals, jnp.inf), axis=1)
+    axis = jnp.argmax(spread, axis=1)
+    key = jnp.take_along_axis(vals, axis[:, None, None], axis=2)[..., 0]
+    key = jnp.where(seg < n, key, jnp.inf)
+    perm = jnp.take_along_axis(seg, jnp.argsort(key, axis=1, stable=True), axis=1).reshape(-1)
+  return perm
+
+
+@functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "cap", "proj", "sample"))
+def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, group: int, cap: int, proj: int,
+                    sample: int = 2048):
   n, d = x.shape
-  min_d2, slot = _init_min_d2(x, labeled_mask, block)
-  min_d2 = jnp.where(labeled_mask, -jnp.inf, min_d2)
-  any_labeled = jnp.any(labeled_mask)
-  num_labeled = jnp.sum(labeled_mask).astype(jnp.int32)
   xf = x.astype(jnp.float32)
-  from_mean = jnp.sum((xf - jnp.mean(xf, axis=0)) ** 2, axis=1)
-  min_d2 = jnp.where(any_labeled, min_d2, from_mean)
-  sq = jnp.sum(xf * xf, axis=1)
-  tol_abs = 1e-4 * jnp.max(sq)  # bound on the initial GEMM's round-off in m_i
-  del xf, from_mean, sq
+  z, r, ny = _projection(xf, proj, sample)
 
-  # Group rows by nearest labeled center; pad to whole tiles with rows never picked.
-  perm = jnp.argsort(slot, stable=True).astype(jnp.int32)
-  pad = -n % tile
-  num_tiles = (n + pad) // tile
+  # Leaves of a kd-tree on the projected coordinates become row tiles, stored contiguously.
+  levels = max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
+  size = -(-n // 2 ** levels)
+  num_tiles = 2 ** levels
+  perm = _kd_order(z, n, levels, size)  # (num_tiles * size,)
+  real = perm < n
+  src = jnp.minimum(perm, n - 1)
   stored = _stored(x)
-  xs = jnp.concatenate([stored[perm], jnp.zeros((pad, d), stored.dtype)])  # (n + pad, d), sorted order
-  xs3 = xs.reshape(num_tiles, tile, d)
-  orig = jnp.concatenate([perm, n + jnp.arange(pad, dtype=jnp.int32)])
-  m = jnp.concatenate([min_d2[perm], jnp.full((pad,), -jnp.inf)]).reshape(num_tiles, tile)
-  a = jnp.concatenate([slot[perm], jnp.zeros((pad,), jnp.int32)]).reshape(num_tiles, tile)
-  position = jnp.zeros((n,), jnp.int32).at[perm].set(jnp.arange(n, dtype=jnp.int32))
-  labeled_idx = jnp.nonzero(labeled_mask, size=n, fill_value=0)[0]
-  center_pos = jnp.concatenate([position[labeled_idx], jnp.zeros((center_chunk,), jnp.int32)])
-  big = jnp.iinfo(jnp.int32).max
+  xs = jnp.where(real[:, None], stored[src], jnp.zeros((), stored.dtype))
 
-  def center_d2(center_pos, xu, count):
-    """Squared distances from `xu` to the first `count` centers, `center_chunk` at a time."""
-    def body(k, cc):
-      pos = jax.lax.dynamic_slice(center_pos, (k * center_chunk,), (center_chunk,))
-      return jax.lax.dynamic_update_slice(cc, _row_d2(xs[pos], xu), (k * center_chunk,))
-    cc = jnp.zeros((n + center_chunk,), jnp.float32)
-    return jax.lax.fori_loop(0, (count + center_chunk - 1) // center_chunk, body, cc)
+  # The same initial state as `_kcenter` (the same expressions on the same shapes: same bits).
+  init_d2 = _init_min_d2(x, labeled_mask, block)[0][src]
+  any_labeled = jnp.any(labeled_mask)
+  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
+  from_mean = jnp.sum((xf - xf_mean) ** 2, axis=1)
+  del xf
+  m = jnp.where(any_labeled, init_d2, from_mean[src])
+  m = jnp.where(real & valid[src] & ~labeled_mask[src], m, -jnp.inf).reshape(num_tiles, size)
+  xs = xs.reshape(num_tiles, size, d)
+  big = jnp.iinfo(jnp.int32).max
+  orig = jnp.where(real, perm, big).reshape(num_tiles, size)
+  position = jnp.zeros((n,), jnp.int32).at[jnp.where(real, perm, n)].set(
+      jnp.arange(perm.shape[0], dtype=jnp.int32), mode="drop")
+  zs, rs = z[src].reshape(num_tiles, size, proj), r[src].reshape(num_tiles, size)
+  inf = jnp.inf
+  lo = jnp.min(jnp.where(real.reshape(num_tiles, size, 1), zs, inf), axis=1)  # (tiles, k) bounding boxes
+  hi = jnp.max(jnp.where(real.reshape(num_tiles, size, 1), zs, -inf), axis=1)
+  rlo = jnp.min(jnp.where(real.reshape(num_tiles, size), rs, inf), axis=1)
+  rhi = jnp.max(jnp.where(real.reshape(num_tiles, size), rs, -inf), axis=1)
+  nymax = jnp.max(jnp.where(real, ny[src], 0.0).reshape(num_tiles, size), axis=1)
+  zflat, rflat, nyflat = z, r, ny
+  zs = tuple(zs[..., j] for j in range(proj))  # per coordinate, (tiles, size) each
+  nys = jnp.where(real, ny[src], 0.0).reshape(num_tiles, size)
+  refine_above = max(group, int(num_tiles * _REFINE_ABOVE))
+
+  def summarize(mt, ot):
+    """Largest entry of each tile and the lowest original index holding it."""
+    top = jnp.max(mt, axis=-1)
+    return top, jnp.min(jnp.where(mt == top[..., None], ot, big), axis=-1)
+
+  tmax, targ = summarize(m, orig)
 
   def step(i, carry):
-    m, a, center_pos, picks, tiles_read = carry
-    flat = m.reshape(-1)
-    top = jnp.max(flat)
-    u = jnp.argmin(jnp.where(flat == top, orig, big))  # ties: lowest original index
-    xu = _load(xs[u])
-    slot_u = num_labeled + i
+    m, tmax, targ, picks, rows_read = carry
+    top = jnp.max(tmax)
+    u = jnp.min(jnp.where(tmax == top, targ, big))  # ties: lowest original index
+    p = position[u]
+    xu = _load(xs.reshape(-1, d)[p])
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
-    cc = center_d2(center_pos, xu, slot_u)
-    need = (m > -jnp.inf) & (cc[a] < 4.0 * (m + tol_abs) * (1.0 + 1e-3))
-    tiles = jnp.any(need, axis=1)
-    count = jnp.sum(tiles)
-    dense = first_without_labels | (count > dense_fraction * num_tiles)
+    # Lower bound on |x_i - x_u| over each tile: the distance from u's projected coordinates
+    # to the tile's bounding box, with the gap between the residual norms.
+    zu, ru = zflat[u], rflat[u]
+    gap = jnp.maximum(jnp.maximum(lo - zu, zu - hi), 0.0)
+    rgap = jnp.maximum(jnp.maximum(rlo - ru, ru - rhi), 0.0)
+    lb2 = jnp.sum(gap * gap, axis=1) + rgap * rgap
+    reach = jnp.sqrt(jnp.maximum(tmax, 0.0)) * (1.0 + _REL) + _ABS * (nymax + nyflat[u])
+    need = (tmax > -inf) & (lb2 <= reach * reach)
+    count = jnp.sum(need, dtype=jnp.int32)
 
-    def dense_pass(m, a):
-      d2 = _row_d2(xs3, xu)
-      closer = jnp.where(first_without_labels, m > -jnp.inf, d2 < m)
-      return jnp.where(closer, d2, m), jnp.where(closer, slot_u, a)
+    def refine(need):
+      # The same bound per row rather than per box (k + 3 reads per row, one pass, no
+      # gathers): a tile is read only if one of its rows may get closer to u.
+      acc = (rs - ru) ** 2
+      for j in range(proj):
+        acc = acc + (zs[j] - zu[j]) ** 2
+      row_reach = jnp.sqrt(jnp.maximum(m, 0.0)) * (1.0 + _REL) + _ABS * (nys + nyflat[u])
+      rows_need = (m > -inf) & (acc <= row_reach * row_reach)
+      return need & jnp.any(rows_need, axis=1)
 
-    def sparse_pass(m, a):
-      # `group` tiles per iteration (XLA:CPU loop iterations cost microseconds each);
-      # unused slots point past the end, so their gathers clip and their scatters drop.
-      ids = jnp.nonzero(tiles, size=num_tiles + group, fill_value=num_tiles)[0]
+    need = jax.lax.cond((count > refine_above) & (count <= 2 * cap), refine, lambda need: need, need)
+    count = jnp.sum(need, dtype=jnp.int32)
+    dense = first_without_labels | (count > cap)
 
-      def body(g, ma):
-        m, a = ma
+    def dense_pass(state):
+      m, tmax, targ = state
+      d2 = _row_d2(xs.reshape(-1, d), xu).reshape(num_tiles, size)
+      m = jnp.where(first_without_labels, jnp.where(m > -inf, d2, m), jnp.minimum(m, d2))
+      return (m, *summarize(m, orig))
+
+    def sparse_pass(state):
+      # `group` tiles per iteration; unused slots point past the end, so their gathers
+      # clip and their scatters drop.
+      ids = jnp.nonzero(need, size=cap + group, fill_value=num_tiles)[0].astype(jnp.int32)
+
+      def body(g, state):
+        m, tmax, targ = state
         t = jax.lax.dynamic_slice(ids, (g * group,), (group,))
-        d2 = _row_d2(xs3.at[t].get(mode="clip"), xu)  # (group, tile)
-        mt, at = m.at[t].get(mode="clip"), a.at[t].get(mode="clip")
-        closer = d2 < mt
-        m = m.at[t].set(jnp.where(closer, d2, mt), mode="drop")
-        a = a.at[t].set(jnp.where(closer, slot_u, at), mode="drop")
-        return m, a
+        d2 = _row_d2(xs.at[t].get(mode="clip"), xu)
+        mt = jnp.minimum(m.at[t].get(mode="clip"), d2)
+        tt, ta = summarize(mt, orig.at[t].get(mode="clip"))
+        return (m.at[t].set(mt, mode="drop"), tmax.at[t].set(tt, mode="drop"), targ.at[t].set(ta, mode="drop"))
 
-      return jax.lax.fori_loop(0, (count + group - 1) // group, body, (m, a))
+      return jax.lax.fori_loop(0, (count + group - 1) // group, body, state)
 
-    m, a = jax.lax.cond(dense, dense_pass, sparse_pass, m, a)
-    m = m.reshape(-1).at[u].set(-jnp.inf).reshape(num_tiles, tile)
-    center_pos = center_pos.at[slot_u].set(u.astype(jnp.int32))
-    tiles_read = tiles_read + jnp.where(dense, num_tiles, count)
-    return m, a, center_pos, picks.at[i].set(orig[u]), tiles_read
+    m, tmax, targ = jax.lax.cond(dense, dense_pass, sparse_pass, (m, tmax, targ))
+    tu = p // size
+    m = m.at[tu, p % size].set(-inf)
+    tt, ta = summarize(m[tu], orig[tu])
+    tmax, targ = tmax.at[tu].set(tt), targ.at[tu].set(ta)
+    rows_read = rows_read + jnp.where(dense, n, count * size)
+    return m, tmax, targ, picks.at[i].set(u), rows_read
 
-  init = (m, a, center_pos, jnp.zeros((budget,), jnp.int32), jnp.zeros((), jnp.int32))
-  _, _, _, picks, tiles_read = jax.lax.fori_loop(0, budget, step, init)
-  return picks, tiles_read / (budget * num_tiles)
+  init = (m, tmax, targ, jnp.zeros((budget,), jnp.int32), jnp.zeros((), jnp.int32))
+  _, _, _, picks, rows_read = jax.lax.fori_loop(0, budget, step, init)
+  return picks, rows_read / (budget * n)
 
 
 def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
-                   storage_dtype=jnp.float32, mesh=None, prune: bool = False, tile: int = 64,
-                   dense_fraction: float = 0.3, with_stats: bool = False):
+                   storage_dtype=jnp.float32, mesh=None, prune: bool = False, tile: int = 32,
+                   dense_fraction: float = 0.3, proj: int = 16, with_stats: bool = False):
   """`budget` unlabeled indices chosen farthest-first from the labeled centers.
 
   Args:
@@ -212,10 +303,11 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
       multiple of the device count with rows that can never be picked), and each device
       scans its own share. The picks are the same as on one device. Not combined with
       `prune` (the unpruned sharded kernel runs; the picks are the same).
-    prune: skip row tiles that the triangle inequality proves unchanged (same picks).
-    tile: rows per tile for `prune`.
+    prune: skip row tiles that a projected lower bound proves unchanged (same picks).
+    tile: rows per tile (kd-tree leaf) for `prune`, at most.
     dense_fraction: with `prune`, a step reads every row when more than this fraction of
       tiles needs reading.
+    proj: with `prune`, dimension of the projected coordinates the bounds use.
     with_stats: also return `{"fraction_read": ...}`, the share of row reads the greedy
       steps did (1.0 without `prune`).
   Returns:
@@ -237,9 +329,13 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
   else:
     x = jnp.asarray(x, storage_dtype)
     if prune:
-      picks, read = _kcenter_pruned(x, jnp.asarray(labeled_mask), int(budget), int(block), int(tile),
-                                    jnp.float32(dense_fraction))
+      group = 4
+      num_tiles = 2 ** max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
+      cap = max(group, int(dense_fraction * num_tiles) // group * group)
+      picks, read = _kcenter_pruned(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block),
+                                    int(tile), group, cap, max(1, min(int(proj), x.shape[1])))
       picks = np.asarray(picks)
-      return (picks, {"fraction_read": float(read)}) if with_stats else picks
+      stats = {"fraction_read": float(read)}
+      return (picks, stats) if with_stats else picks
   picks = np.asarray(_kcenter(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block)))
   return (picks, {"fraction_read": 1.0}) if with_stats else picks
