@@ -6,14 +6,20 @@
 The argument picks the architecture optimizer: `dd_spo`, `dd_joint`, `dd_upo`, `bb_spo`,
 `bb_joint`, `bb_upo` (Depth-Dropout or BBDropout, in SPO, joint or UPO mode; UPO trains on
 DeepCluster pseudo-labels of the pool in DeepCluster's style, which did not collapse on
-MNIST where Siméoni's did), or a fixed baseline `plain1`, `plain5`,
+MNIST where Siméoni's did), `pdarts_spo`, `pdarts_joint`, `pdarts_upo` (P-DARTS; UPO
+searches on 200 pool rows labeled by k-means of a random supernet's features, k = 5C), or
+a fixed baseline `plain1`, `plain5`,
 `plain9` (the paper's 1-, 5- and 9-layer CNNs, same block layout). Pool 8,000, 2,000 held
 out; 100 initial labels, 100 per round, 4 rounds. The Bayesian models are narrowed for two
 CPU cores: width 16, K = 5 layers, 2 structure samples, 8 epochs of 1,024 samples. The
 Depth-Dropout prior is Beta(1.1, 1.0), the paper's Focus-2 setting ("U(0, 1.1) and
 U(0, 1.0)" for a and b); the reference code's MNIST β = 10 (ALGORITHMS §9) gives
 E[π_1] ≈ 0.1, which with 16 filters and this little training reads out one filter in one
-layer. Swap the acquisition with `--config.acquisition.name=random`.
+layer. P-DARTS is shrunk harder, because XLA:CPU compiles each stage's supernet step for
+minutes: cells of 2 intermediate nodes (5 edges; the paper's 4 give 14), 3 stages of
+3 -> 4 -> 5 cells (each has a normal cell; with 2 cells both are reductions), 8 channels,
+6 epochs per stage of which 2 weight-only, batch 32; the loop trains a 5-cell, 8-channel
+darts_net of the derived cells. Swap the acquisition with `--config.acquisition.name=random`.
 """
 
 import ml_collections
@@ -21,6 +27,7 @@ import ml_collections
 from jaxal import config as config_lib
 
 WIDTH, LAYERS = 16, 5
+PDARTS_CHANNELS = 8
 
 
 def get_config(arg: str = "dd_spo"):
@@ -35,6 +42,15 @@ def get_config(arg: str = "dd_spo"):
     c.model.name = "bbdropout"
     c.model.options = ml_collections.ConfigDict(dict(layers=LAYERS, width=WIDTH))
     c.search.name = "bbdropout_" + arg[3:]
+  elif arg.startswith("pdarts_"):
+    c.model.name = "darts_net"
+    c.model.options = ml_collections.ConfigDict(dict(channels=PDARTS_CHANNELS, layers=5))
+    c.search.name = "pdarts"
+    c.search.mode = arg[len("pdarts_"):]
+    p = c.search.pdarts
+    p.layers, p.nodes, p.channels = (3, 4, 5), 2, PDARTS_CHANNELS
+    p.epochs, p.warmup_epochs, p.batch_size = 6, 2, 32
+    p.upo_size = 200  # upo: pool rows searched on, with their DeepCluster pseudo-labels
   elif arg.startswith("plain"):
     c.model.name = "plain_cnn"
     c.model.options = ml_collections.ConfigDict(dict(layers=int(arg[5:]), width=WIDTH))

@@ -93,6 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
           channels=16, nodes=4, epochs=25, warmup_epochs=10, batch_size=96, train_portion=0.5, split_seed=1,
           lr=0.025, momentum=0.9, weight_decay=3e-4, grad_clip=5.0, arch_lr=6e-4, arch_weight_decay=1e-3,
           max_skips=2,
+          upo_size=0,         # upo: pool rows the search trains on (0 = the whole pool)
       )),
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
@@ -257,8 +258,6 @@ def validate(config) -> None:
 def _validate_pdarts(config) -> None:
   s, p = config.search, config.search.pdarts
   _check(s.mode in ("joint", "spo", "upo"), "search.mode", f"must be joint, spo or upo, got {s.mode!r}")
-  _check(s.mode != "upo", "search.mode",
-         "upo (search on DeepCluster pseudo-labels of the pool) is not implemented for pdarts yet; use joint or spo")
   _check(config.model.name == "darts_net", "model.name", "P-DARTS trains darts_net; set model.name='darts_net'")
   stages = len(p.layers)
   _check(stages >= 1 and len(p.drop_ops) == stages and len(p.skip_dropout) == stages, "search.pdarts.layers",
@@ -275,6 +274,8 @@ def _validate_pdarts(config) -> None:
   _check(0 <= p.warmup_epochs <= p.epochs, "search.pdarts.warmup_epochs", "must be in [0, epochs]")
   _check(0 < p.train_portion < 1, "search.pdarts.train_portion", "must be in (0, 1)")
   _check(p.max_skips >= 0, "search.pdarts.max_skips", "must be >= 0")
+  _check(isinstance(p.upo_size, int) and p.upo_size >= 0, "search.pdarts.upo_size",
+         f"must be an integer >= 0 (0 = the whole pool), got {p.upo_size!r}")
   for field in ("lr", "arch_lr", "grad_clip"):
     _check(p[field] > 0, f"search.pdarts.{field}", "must be > 0")
   for field in ("weight_decay", "arch_weight_decay"):

@@ -23,6 +23,20 @@ def test_config_is_valid(path):
   config_lib.validate(config)
 
 
+BAYES_ARCH_VARIANTS = ("dd_spo", "dd_joint", "dd_upo", "bb_spo", "bb_joint", "bb_upo", "pdarts_spo", "pdarts_joint",
+                       "pdarts_upo", "plain1", "plain5", "plain9")
+
+
+@pytest.mark.parametrize("variant", BAYES_ARCH_VARIANTS)
+def test_bayes_arch_mnist_cpu_variants_are_valid(variant):
+  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"bayes_arch_mnist_cpu.py:{variant}"
+  c = load_config(path)
+  config_lib.validate(c)
+  if variant.startswith("pdarts_"):
+    assert c.search.name == "pdarts" and c.search.mode == variant[len("pdarts_"):]
+    assert c.model.name == "darts_net"
+
+
 def test_inas_cifar10_shrunk_on_mock_tfds(tmp_path):
   c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "inas_cifar10.py")
   c.model.options.width = 2

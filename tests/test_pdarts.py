@@ -170,11 +170,18 @@ def test_config_validation():
   c.model.name = "darts_net"
   c.model.options = ml_collections.ConfigDict(dict(channels=2, layers=1, dropout=0.0))
   config_lib.validate(c)
-  for field, value, match in [("mode", "upo", "search.mode"), ("mode", "x", "search.mode")]:
-    bad = c.copy_and_resolve_references()
-    bad.search[field] = value
-    with pytest.raises(config_lib.ConfigError, match=match):
-      config_lib.validate(bad)
+  for mode in ("joint", "spo", "upo"):
+    ok = c.copy_and_resolve_references()
+    ok.search.mode = mode
+    config_lib.validate(ok)
+  bad = c.copy_and_resolve_references()
+  bad.search.mode = "x"
+  with pytest.raises(config_lib.ConfigError, match="search.mode"):
+    config_lib.validate(bad)
+  bad = c.copy_and_resolve_references()
+  bad.search.pdarts.upo_size = -1
+  with pytest.raises(config_lib.ConfigError, match="search.pdarts.upo_size"):
+    config_lib.validate(bad)
   bad = c.copy_and_resolve_references()
   bad.search.pdarts.drop_ops = (3, 2, 1)
   with pytest.raises(config_lib.ConfigError, match="drop_ops"):
@@ -211,3 +218,63 @@ def test_loop_spo_searches_once(tmp_path):
   assert first["searched"] and not second["searched"] and second["from_round"] == 0
   assert second["genotype"] == first["genotype"]
   assert history[1]["compiles"] == 0  # same darts_net, same shapes: nothing compiles in round 1
+
+
+def test_pseudo_labels_are_kmeans_ids_of_random_supernet_features():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(60, 8, 8, 1)).astype(np.float32))
+  s = pdarts.Settings(layers=(1, 1, 1), channels=2, nodes=2)
+  ids, stats = pdarts.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
+                                    kmeans_iters=5, chunk_size=25)  # 25: a ragged last chunk
+  assert ids.shape == (60,) and ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 15
+  assert stats["clusters"] == 15 and sum(stats["cluster_sizes"]) == 60
+  assert stats["nonempty_clusters"] == int((np.bincount(ids, minlength=15) > 0).sum()) > 3
+  again, _ = pdarts.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
+                                  kmeans_iters=5, chunk_size=60)
+  np.testing.assert_array_equal(ids, again)  # chunking does not change the features
+  with pytest.raises(ValueError, match="clusters exceed"):
+    pdarts.pseudo_labels(jax.random.key(0), x[:10], num_classes=3, settings=s)
+
+
+def test_upo_rows():
+  np.testing.assert_array_equal(pdarts.upo_rows(10, 0, 1), np.arange(10))
+  np.testing.assert_array_equal(pdarts.upo_rows(10, 20, 1), np.arange(10))
+  rows = pdarts.upo_rows(100, 30, 1)
+  assert rows.size == 30 and np.unique(rows).size == 30 and np.all(np.diff(rows) > 0)
+  np.testing.assert_array_equal(rows, pdarts.upo_rows(100, 30, 1))
+
+
+@pytest.mark.slow
+def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch):
+  c = _loop_config("upo")
+  c.search.pdarts.upo_size = 40
+  c.search.pdarts.max_skips = 1
+  made, searched = [], []
+  real_labels, real_search = pdarts.pseudo_labels, pdarts.run_search
+
+  def spy_labels(*args, **kwargs):
+    out = real_labels(*args, **kwargs)
+    made.append(out[0])
+    return out
+
+  def spy_search(key, inputs, labels, train_idx, val_idx, **kwargs):
+    searched.append((np.asarray(labels), train_idx, val_idx, kwargs["num_classes"]))
+    return real_search(key, inputs, labels, train_idx, val_idx, **kwargs)
+
+  monkeypatch.setattr(pdarts, "pseudo_labels", spy_labels)
+  monkeypatch.setattr(pdarts, "run_search", spy_search)
+  history = loop.run(c, tmp_path)
+  assert len(made) == 1 and len(searched) == 1  # round 0 only
+  labels, train_idx, val_idx, num_classes = searched[0]
+  assert num_classes == 5 * 10  # k = 5C clusters: the supernet's head
+  np.testing.assert_array_equal(labels, made[0])  # the search's labels are the cluster ids ...
+  rows = np.concatenate([train_idx, val_idx])
+  assert rows.size == 40 and np.unique(rows).size == 40
+  assert np.unique(labels).size > 10  # ... of more than C clusters, so not the digits' true labels
+  first, second = history[0]["search"], history[1]["search"]
+  assert first["searched"] and first["mode"] == "upo" and first["split"] == [20, 20]
+  assert first["pseudo_labels"]["clusters"] == 50 and sum(first["pseudo_labels"]["cluster_sizes"]) == labels.size
+  assert not second["searched"] and second["from_round"] == 0 and second["genotype"] == first["genotype"]
+  g = darts.parse_genotype(first["genotype"])
+  assert sum(op == "skip_connect" for op, _ in g["normal"]) <= 1
+  assert all(op != "none" for op, _ in g["normal"] + g["reduce"])
