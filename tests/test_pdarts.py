@@ -220,6 +220,7 @@ def test_loop_spo_searches_once(tmp_path):
   assert history[1]["compiles"] == 0  # same darts_net, same shapes: nothing compiles in round 1
 
 
+@pytest.mark.slow  # 73 s on the loaded 2-core machine (two supernet compiles)
 def test_pseudo_labels_are_kmeans_ids_of_random_supernet_features():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(60, 8, 8, 1)).astype(np.float32))
