@@ -17,9 +17,9 @@ pool drawn at random from the 10,003 training queries (train.csv is sorted by in
 `data.shuffle_train`); the test set is all 3,080 test queries. 32 WordPiece tokens (93% of the queries fit whole), mean pooling
 (sentence-transformers' pooling for this checkpoint), Adam at 1e-4, batch 16. BALD's MC
 dropout runs inside the transformer (the checkpoint's hidden and attention dropout, 0.1),
-4 passes. Measured on a shared 2-core CPU (niced, beside another study): a training pass
-about 50 ms per query, a forward pass about 13 ms per query; BALD's 4 x 2,000 passes are the
-costliest step (about 100 s a round); the whole study is about 35 minutes.
+4 passes. Two seeds. Measured on a shared 2-core CPU (niced): seed 0 beside two other
+studies (load 7-9) took 36 minutes, seed 1 on a quieter machine 18 minutes; BALD's 4 x 2,000
+MC passes are the costliest step (45-110 s a round), then the 3,080 test queries each round.
 """
 
 import os
@@ -88,6 +88,6 @@ def get_config(checkpoint: str | None = None):
   c.study = ml_collections.ConfigDict(dict(
       models=ml_collections.ConfigDict(dict(bert=dict(c.model.options))),  # key = model name
       acquisitions="random,entropy,bald,badge",
-      seeds="0",
+      seeds="0,1",
   ))
   return c
