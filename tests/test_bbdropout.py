@@ -98,7 +98,7 @@ def test_width_readout_is_monotone_in_the_threshold():
 def test_model_readout_trains_and_elbo_decreases():
   cfg = config_lib.base_config().train
   cfg.batch_size, cfg.steps_per_call, cfg.epoch_size = 16, 4, 64
-  cfg.optimizer, cfg.lr_schedule, cfg.weight_decay = "adam", "0:0.01", 0.0
+  cfg.optimizer, cfg.lr_schedule, cfg.weight_decay = "adam", "0:0.03", 0.0
   m = models.create("bbdropout", 3, layers=2, width=6)
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 3, 48).astype(np.int32)
@@ -107,10 +107,11 @@ def test_model_readout_trains_and_elbo_decreases():
   trainer = trainer_lib.Trainer(m, cfg, lambda t: t, augment_lib.AugmentConfig(False, 0, 0.0), (8, 8, 1),
                                 jnp.float32)
   first = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, np.arange(48), epochs=1)
-  later = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, np.arange(48), epochs=12)
-  # the loss includes Σ KL / N, about 2 layers x 6 filters x 7.05 / 48 = 1.76 at init
+  later = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, np.arange(48), epochs=20)
+  # the loss includes Σ KL / N, about 2 layers x 6 filters x 7.05 / 48 = 1.76 at init.
+  # Seeds 0-3 drop it by 0.63-0.91 and reach 0.73-0.86 train accuracy; the bounds leave margin.
   assert first.train_loss > 1.5 and later.train_loss < first.train_loss - 0.4, (first, later)
-  assert later.train_accuracy > 0.5, later  # chance is 1/3; the gates start at E[π] = 0.24
+  assert later.train_accuracy > 0.6, later  # chance is 1/3; the gates start at E[π] = 0.24
   r = bb.readout(later.state.params, threshold=0.1)
   assert len(r["widths"]) == 2 and all(0 <= w <= 6 for w in r["widths"])
   for w, pis in zip(r["widths"], r["expected_pi"]):

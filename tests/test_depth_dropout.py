@@ -206,8 +206,9 @@ def test_elbo_decreases_when_training():
                                 jnp.float32)
   labeled = np.arange(48)
   first = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, labeled, epochs=1)
-  later = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, labeled, epochs=12)
-  assert np.isfinite(first.train_loss) and later.train_loss < 0.8 * first.train_loss
+  later = trainer.fit(jax.random.key(0), jnp.asarray(inputs), labels, labeled, epochs=30)
+  # Seeds 0-3 end at 0.28-0.48 loss (from 1.1-1.4) and 0.91-0.98 train accuracy.
+  assert np.isfinite(first.train_loss) and later.train_loss < 0.6 * first.train_loss
   assert later.train_accuracy > 0.8
   r = dd.readout(later.state.params)
   assert len(r["pi"]) == 3 and 1 <= r["depth"] <= 3
