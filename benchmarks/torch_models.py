@@ -7,13 +7,20 @@ Needs `torch` (a benchmark-only dependency, never a runtime one).
 """
 
 import json
+import os
 import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
-import torch.nn.functional as F
+
+if os.environ.get("JAXAL_KEEP_BUFFERS") == "1":  # train_step.py --malloc resident: the same settings as JAX's process
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from jaxal import cpu_runtime  # noqa: E402  (stdlib only; before torch starts its threads)
+  cpu_runtime.keep_buffers_resident()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def conv3(cin, cout, stride=1):

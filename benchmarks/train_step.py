@@ -14,7 +14,9 @@ A model spec is `name` or `resnet_grid:BLOCKS:STACKS`; 32x32x3 inputs unless the
 a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
 (SGD step and eval step, 2 threads, eager, in a subprocess): records with `framework` "torch", whose
 `gflops_per_image` is the JAX count of the same architecture and `compile_seconds` the
-first call. `--no-torch` skips them.
+first call. `--no-torch` skips them. `--malloc resident` applies
+`jaxal.cpu_runtime.keep_buffers_resident()` in both processes (JAX's and PyTorch's) before
+they start their threads; `--malloc default` (the default) leaves glibc's settings.
 """
 
 import argparse
@@ -32,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxal import config as config_lib, models  # noqa: E402
+from jaxal import config as config_lib, cpu_runtime, models  # noqa: E402
 from jaxal.data import augment, pipeline  # noqa: E402
 from jaxal.train import trainer as trainer_lib  # noqa: E402
 
@@ -135,7 +137,10 @@ def main():
   parser.add_argument("--json", default="")
   parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--malloc", default="default", choices=["resident", "default"])
   args = parser.parse_args()
+  os.environ["JAXAL_KEEP_BUFFERS"] = "1" if args.malloc == "resident" else "0"  # also read by the torch process
+  resident = cpu_runtime.keep_buffers_resident()  # before JAX's backend starts its threads
   os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
   shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
   records = []
@@ -145,6 +150,7 @@ def main():
     torch_records = [] if args.no_torch else bench_torch(spec, args.batch, args.repeats, spec_shape, x, y,
                                                          jax_records)
     for r in jax_records + torch_records:
+      r["malloc"] = "resident" if resident else "default"
       records.append(r)
       print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
             f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}", flush=True)

@@ -416,5 +416,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from jaxal import cpu_runtime  # pylint: disable=g-import-not-at-top
+  cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   _define_flags()
   app.run(main)

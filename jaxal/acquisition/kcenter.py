@@ -16,7 +16,7 @@ from the mean (an index-independent rule, so selections are permutation-equivari
 float32. The rows are kept as their uint16 bit patterns and widened with a shift (exact):
 on XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and bfloat16
 row gathers are slower still. Even so, on CPU the widening costs more than the halved
-reads save (see benchmarks/SELECTION.md); the option pays off on memory-bound accelerators.
+reads save (benchmarks/NOTES.md §7); the option pays off on memory-bound accelerators.
 
 `prune=True` runs the same greedy loop but reads fewer rows, with identical picks. Before
 the loop, every row gets coordinates `z` in a 16-dim subspace near the top principal

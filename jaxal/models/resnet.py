@@ -14,6 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 
 from jaxal.models.base import global_avg_pool
+from jaxal.models.layers import max_pool_3x3_s2
 from jaxal.models.resnet_grid import BLOCKS, BatchNorm, Conv
 
 STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -43,7 +44,7 @@ class ResNet(nn.Module):
       x = Conv(self.width, (3, 3), name="stem_conv")(x)
     x = nn.relu(BatchNorm(use_running_average=not train, name="stem_bn")(x))
     if self.stem == "imagenet":
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = max_pool_3x3_s2(x)  # nn.max_pool 3x3/2 SAME; faster backward on CPU
     block_cls = BLOCKS[self.block]
     for s, n in enumerate(self.stage_sizes):
       for b in range(n):

@@ -1,0 +1,60 @@
+"""Keeps XLA:CPU's per-call buffers resident: glibc malloc settings for CPU-only runs.
+
+Every call of a compiled XLA:CPU program allocates its temporary buffers (71 MB for one
+small-CNN training step at batch 128) and frees them on return. glibc serves such blocks
+with `mmap` (or from per-thread arenas that it trims back to the OS), so the next call
+faults every page in again: ~18,000 minor page faults and ~30 ms of kernel time per
+small-CNN step on a 2-core machine, a third of the step (benchmarks/NOTES.md §6).
+
+`keep_buffers_resident()` sets, through `mallopt`:
+* `M_ARENA_MAX = 1`: XLA's worker threads share the main heap (per-thread arenas are capped
+  at 64 MB per heap and trimmed on free);
+* `M_MMAP_MAX = 0`: large blocks come from the heap, not from fresh mappings;
+* `M_TRIM_THRESHOLD = 1 GiB`: freed memory stays in the process, up to 1 GiB at the top.
+The next call then reuses warm pages. The price is that the process keeps its peak heap
+(up to 1 GiB more than it uses), and that one shared arena slows multi-threaded compiles.
+
+Measured on a 2-core machine (NOTES §6): training steps 1.3-1.6x faster for the small CNN,
+PreAct-ResNet-20 and A(1,1)/A(1,2), 1.05-1.15x for A(2,4); but the compile-bound digits demo
+got 15-25% slower and a ResNet-18 study cell anywhere from 10% slower to 10% faster. So it is
+opt-in: `JAXAL_KEEP_BUFFERS=1` for long CPU training (`jaxal.main` and `jaxal.study` call it
+first thing), and `benchmarks/train_step.py --malloc resident`.
+
+It must run before the JAX backend starts its threads (a thread keeps the arena it first
+used). It does nothing unless `JAXAL_KEEP_BUFFERS=1`, off Linux/glibc, or when an
+accelerator plugin (CUDA, ROCm, TPU) is installed.
+"""
+
+import ctypes
+import ctypes.util
+import importlib.util
+import os
+import platform
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+TRIM_THRESHOLD_BYTES = 1 << 30
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+_applied = False
+
+
+def accelerator_plugin_installed() -> bool:
+  """Whether a JAX GPU or TPU plugin is importable (then the CPU is not the compute device)."""
+  return any(importlib.util.find_spec(name) is not None for name in _ACCELERATOR_PLUGINS)
+
+
+def keep_buffers_resident() -> bool:
+  """Applies the malloc settings above once per process; returns whether they are in effect."""
+  global _applied
+  if _applied:
+    return True
+  if os.environ.get("JAXAL_KEEP_BUFFERS", "0") != "1" or platform.system() != "Linux":
+    return False
+  if platform.libc_ver()[0] != "glibc" or accelerator_plugin_installed():
+    return False
+  libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+  ok = all(libc.mallopt(option, value) == 1 for option, value in
+           ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
+  _applied = ok
+  return ok
