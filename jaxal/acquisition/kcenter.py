@@ -103,9 +103,13 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
 
   xs = _stored(x)
 
+  rows = jnp.arange(x.shape[0], dtype=jnp.int32)
+
   def step(i, carry):
     min_d2, picks = carry
-    u = jnp.argmax(min_d2)
+    # argmax with ties to the lowest index, as a max and a masked min: XLA:CPU's variadic
+    # argmax reduction took ~0.4 ms per pick at n=50k against ~35 us for these two.
+    u = jnp.min(jnp.where(min_d2 == jnp.max(min_d2), rows, x.shape[0]))
     d2 = jnp.sum((_load(xs) - _load(xs[u])) ** 2, axis=1)
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
     min_d2 = jnp.where(first_without_labels, d2, jnp.minimum(min_d2, d2))
