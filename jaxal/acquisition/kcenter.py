@@ -61,6 +61,18 @@ def _load(v):
   return v.astype(jnp.float32)
 
 
+def _from_mean(xf, valid):
+  """Squared distance of every row to the mean of the valid rows (the start without labels)."""
+  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
+  return jnp.sum((xf - xf_mean) ** 2, axis=1)
+
+
+def _start_d2(xf, labeled_mask, valid, min_d2):
+  """`min_d2` when some point is labeled, else the distances from the mean; computed only
+  in the case that needs it (a `lax.cond`), the same way in both kernels."""
+  return jax.lax.cond(jnp.any(labeled_mask), lambda: min_d2, lambda: _from_mean(xf, valid))
+
+
 def _init_min_d2(x, labeled_mask, block):
   """Squared distance of every point to its nearest labeled point (inf when none), and
   that point's rank among the labeled indices (its center slot)."""
@@ -95,10 +107,8 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   min_d2 = jnp.where(labeled_mask, -jnp.inf, min_d2)
   any_labeled = jnp.any(labeled_mask)
   xf = x.astype(jnp.float32)
-  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
-  from_mean = jnp.sum((xf - xf_mean) ** 2, axis=1)
   # Without labeled points every entry is +inf: rank by distance from the mean instead.
-  min_d2 = jnp.where(any_labeled, min_d2, from_mean)
+  min_d2 = _start_d2(xf, labeled_mask, valid, min_d2)
   min_d2 = jnp.where(valid, min_d2, -jnp.inf)  # padding rows (sharded runs) are never picked
 
   xs = _stored(x)
@@ -196,12 +206,9 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
   xs = jnp.where(real[:, None], stored[src], jnp.zeros((), stored.dtype))
 
   # The same initial state as `_kcenter` (the same expressions on the same shapes: same bits).
-  init_d2 = _init_min_d2(x, labeled_mask, block)[0][src]
   any_labeled = jnp.any(labeled_mask)
-  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
-  from_mean = jnp.sum((xf - xf_mean) ** 2, axis=1)
+  m = _start_d2(xf, labeled_mask, valid, _init_min_d2(x, labeled_mask, block)[0])[src]
   del xf
-  m = jnp.where(any_labeled, init_d2, from_mean[src])
   m = jnp.where(real & valid[src] & ~labeled_mask[src], m, -jnp.inf).reshape(num_tiles, size)
   xs = xs.reshape(num_tiles, size, d)
   big = jnp.iinfo(jnp.int32).max
