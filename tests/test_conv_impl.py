@@ -171,3 +171,23 @@ def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties):
   np.testing.assert_allclose(vjp(jnp.asarray(g))[0], want_dx, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(vjp(jnp.asarray(g))[0], jax.vjp(ref, jnp.asarray(x))[1](jnp.asarray(g))[0],
                              rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2), (1, 4, 6, 4)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_2x2_gradient_goes_to_the_first_max(shape, ties):
+  """Exactly nn.max_pool's gradient (select-and-scatter: first max in row-major order),
+  checked against a brute-force loop, ties included."""
+  rng = np.random.default_rng(sum(shape) + ties)
+  x = (rng.integers(0, 3, shape) if ties else rng.normal(size=shape)).astype(np.float32)
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  out, vjp = jax.vjp(layers.max_pool_2x2, jnp.asarray(x))
+  g = rng.normal(size=out.shape).astype(np.float32)
+  want = np.zeros(shape, np.float32)
+  for b, r, s, ch in np.ndindex(*out.shape):
+    window = [(2 * r + i, 2 * s + j) for i in range(2) for j in range(2)]
+    first = max(window, key=lambda p: (x[b, p[0], p[1], ch], -window.index(p)))
+    want[b, first[0], first[1], ch] += g[b, r, s, ch]
+  np.testing.assert_array_equal(out, ref(x))
+  np.testing.assert_array_equal(vjp(jnp.asarray(g))[0], want)
+  np.testing.assert_array_equal(vjp(jnp.asarray(g))[0], jax.vjp(ref, jnp.asarray(x))[1](jnp.asarray(g))[0])
