@@ -67,10 +67,10 @@ def _from_mean(xf, valid):
   return jnp.sum((xf - xf_mean) ** 2, axis=1)
 
 
-def _start_d2(xf, labeled_mask, valid, min_d2):
+def _start_d2(xf, any_labeled, valid, min_d2):
   """`min_d2` when some point is labeled, else the distances from the mean; computed only
   in the case that needs it (a `lax.cond`), the same way in both kernels."""
-  return jax.lax.cond(jnp.any(labeled_mask), lambda: min_d2, lambda: _from_mean(xf, valid))
+  return jax.lax.cond(any_labeled, lambda: min_d2, lambda: _from_mean(xf, valid))
 
 
 def _init_min_d2(x, labeled_mask, block):
@@ -108,7 +108,7 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   any_labeled = jnp.any(labeled_mask)
   xf = x.astype(jnp.float32)
   # Without labeled points every entry is +inf: rank by distance from the mean instead.
-  min_d2 = _start_d2(xf, labeled_mask, valid, min_d2)
+  min_d2 = _start_d2(xf, any_labeled, valid, min_d2)
   min_d2 = jnp.where(valid, min_d2, -jnp.inf)  # padding rows (sharded runs) are never picked
 
   xs = _stored(x)
@@ -207,7 +207,7 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
 
   # The same initial state as `_kcenter` (the same expressions on the same shapes: same bits).
   any_labeled = jnp.any(labeled_mask)
-  m = _start_d2(xf, labeled_mask, valid, _init_min_d2(x, labeled_mask, block)[0])[src]
+  m = _start_d2(xf, any_labeled, valid, _init_min_d2(x, labeled_mask, block)[0])[src]
   del xf
   m = jnp.where(real & valid[src] & ~labeled_mask[src], m, -jnp.inf).reshape(num_tiles, size)
   xs = xs.reshape(num_tiles, size, d)

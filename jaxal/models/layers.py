@@ -185,23 +185,25 @@ def max_pool_2x2(x):
   jnp.max's tie-counting reduction (NOTES §6). Odd trailing rows/columns are dropped, as
   VALID pooling does, and get zero gradient.
   """
-  n, h, w, c = x.shape
-  he, we = h // 2 * 2, w // 2 * 2
-  if (he, we) == (h, w):
-    return _max_pool_2x2_even(x)
-  return _max_pool_2x2_even(x[:, :he, :we])
+  _, h, w, _ = x.shape
+  return _max_pool_2x2_even(x[:, :h // 2 * 2, :w // 2 * 2])
+
+
+def _pool_3x3_s2_geometry(h: int, w: int):
+  """SAME 3x3/2 pooling of an h x w map: output size (oh, ow) and total padding (ph, pw),
+  of which the low side gets half (rounded down), as XLA pads."""
+  oh, ow = -(-h // 2), -(-w // 2)
+  return oh, ow, max((oh - 1) * 2 + 3 - h, 0), max((ow - 1) * 2 + 3 - w, 0)
 
 
 def _pool_3x3_s2_views(x):
-  """The 9 stride-2 views of `x`, SAME-padded with -inf, in row-major window order, and
-  the low padding (rows, cols): view k = 3i + j holds input (2r + i - pad_h, 2s + j - pad_w)."""
+  """The 9 stride-2 views of `x`, SAME-padded with -inf, in row-major window order: view
+  k = 3i + j holds input (2r + i - ph // 2, 2s + j - pw // 2)."""
   n, h, w, c = x.shape
-  oh, ow = -(-h // 2), -(-w // 2)
-  ph, pw = max((oh - 1) * 2 + 3 - h, 0), max((ow - 1) * 2 + 3 - w, 0)
+  oh, ow, ph, pw = _pool_3x3_s2_geometry(h, w)
   xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), constant_values=-jnp.inf)
-  views = [lax.slice(xp, (0, i, j, 0), (n, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 2, 2, 1))
-           for i in range(3) for j in range(3)]
-  return views, (ph // 2, pw // 2)
+  return [lax.slice(xp, (0, i, j, 0), (n, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 2, 2, 1))
+          for i in range(3) for j in range(3)]
 
 
 def _max_pool_3x3_s2_xla(x):
@@ -215,7 +217,7 @@ def _max_pool_3x3_s2_cpu(x):
 
 def _max_pool_3x3_s2_fwd(x):
   out = _max_pool_3x3_s2_xla(x)
-  views, _ = _pool_3x3_s2_views(x)
+  views = _pool_3x3_s2_views(x)
   first = jnp.full(out.shape, 8, jnp.int8)  # the first window position holding the max
   for k in range(7, -1, -1):
     first = jnp.where(views[k] == out, jnp.int8(k), first)
@@ -223,13 +225,12 @@ def _max_pool_3x3_s2_fwd(x):
 
 
 def _max_pool_3x3_s2_bwd(res, g):
-  first, (n, h, w, c) = res
-  oh, ow = g.shape[1], g.shape[2]
-  ph, pw = max((oh - 1) * 2 + 3 - h, 0) // 2, max((ow - 1) * 2 + 3 - w, 0) // 2
+  first, (_, h, w, _) = res
+  oh, ow, ph, pw = _pool_3x3_s2_geometry(h, w)
   total = None
   for k in range(9):
     i, j = divmod(k, 3)
-    lo_h, lo_w = i - ph, j - pw  # output (r, s) of view k sits on input (2r + lo_h, 2s + lo_w)
+    lo_h, lo_w = i - ph // 2, j - pw // 2  # output (r, s) of view k sits on input (2r + lo_h, 2s + lo_w)
     part = jnp.where(first == k, g, jnp.zeros((), g.dtype))
     placed = lax.pad(part, jnp.zeros((), g.dtype),
                      ((0, 0, 0), (lo_h, h - lo_h - 2 * oh + 1, 1), (lo_w, w - lo_w - 2 * ow + 1, 1), (0, 0, 0)))
