@@ -219,7 +219,13 @@ def main():
     t_p, m_p, (p_p, st) = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, prune=True, with_stats=True),
                                 repeats)
     add(kernel, "jaxal f32 pruned", size, t_p, m_p, vs_numpy=round(t_p / t_np, 3), vs_plain=round(t_p / t_f, 3),
-        identical_to_plain=bool((p_p == p_f).all()), rows_read=round(st["fraction_read"], 4))
+        identical_to_plain=bool((p_p == p_f).all()), rows_read=round(st["fraction_read"], 4), tree=st["tree"])
+    if not st["tree"]:  # the probe chose the plain loop: also time the pruned loop itself
+      t_t, m_t, (p_t, st_t) = timed(
+          lambda: acquisition.kcenter_greedy(x, labeled, b, prune=True, probes=0, with_stats=True), repeats)
+      add(kernel, "jaxal f32 pruned, tree forced", size, t_t, m_t, vs_numpy=round(t_t / t_np, 3),
+          vs_plain=round(t_t / t_f, 3), identical_to_plain=bool((p_t == p_f).all()),
+          rows_read=round(st_t["fraction_read"], 4))
     bf = jnp.bfloat16
     t_b, m_b, p_b = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, storage_dtype=bf), repeats)
     add(kernel, "jaxal bf16", size, t_b, m_b, vs_numpy=round(t_b / t_np, 3),
@@ -228,7 +234,7 @@ def main():
     t_bp, m_bp, (p_bp, st) = timed(
         lambda: acquisition.kcenter_greedy(x, labeled, b, storage_dtype=bf, prune=True, with_stats=True), repeats)
     add(kernel, "jaxal bf16 pruned", size, t_bp, m_bp, vs_numpy=round(t_bp / t_np, 3),
-        identical_to_bf16_plain=bool((p_bp == p_b).all()), rows_read=round(st["fraction_read"], 4))
+        identical_to_bf16_plain=bool((p_bp == p_b).all()), rows_read=round(st["fraction_read"], 4), tree=st["tree"])
 
   if "kcenter" not in skip:
     n, d, num_labeled, b = (5000, 64, 100, 100) if q else (50000, 512, 1000, 1000)

@@ -7,9 +7,11 @@ becomes a center. The whole loop runs on device (`lax.fori_loop`), with one comp
 
 Memory is O(n*d) for the embeddings plus O(n) working space: the initial distances to the
 labeled centers are computed a block of centers at a time with the expanded-norm GEMM
-(clamped at 0), and each greedy step computes its distance row directly as
-`sum((x - x_u)**2)`, exact and without cancellation. Squared distances are kept (argmax is
-the same). Ties go to the lowest index. Picked and labeled points get `-inf`, so duplicates
+(clamped at 0). Each greedy step's distances are defined by the direct form
+`sum((x - x_u)**2)` (no cancellation); with float32 storage a GEMV in the expanded form
+reads the rows (as fast as BLAS) and only selects the rows that may change, within a
+proven round-off bound, for the direct form (`_guarded_update`). Squared distances are kept
+(argmax is the same). Ties go to the lowest index. Picked and labeled points get `-inf`, so duplicates
 can never be picked twice. With no labeled point, the first center is the point farthest
 from the mean (an index-independent rule, so selections are permutation-equivariant).
 `storage_dtype=jnp.bfloat16` halves the bytes read per pick; distances still accumulate in
@@ -36,8 +38,9 @@ for the round-off of the projected coordinates), so a skipped row could not have
 in float32 either. The initial distances are the unpruned kernel's (the same blocked GEMM),
 so `m` is the same in both kernels at every step and so are the picks; ties still go to
 the lowest original index. On isotropic Gaussians nothing is skipped (distances
-concentrate) and the step reads every row; on clustered embeddings a step reads about one
-cluster's tiles.
+concentrate): a probe before the tree is built (the per-row bound for the few farthest
+points) detects this and runs the plain loop instead. On clustered embeddings a step reads
+about one cluster's tiles.
 """
 
 import functools
@@ -74,8 +77,10 @@ def _start_d2(xf, any_labeled, valid, min_d2):
 
 
 def _init_min_d2(x, labeled_mask, block):
-  """Squared distance of every point to its nearest labeled point (inf when none), and
-  that point's rank among the labeled indices (its center slot)."""
+  """Squared distance of every point to its nearest labeled point (inf when none).
+
+  Only the minimum is kept: an argmin beside it made XLA:CPU fuse one variadic (value,
+  index) reduction, which took about as long as the GEMM itself at n=50k (NOTES §7)."""
   n = x.shape[0]
   xf = x.astype(jnp.float32)
   sq = jnp.sum(xf * xf, axis=1)
@@ -84,35 +89,105 @@ def _init_min_d2(x, labeled_mask, block):
   num_blocks = (num_labeled + block - 1) // block
   padded_idx = jnp.concatenate([labeled_idx, jnp.zeros((block,), labeled_idx.dtype)])
 
-  def body(b, carry):
-    min_d2, slot = carry
+  def body(b, min_d2):
     idx = jax.lax.dynamic_slice(padded_idx, (b * block,), (block,))
     valid = (b * block + jnp.arange(block)) < num_labeled
     c = xf[idx]
     d2 = sq[:, None] + jnp.sum(c * c, axis=1)[None, :] - 2.0 * (xf @ c.T)
     d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
-    best = jnp.min(d2, axis=1)
-    closer = best < min_d2
-    slot = jnp.where(closer, b * block + jnp.argmin(d2, axis=1).astype(jnp.int32), slot)
-    return jnp.minimum(min_d2, best), slot
+    return jnp.minimum(min_d2, jnp.min(d2, axis=1))
 
-  init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
-  return jax.lax.fori_loop(0, num_blocks, body, init)
+  return jax.lax.fori_loop(0, num_blocks, body, jnp.full((n,), jnp.inf, jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block"))
-def _kcenter(x, labeled_mask, valid, budget: int, block: int):
-  min_d2, _ = _init_min_d2(x, labeled_mask, block)
+def _row_d2(rows, xu):
+  """Squared distances of stored rows to `xu`, as a direct sum of squared differences.
+
+  For float32 rows the barrier keeps consumers (a `minimum`) out of the reduction's fusion:
+  fused, XLA:CPU's YNNPACK reduction ran about 10x slower. (bfloat16 rows, widened by a
+  shift, take XLA's own loop reduction and must not be split from their widening.) Every caller gets the same reduction, whatever
+  the row count (flat, tiled or gathered rows give bit-equal values)."""
+  d2 = jnp.sum((_load(rows) - xu) ** 2, axis=-1)
+  return jax.lax.optimization_barrier(d2) if rows.dtype == jnp.float32 else d2
+
+
+# Unit round-off of float32, and the slack of the GEMV guard (module docstring): any float32
+# evaluation order of a length-d dot or sum of squares is within (d + 2) * eps of its terms'
+# absolute sum, twice over (the expanded form and the direct form), doubled again for margin.
+_EPS32 = 2.0 ** -24
+_GUARD = 4.0
+
+
+def _guarded_update(xs, sq, norm, u, xu, min_d2, cap: int):
+  """`minimum(min_d2, |x - x_u|^2)` with the direct row reduction's bits, at GEMV speed.
+
+  The expanded-norm GEMV `|x|^2 + |x_u|^2 - 2 x.x_u` streams the rows faster than the direct
+  reduction on XLA:CPU (NOTES §7) but rounds differently, so it only decides which rows may
+  change: a row whose GEMV value exceeds its current entry by more than the two forms' joint
+  round-off bound keeps its entry; the others (a new center's own cluster, plus near-ties)
+  get the direct `_row_d2` on gathered rows, bit-equal to the dense pass. When more than
+  `cap` rows qualify, the step takes the dense pass instead.
+  """
+  n, d = xs.shape
+  approx = sq + sq[u] - 2.0 * jnp.dot(xs, xu, precision=jax.lax.Precision.HIGHEST)
+  slack = (_GUARD * (d + 2) * _EPS32) * (norm + norm[u]) ** 2
+  maybe = approx - slack <= min_d2  # False for -inf (picked, labeled, padding)
+  count = jnp.sum(maybe, dtype=jnp.int32)
+
+  def sparse(m):
+    rows = jnp.nonzero(maybe, size=cap, fill_value=n)[0]
+    d2 = _row_d2(xs.at[rows].get(mode="clip"), xu)
+    return m.at[rows].min(d2, mode="drop")
+
+  def dense(m):
+    return jnp.minimum(m, _row_d2(xs, xu))
+
+  return jax.lax.cond(count <= cap, sparse, dense, min_d2)
+
+
+def _guard_cap(n: int) -> int:
+  """Rows a guarded step recomputes directly at most (else it takes the dense pass)."""
+  return min(n, max(64, n // 32))
+
+
+def _guard(xf, cap: int):
+  """Row norms for `_guarded_update` (squared, and plain), with its row cap."""
+  sq = jnp.sum(xf * xf, axis=1)
+  return sq, jnp.sqrt(sq), cap
+
+
+def _update_all(xs, m, u, xu, first, guard=None):
+  """One greedy step over every row: `m` (flat) takes the distances to the new center `xu`
+  on the first pick without labels (entries at -inf stay), else `minimum(m, distances)`,
+  through `_guarded_update` when `guard = (sq, norm, cap)` is given."""
+
+  if guard is None:
+    # One dense pass, outside any `cond`: inside one, XLA:CPU split the bfloat16 widening
+    # from its reduction and materialized it (13x slower per pick).
+    d2 = _row_d2(xs, xu)
+    return jnp.where(first, jnp.where(m > -jnp.inf, d2, m), jnp.minimum(m, d2))
+  sq, norm, cap = guard
+  return jax.lax.cond(first, lambda m: jnp.where(m > -jnp.inf, _row_d2(xs, xu), m),
+                      lambda m: _guarded_update(xs, sq, norm, u, xu, m, cap), m)
+
+
+def _start_state(x, labeled_mask, valid, block):
+  """The greedy loop's initial entries (squared distance to the nearest labeled point; -inf
+  for labeled and padding rows; distance from the mean when nothing is labeled), the same
+  in both kernels, and whether any point is labeled."""
+  min_d2 = _init_min_d2(x, labeled_mask, block)
   # The labeled set's own entries are 0 up to round-off: exclude them explicitly.
   min_d2 = jnp.where(labeled_mask, -jnp.inf, min_d2)
   any_labeled = jnp.any(labeled_mask)
-  xf = x.astype(jnp.float32)
   # Without labeled points every entry is +inf: rank by distance from the mean instead.
-  min_d2 = _start_d2(xf, any_labeled, valid, min_d2)
-  min_d2 = jnp.where(valid, min_d2, -jnp.inf)  # padding rows (sharded runs) are never picked
+  min_d2 = _start_d2(x.astype(jnp.float32), any_labeled, valid, min_d2)
+  return jnp.where(valid, min_d2, -jnp.inf), any_labeled
 
+
+def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int):
+  """`budget` farthest-first picks from the entries `min_d2`, each step updating every row."""
   xs = _stored(x)
-
+  guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
   rows = jnp.arange(x.shape[0], dtype=jnp.int32)
 
   def step(i, carry):
@@ -120,9 +195,9 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
     # argmax with ties to the lowest index, as a max and a masked min: XLA:CPU's variadic
     # argmax reduction took ~0.4 ms per pick at n=50k against ~35 us for these two.
     u = jnp.min(jnp.where(min_d2 == jnp.max(min_d2), rows, x.shape[0]))
-    d2 = jnp.sum((_load(xs) - _load(xs[u])) ** 2, axis=1)
+    xu = _load(xs[u])
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
-    min_d2 = jnp.where(first_without_labels, d2, jnp.minimum(min_d2, d2))
+    min_d2 = _update_all(xs, min_d2, u, xu, first_without_labels, guard)
     min_d2 = min_d2.at[u].set(-jnp.inf)  # picked and labeled points stay at -inf
     return min_d2, picks.at[i].set(u.astype(jnp.int32))
 
@@ -130,15 +205,17 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int):
   return picks
 
 
+@functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap"))
+def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0):
+  min_d2, any_labeled = _start_state(x, labeled_mask, valid, block)
+  return _greedy_dense(x, min_d2, any_labeled, budget, guard_cap)
+
+
 # Margins of the pruning test (see the module docstring): relative on the distance, and
 # absolute per unit of the two points' norms (round-off of the projected coordinates).
 _REL = 1e-3
 _ABS = 1e-4
 _REFINE_ABOVE = 0.08  # share of tiles above which the per-row bound refines the box test
-
-
-def _row_d2(rows, xu):
-  return jnp.sum((_load(rows) - xu) ** 2, axis=-1)
 
 
 def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
@@ -188,12 +265,30 @@ def _kd_order(z, n: int, levels: int, size: int):
   return perm
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "cap", "proj", "sample"))
+@functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "cap", "proj", "sample", "guard_cap",
+                                             "probes", "probe_fraction"))
 def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, group: int, cap: int, proj: int,
-                    sample: int = 2048):
+                    sample: int = 2048, guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0):
   n, d = x.shape
-  xf = x.astype(jnp.float32)
-  z, r, ny = _projection(xf, proj, sample)
+  m0, any_labeled = _start_state(x, labeled_mask, valid, block)
+  z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
+  if not probes:
+    return _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap)
+  # Worth pruning? The rows the first `probes` picks (largest entries) may bring closer,
+  # by the per-row projected bound: when that share is large (isotropic data), skip the
+  # tree and run the dense loop (the same picks; fraction read 1).
+  u = jax.lax.top_k(m0, probes)[1]
+  lb2 = (r[None, :] - r[u][:, None]) ** 2 + jnp.sum((z[None, :, :] - z[u][:, None, :]) ** 2, axis=-1)
+  reach = jnp.sqrt(jnp.maximum(m0, 0.0))[None] * (1.0 + _REL) + _ABS * (ny[None, :] + ny[u][:, None])
+  share = jnp.mean((m0 > -jnp.inf)[None] & (lb2 <= reach * reach))
+  return jax.lax.cond(
+      share <= probe_fraction,
+      lambda: _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap),
+      lambda: (_greedy_dense(x, m0, any_labeled, budget, guard_cap), jnp.ones((), jnp.float32), False))
+
+
+def _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap):
+  n, d = x.shape
 
   # Leaves of a kd-tree on the projected coordinates become row tiles, stored contiguously.
   levels = max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
@@ -203,14 +298,14 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
   real = perm < n
   src = jnp.minimum(perm, n - 1)
   stored = _stored(x)
-  xs = jnp.where(real[:, None], stored[src], jnp.zeros((), stored.dtype))
+  # Padding slots repeat row n-1; their entries stay at -inf, so they are never read as
+  # candidates. One materialized copy (the barrier stops XLA from re-gathering per consumer).
+  xs = jax.lax.optimization_barrier(stored[src])
+  # Dense steps take the same guarded GEMV as `_kcenter` (padding rows sit at -inf).
+  guard = _guard(xs, guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
 
-  # The same initial state as `_kcenter` (the same expressions on the same shapes: same bits).
-  any_labeled = jnp.any(labeled_mask)
-  m = _start_d2(xf, any_labeled, valid, _init_min_d2(x, labeled_mask, block)[0])[src]
-  del xf
-  m = jnp.where(real & valid[src] & ~labeled_mask[src], m, -jnp.inf).reshape(num_tiles, size)
-  xs = xs.reshape(num_tiles, size, d)
+  # The same initial state as `_kcenter`, in tile order.
+  m = jnp.where(real, m0[src], -jnp.inf).reshape(num_tiles, size)
   big = jnp.iinfo(jnp.int32).max
   orig = jnp.where(real, perm, big).reshape(num_tiles, size)
   position = jnp.zeros((n,), jnp.int32).at[jnp.where(real, perm, n)].set(
@@ -239,7 +334,7 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
     top = jnp.max(tmax)
     u = jnp.min(jnp.where(tmax == top, targ, big))  # ties: lowest original index
     p = position[u]
-    xu = _load(xs.reshape(-1, d)[p])
+    xu = _load(xs[p])
     first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
     # Lower bound on |x_i - x_u| over each tile: the distance from u's projected coordinates
     # to the tile's bounding box, with the gap between the residual norms.
@@ -267,8 +362,7 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
 
     def dense_pass(state):
       m, tmax, targ = state
-      d2 = _row_d2(xs.reshape(-1, d), xu).reshape(num_tiles, size)
-      m = jnp.where(first_without_labels, jnp.where(m > -inf, d2, m), jnp.minimum(m, d2))
+      m = _update_all(xs, m.reshape(-1), p, xu, first_without_labels, guard).reshape(num_tiles, size)
       return (m, *summarize(m, orig))
 
     def sparse_pass(state):
@@ -279,7 +373,10 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
       def body(g, state):
         m, tmax, targ = state
         t = jax.lax.dynamic_slice(ids, (g * group,), (group,))
-        d2 = _row_d2(xs.at[t].get(mode="clip"), xu)
+        # Rows of the chosen tiles (one flat array throughout: a tiled view beside it made XLA
+        # keep a second copy of the rows in the loop state).
+        rows_t = jnp.minimum(t, num_tiles - 1)[:, None] * size + jnp.arange(size, dtype=jnp.int32)
+        d2 = _row_d2(xs[rows_t], xu)
         mt = jnp.minimum(m.at[t].get(mode="clip"), d2)
         tt, ta = summarize(mt, orig.at[t].get(mode="clip"))
         return (m.at[t].set(mt, mode="drop"), tmax.at[t].set(tt, mode="drop"), targ.at[t].set(ta, mode="drop"))
@@ -296,12 +393,12 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
 
   init = (m, tmax, targ, jnp.zeros((budget,), jnp.int32), jnp.zeros((), jnp.int32))
   _, _, _, picks, rows_read = jax.lax.fori_loop(0, budget, step, init)
-  return picks, rows_read / (budget * n)
+  return picks, rows_read / (budget * n), True
 
 
 def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
                    storage_dtype=jnp.float32, mesh=None, prune: bool = False, tile: int = 32,
-                   dense_fraction: float = 0.3, proj: int = 16, with_stats: bool = False):
+                   dense_fraction: float = 0.3, proj: int = 16, probes: int = 8, with_stats: bool = False):
   """`budget` unlabeled indices chosen farthest-first from the labeled centers.
 
   Args:
@@ -319,8 +416,13 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
     dense_fraction: with `prune`, a step reads every row when more than this fraction of
       tiles needs reading.
     proj: with `prune`, dimension of the projected coordinates the bounds use.
+    probes: with `prune`, the kernel first bounds which rows the `probes` farthest points
+      could bring closer; when that is more than half of `dense_fraction` of the rows (as
+      on isotropic data, where no step skips anything), it runs the plain loop instead of
+      building the tree. The picks are the same either way. 0 always builds the tree.
     with_stats: also return `{"fraction_read": ...}`, the share of row reads the greedy
-      steps did (1.0 without `prune`).
+      steps did (1.0 without `prune`), and with `prune`, `"tree"`: whether the probe chose
+      the pruned loop.
   Returns:
     `(budget,)` int32 indices in pick order (and the stats dict with `with_stats`).
   """
@@ -339,14 +441,19 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
     x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid), rows)
   else:
     x = jnp.asarray(x, storage_dtype)
+    guard_cap = _guard_cap(n) if x.dtype == jnp.float32 else 0
     if prune:
       group = 4
       num_tiles = 2 ** max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
       cap = max(group, int(dense_fraction * num_tiles) // group * group)
-      picks, read = _kcenter_pruned(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block),
-                                    int(tile), group, cap, max(1, min(int(proj), x.shape[1])))
+      picks, read, tree = _kcenter_pruned(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block),
+                                    int(tile), group, cap, max(1, min(int(proj), x.shape[1])), guard_cap=guard_cap,
+                                    probes=min(int(probes), n), probe_fraction=float(dense_fraction) / 2)
       picks = np.asarray(picks)
-      stats = {"fraction_read": float(read)}
+      stats = {"fraction_read": float(read), "tree": bool(tree)}
       return (picks, stats) if with_stats else picks
-  picks = np.asarray(_kcenter(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block)))
+    picks = _kcenter(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block), guard_cap)
+    picks = np.asarray(picks)
+    return (picks, {"fraction_read": 1.0}) if with_stats else picks
+  picks = np.asarray(_kcenter(x, labeled_mask, valid, int(budget), int(block)))
   return (picks, {"fraction_read": 1.0}) if with_stats else picks
