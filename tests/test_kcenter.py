@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxal import acquisition
-from jaxal.acquisition import kcenter as kcenter_lib
+from jaxal.acquisition import kcenter_dense, kcenter_pruned
 
 
 def naive_kcenter(x, labeled, budget):
@@ -135,7 +135,7 @@ def test_chunked_initialisation_equals_unchunked(block):
   x = rng.normal(size=(90, 5)).astype(np.float32)
   labeled = np.zeros(90, bool)
   labeled[rng.choice(90, 17, replace=False)] = True
-  min_d2 = kcenter_lib._init_min_d2(jnp.asarray(x), jnp.asarray(labeled), block)
+  min_d2 = kcenter_dense._init_min_d2(jnp.asarray(x), jnp.asarray(labeled), block)
   centers = x[labeled].astype(np.float64)
   d2 = ((x[:, None].astype(np.float64) - centers[None]) ** 2).sum(-1)
   np.testing.assert_allclose(min_d2, d2.min(1), rtol=1e-4, atol=1e-4)
@@ -167,8 +167,8 @@ def test_pruned_with_default_blocks_equals_plain(kind):
     np.testing.assert_array_equal(got, plain, err_msg=f"tile={tile}")
     if kind == "clustered":
       assert stats["fraction_read"] < 0.2
-  z, _, _ = kcenter_lib._projection(jnp.asarray(x), 16, 2048)
-  perm = np.asarray(kcenter_lib._kd_order(z, n, 7, -(-n // 2 ** 7)))
+  z, _, _ = kcenter_pruned._projection(jnp.asarray(x), 16, 2048)
+  perm = np.asarray(kcenter_pruned._kd_order(z, n, 7, -(-n // 2 ** 7)))
   assert sorted(perm[perm < n].tolist()) == list(range(n))  # the kd order is a permutation
   bf = acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16)
   np.testing.assert_array_equal(acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16, prune=True, probes=0), bf)
@@ -216,11 +216,11 @@ def test_guarded_gemv_steps_equal_dense_steps():
     labeled = np.zeros(n, bool)
     labeled[rng.choice(n, 30, replace=False)] = True
     args = (jnp.asarray(x), jnp.asarray(labeled), jnp.ones(n, bool), 100, 64)
-    dense = np.asarray(kcenter_lib._kcenter(*args, guard_cap=0))
+    dense = np.asarray(kcenter_dense._kcenter(*args, guard_cap=0))
     if offset == 0:  # far from the origin the initial GEMM's float32 round-off reorders near-ties
       np.testing.assert_array_equal(dense, naive_kcenter(x, labeled, 100))
     for cap in (1, 8, n):
-      np.testing.assert_array_equal(np.asarray(kcenter_lib._kcenter(*args, guard_cap=cap)), dense,
+      np.testing.assert_array_equal(np.asarray(kcenter_dense._kcenter(*args, guard_cap=cap)), dense,
                                     err_msg=f"offset={offset} cap={cap}")
 
 
@@ -230,11 +230,11 @@ def test_guard_bound_covers_both_forms_round_off():
   for d, scale, offset in [(8, 1.0, 0.0), (512, 1.0, 0.0), (512, 0.01, 3.0), (100, 1e3, -2e3)]:
     x = (rng.normal(size=(3000, d)) * scale * rng.uniform(0.1, 10, size=(3000, 1)) + offset).astype(np.float32)
     xj = jnp.asarray(x)
-    sq, norm, _ = kcenter_lib._guard(xj, 1)
+    sq, norm, _ = kcenter_dense._guard(xj, 1)
     for u in rng.choice(3000, 5, replace=False):
       approx = np.asarray(sq + sq[u] - 2.0 * jnp.dot(xj, xj[u], precision=jax.lax.Precision.HIGHEST))
-      direct = np.asarray(kcenter_lib._row_d2(xj, xj[u]))
-      slack = kcenter_lib._GUARD * (d + 2) * kcenter_lib._EPS32 * (np.asarray(norm) + float(norm[u])) ** 2
+      direct = np.asarray(kcenter_dense._row_d2(xj, xj[u]))
+      slack = kcenter_dense._GUARD * (d + 2) * kcenter_dense._EPS32 * (np.asarray(norm) + float(norm[u])) ** 2
       exact = ((x.astype(np.float64) - x[u].astype(np.float64)) ** 2).sum(1)
       assert np.all(np.abs(approx - direct) <= slack), (d, scale, offset)
       assert np.all(np.abs(approx - exact) <= slack / 2), (d, scale, offset)
