@@ -14,7 +14,7 @@ from jaxal.acquisition.kcenter_dense import _guard_cap, _kcenter
 from jaxal.acquisition.kcenter_pruned import _kcenter_pruned
 
 
-def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
+def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None = None,
                    storage_dtype=jnp.float32, mesh=None, prune: bool = False, tile: int = 32,
                    dense_fraction: float = 0.3, proj: int = 16, probes: int = 8, with_stats: bool = False):
   """`budget` unlabeled indices chosen farthest-first from the labeled centers.
@@ -23,7 +23,8 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
     embeddings: `(n, d)` float features (penultimate layer).
     labeled_mask: `(n,)` bool, the initial centers.
     budget: number of points to pick (at most the number of unlabeled points).
-    block: labeled centers per GEMM block in the initial distance pass.
+    block: labeled centers per GEMM block in the initial distance pass (default: 256, fewer
+      above n = 262,144 so that an `(n, block)` block stays within 256 MB).
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
     mesh: optional device mesh; the rows are then split over its `data` axis (padded to a
       multiple of the device count with rows that can never be picked), and each device
@@ -49,6 +50,8 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int = 256,
     raise ValueError(f"budget {budget} exceeds the {int((~labeled_mask).sum())} unlabeled points")
   x = np.asarray(embeddings)
   n = x.shape[0]
+  if block is None:
+    block = int(min(256, max(16, 2**26 // max(n, 1))))
   valid = np.ones(n, bool)
   if mesh is not None:
     pad = -n % mesh.size

@@ -7,18 +7,18 @@ becomes a center. The whole loop runs on device (`lax.fori_loop`), with one comp
 
 Memory is O(n*d) for the embeddings plus O(n) working space: the initial distances to the
 labeled centers are computed a block of centers at a time with the expanded-norm GEMM
-(clamped at 0). Each greedy step's distances are defined by the direct form
-`sum((x - x_u)**2)` (no cancellation); with float32 storage a GEMV in the expanded form
-reads the rows (as fast as BLAS) and only selects the rows that may change, within a
-proven round-off bound, for the direct form (`_guarded_update`). Squared distances are kept
-(argmax is the same). Ties go to the lowest index. Picked and labeled points get `-inf`, so duplicates
-can never be picked twice. With no labeled point, the first center is the point farthest
-from the mean (an index-independent rule, so selections are permutation-equivariant).
+(clamped at 0). Each greedy step's distances are defined by the direct form `sum((x -
+x_u)**2)` (no cancellation); with float32 storage a GEMV in the expanded form reads the rows
+(as fast as BLAS) and only selects the rows that may change, within a proven round-off
+bound, for the direct form (`_guarded_update`). Squared distances are kept (argmax is the
+same). Ties go to the lowest index. Picked and labeled points get `-inf`, so duplicates can
+never be picked twice. With no labeled point, the first center is the point farthest from
+the mean (an index-independent rule, so selections are permutation-equivariant).
 `storage_dtype=jnp.bfloat16` halves the bytes read per pick; distances still accumulate in
-float32. The rows are kept as their uint16 bit patterns and widened with a shift (exact):
-on XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and bfloat16
-row gathers are slower still. Even so, on CPU the widening costs more than the halved
-reads save (benchmarks/NOTES.md §7); the option pays off on memory-bound accelerators.
+float32. The rows are kept as their uint16 bit patterns and widened with a shift (exact): on
+XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and bfloat16 row
+gathers are slower still. Even so, on CPU the widening costs more than the halved reads save
+(benchmarks/NOTES.md §7); the option pays off on memory-bound accelerators.
 
 This module holds the unpruned kernel and the pieces both kernels share (storage, the
 initial pass, the guarded step); `kcenter_pruned` holds the pruned one and `kcenter` the
@@ -84,8 +84,9 @@ def _row_d2(rows, xu):
 
   For float32 rows the barrier keeps consumers (a `minimum`) out of the reduction's fusion:
   fused, XLA:CPU's YNNPACK reduction ran about 10x slower. (bfloat16 rows, widened by a
-  shift, take XLA's own loop reduction and must not be split from their widening.) Every caller gets the same reduction, whatever
-  the row count (flat, tiled or gathered rows give bit-equal values)."""
+  shift, take XLA's own loop reduction and must not be split from their widening.) Every
+  caller gets the same reduction, whatever the row count: flat, tiled or gathered rows give
+  bit-equal values."""
   d2 = jnp.sum((_load(rows) - xu) ** 2, axis=-1)
   return jax.lax.optimization_barrier(d2) if rows.dtype == jnp.float32 else d2
 

@@ -1,23 +1,23 @@
 """Pruned greedy k-center: the same picks as `kcenter_dense`, reading fewer rows.
 
-`kcenter_greedy(..., prune=True)` runs the same greedy loop but reads fewer rows, with identical picks. Before
-the loop, every row gets coordinates `z` in a 16-dim subspace near the top principal
-directions (`proj`; a few subspace iterations on a row sample) and its residual norm `r`
-outside it; then `|x_i - x_u|^2 >= |z_i - z_u|^2 + (r_i - r_u)^2` for any two rows. Rows are
-reordered into the leaves of a kd-tree on `z` (median splits along the widest coordinate),
-and each leaf becomes a contiguous tile of about `tile` rows with a bounding box in `z` and
-an interval of `r`. Each step bounds the distance from the new center `u` to every tile's
-box (O(#tiles * proj)), and reads only the tiles whose box is within reach of the tile's
-largest current distance `sqrt(max m)`; when that leaves more than 8% of the tiles, the
-same bound per row (proj + 3 values per row, no row reads) keeps only the tiles holding a
-row that may get closer. When more than `dense_fraction` of the tiles remain, the step
-reads every row. The argmax is kept per tile too (largest `m` and the lowest original
-index holding it), so a step costs O(#tiles) plus the tiles it reads. The test carries a
-safety margin (relative 1e-3 on the distance, plus 1e-4 times the two rows' centered norms
-for the round-off of the projected coordinates), so a skipped row could not have changed
-in float32 either. The initial distances are the unpruned kernel's (the same blocked GEMM),
-so `m` is the same in both kernels at every step and so are the picks; ties still go to
-the lowest original index. On isotropic Gaussians nothing is skipped (distances
+`kcenter_greedy(..., prune=True)` runs the same greedy loop but reads fewer rows, with
+identical picks. Before the loop, every row gets coordinates `z` in a 16-dim subspace near
+the top principal directions (`proj`; a few subspace iterations on a row sample) and its
+residual norm `r` outside it; then `|x_i - x_u|^2 >= |z_i - z_u|^2 + (r_i - r_u)^2` for any
+two rows. Rows are reordered into the leaves of a kd-tree on `z` (median splits along the
+widest coordinate), and each leaf becomes a contiguous tile of about `tile` rows with a
+bounding box in `z` and an interval of `r`. Each step bounds the distance from the new
+center `u` to every tile's box (O(#tiles * proj)), and reads only the tiles whose box is
+within reach of the tile's largest current distance `sqrt(max m)`; when that leaves more
+than 8% of the tiles, the same bound per row (proj + 3 values per row, no row reads) keeps
+only the tiles holding a row that may get closer. When more than `dense_fraction` of the
+tiles remain, the step reads every row. The argmax is kept per tile too (largest `m` and the
+lowest original index holding it), so a step costs O(#tiles) plus the tiles it reads. The
+test carries a safety margin (relative 1e-3 on the distance, plus 1e-4 times the two rows'
+centered norms for the round-off of the projected coordinates), so a skipped row could not
+have changed in float32 either. The initial distances are the unpruned kernel's (the same
+blocked GEMM), so `m` is the same in both kernels at every step and so are the picks; ties
+still go to the lowest original index. On isotropic Gaussians nothing is skipped (distances
 concentrate): a probe before the tree is built (the per-row bound for the few farthest
 points) detects this and runs the plain loop instead. On clustered embeddings a step reads
 about one cluster's tiles.
