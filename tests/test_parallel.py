@@ -18,6 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _eight_devices_match_one():
+  import itertools
+
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -59,12 +61,15 @@ def _eight_devices_match_one():
       np.arange(300) < 100, np.arange(300) >= 100, same_model, {}), 20, jax.random.key(1))
   np.testing.assert_array_equal(np.sort(picked_same), np.sort(p1))
   # k-center over rows split across the 8 devices (301 rows: padding needed) picks the same.
+  # Offset 50 puts the all-zero padding rows far from every real row: a padding row must
+  # still never be picked (nor change a pick), with or without labels.
   emb = np.random.default_rng(1).normal(size=(301, 16)).astype(np.float32)
-  for num_labeled in (0, 30):
+  for offset, num_labeled in itertools.product((0.0, 50.0), (0, 30)):
     lab = np.zeros(301, bool)
     lab[:num_labeled] = True
-    np.testing.assert_array_equal(acquisition.kcenter_greedy(emb, lab, 25, mesh=mesh),
-                                  acquisition.kcenter_greedy(emb, lab, 25))
+    sharded = acquisition.kcenter_greedy(emb + offset, lab, 25, mesh=mesh)
+    assert sharded.max() < 301
+    np.testing.assert_array_equal(sharded, acquisition.kcenter_greedy(emb + offset, lab, 25))
   # BADGE over rows split across the 8 devices (301 rows: padding needed) picks the same,
   # and so does the whole `badge` acquisition on a predictor sharded over the mesh.
   probs = jax.nn.softmax(np.random.default_rng(2).normal(size=(301, 5)) * 3, axis=-1)
