@@ -36,6 +36,14 @@ _ABS = 1e-4
 _REFINE_ABOVE = 0.08  # share of tiles above which the per-row bound refines the box test
 
 
+def _may_get_closer(lb2, m, norms):
+  """Whether a row (or tile) whose squared lower bound to the new center is `lb2` may get
+  closer than its current entry `m`: `lb2 <= reach^2`, with the module's safety margins
+  (`norms`: the two sides' centered norms). Entries at -inf (picked, labeled) never do."""
+  reach = jnp.sqrt(jnp.maximum(m, 0.0)) * (1.0 + _REL) + _ABS * norms
+  return (m > -jnp.inf) & (lb2 <= reach * reach)
+
+
 def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
   """A k-dim orthonormal basis close to the top principal directions (a few subspace
   iterations on a strided row sample), and per row: the coordinates `z` in it, the
@@ -87,7 +95,6 @@ def _kd_order(z, n: int, levels: int, size: int):
                                              "probes", "probe_fraction"))
 def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, group: int, cap: int, proj: int,
                     sample: int = 2048, guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0):
-  n, d = x.shape
   m0, any_labeled = _start_state(x, labeled_mask, valid, block)
   z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
   if not probes:
@@ -97,8 +104,7 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, 
   # tree and run the dense loop (the same picks; fraction read 1).
   u = jax.lax.top_k(m0, probes)[1]
   lb2 = (r[None, :] - r[u][:, None]) ** 2 + jnp.sum((z[None, :, :] - z[u][:, None, :]) ** 2, axis=-1)
-  reach = jnp.sqrt(jnp.maximum(m0, 0.0))[None] * (1.0 + _REL) + _ABS * (ny[None, :] + ny[u][:, None])
-  share = jnp.mean((m0 > -jnp.inf)[None] & (lb2 <= reach * reach))
+  share = jnp.mean(_may_get_closer(lb2, m0[None], ny[None, :] + ny[u][:, None]))
   return jax.lax.cond(
       share <= probe_fraction,
       lambda: _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap),
@@ -160,8 +166,7 @@ def _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, g
     gap = jnp.maximum(jnp.maximum(lo - zu, zu - hi), 0.0)
     rgap = jnp.maximum(jnp.maximum(rlo - ru, ru - rhi), 0.0)
     lb2 = jnp.sum(gap * gap, axis=1) + rgap * rgap
-    reach = jnp.sqrt(jnp.maximum(tmax, 0.0)) * (1.0 + _REL) + _ABS * (nymax + nyflat[u])
-    need = (tmax > -inf) & (lb2 <= reach * reach)
+    need = _may_get_closer(lb2, tmax, nymax + nyflat[u])
     count = jnp.sum(need, dtype=jnp.int32)
 
     def refine(need):
@@ -170,8 +175,7 @@ def _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, g
       acc = (rs - ru) ** 2
       for j in range(proj):
         acc = acc + (zs[j] - zu[j]) ** 2
-      row_reach = jnp.sqrt(jnp.maximum(m, 0.0)) * (1.0 + _REL) + _ABS * (nys + nyflat[u])
-      rows_need = (m > -inf) & (acc <= row_reach * row_reach)
+      rows_need = _may_get_closer(acc, m, nys + nyflat[u])
       return need & jnp.any(rows_need, axis=1)
 
     need = jax.lax.cond((count > refine_above) & (count <= 2 * cap), refine, lambda need: need, need)
