@@ -79,8 +79,9 @@ def test_kcenter_is_permutation_equivariant_and_bf16_close():
 
 # ----------------------------------------------------------------------------- pruned kernel
 
-# dense_fraction 2.0 never falls back to the dense pass; 0.3 is the default mix.
-PRUNE_SETTINGS = [dict(tile=8, dense_fraction=2.0), dict(tile=4, dense_fraction=0.3), dict(tile=16, dense_fraction=0.0)]
+# dense_fraction 2.0 never falls back to the plain update; 0.0 always does; 0.3 is the default.
+PRUNE_SETTINGS = [dict(dense_fraction=2.0, lookahead=16), dict(dense_fraction=0.3, lookahead=4),
+                  dict(dense_fraction=0.0, lookahead=1)]
 
 
 @pytest.mark.parametrize("seed,num_labeled", [(0, 5), (1, 1), (2, 0), (3, 12)])
@@ -117,7 +118,7 @@ def test_pruned_equals_plain_kernel_on_floats(kind):
     got, stats = acquisition.kcenter_greedy(x, labeled, 120, block=16, prune=True, with_stats=True, **settings)
     np.testing.assert_array_equal(got, plain, err_msg=str(settings))
     if kind == "clustered" and settings["dense_fraction"] > 1:
-      assert stats["fraction_read"] < 0.5  # tiles really were skipped
+      assert stats["fraction_read"] < 0.5  # pairs really were skipped
 
 
 def test_pruned_bf16_equals_plain_bf16():
@@ -125,7 +126,7 @@ def test_pruned_bf16_equals_plain_bf16():
   labeled = np.zeros(800, bool)
   labeled[::50] = True
   plain = acquisition.kcenter_greedy(x, labeled, 60, storage_dtype=jnp.bfloat16)
-  pruned = acquisition.kcenter_greedy(x, labeled, 60, storage_dtype=jnp.bfloat16, prune=True, tile=8, probes=0)
+  pruned = acquisition.kcenter_greedy(x, labeled, 60, storage_dtype=jnp.bfloat16, prune=True, probes=0)
   np.testing.assert_array_equal(pruned, plain)
 
 
@@ -148,12 +149,12 @@ def test_budget_larger_than_pool_is_rejected():
     acquisition.kcenter_greedy(np.zeros((10, 2), np.float32), labeled, 3, prune=True)
 
 
-# ----------------------------------------------------------------------------- kd tiles, row refinement
+# ----------------------------------------------------------------------------- screen, probe, lookahead
 
 @pytest.mark.parametrize("kind", ["clustered", "gaussian", "clustered_no_labels"])
 def test_pruned_with_default_blocks_equals_plain(kind):
-  """Default `block` and several tile sizes, so the box test, the per-row refinement and
-  the dense fallback are all exercised."""
+  """Default `block`, with and without lookahead, so the screen, its fallback to the plain
+  update and the first pick without labels are all exercised."""
   n, d = 4000, 40
   rng = np.random.default_rng(12)
   x = rng.normal(size=(n, d)).astype(np.float32) if kind == "gaussian" else clustered(n, d, 8, 12, spread=0.3)
@@ -162,21 +163,18 @@ def test_pruned_with_default_blocks_equals_plain(kind):
   if kind != "clustered_no_labels":
     labeled[rng.choice(n, 200, replace=False)] = True
   plain = acquisition.kcenter_greedy(x, labeled, 150)
-  for tile in (8, 32):
-    got, stats = acquisition.kcenter_greedy(x, labeled, 150, prune=True, tile=tile, probes=0, with_stats=True)
-    np.testing.assert_array_equal(got, plain, err_msg=f"tile={tile}")
-    if kind == "clustered":
+  for lookahead in (1, 16):
+    got, stats = acquisition.kcenter_greedy(x, labeled, 150, prune=True, probes=0, lookahead=lookahead, with_stats=True)
+    np.testing.assert_array_equal(got, plain, err_msg=f"lookahead={lookahead}")
+    if kind == "clustered" and lookahead == 1:  # (16 picks a step span all 8 clusters)
       assert stats["fraction_read"] < 0.2
-  z, _, _ = kcenter_pruned._projection(jnp.asarray(x), 16, 2048)
-  perm = np.asarray(kcenter_pruned._kd_order(z, n, 7, -(-n // 2 ** 7)))
-  assert sorted(perm[perm < n].tolist()) == list(range(n))  # the kd order is a permutation
   bf = acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16)
   np.testing.assert_array_equal(acquisition.kcenter_greedy(x, labeled, 150, storage_dtype=jnp.bfloat16, prune=True, probes=0), bf)
 
 
-def test_pruned_refinement_on_diffuse_features():
-  """Overlapping, non-tight structure (like trained features): boxes overlap, so the per-row
-  bound refines most steps; picks still equal the plain kernel's."""
+def test_pruned_on_diffuse_features():
+  """Overlapping, non-tight structure (like trained features): the screen passes more pairs;
+  picks still equal the plain kernel's."""
   rng = np.random.default_rng(13)
   n, d = 3000, 64
   x = (np.maximum(rng.normal(size=(n, 8)) @ rng.normal(size=(8, d)), 0) + 0.05 * rng.normal(size=(n, d)))
@@ -184,13 +182,14 @@ def test_pruned_refinement_on_diffuse_features():
   labeled = np.zeros(n, bool)
   labeled[rng.choice(n, 300, replace=False)] = True
   plain = acquisition.kcenter_greedy(x, labeled, 200)
-  got, stats = acquisition.kcenter_greedy(x, labeled, 200, prune=True, tile=16, probes=0, with_stats=True)
+  got, stats = acquisition.kcenter_greedy(x, labeled, 200, prune=True, probes=0, with_stats=True)
   np.testing.assert_array_equal(got, plain)
   assert stats["fraction_read"] < 1.0
 
 
-def test_probe_skips_the_tree_on_isotropic_data_and_keeps_it_on_clusters():
-  """The pre-loop probe only chooses which loop runs: the picks equal the plain kernel's."""
+def test_probe_skips_the_screen_on_isotropic_data_and_keeps_it_on_clusters():
+  """The pre-loop probe only chooses which update the steps take: the picks equal the
+  plain kernel's."""
   rng = np.random.default_rng(21)
   n, d = 3000, 128
   cases = {"gaussian": rng.normal(size=(n, d)).astype(np.float32), "clustered": clustered(n, d, 20, 21, spread=0.2)}
@@ -200,8 +199,67 @@ def test_probe_skips_the_tree_on_isotropic_data_and_keeps_it_on_clusters():
     plain = acquisition.kcenter_greedy(x, labeled, 80)
     got, stats = acquisition.kcenter_greedy(x, labeled, 80, prune=True, with_stats=True)
     np.testing.assert_array_equal(got, plain, err_msg=kind)
-    assert stats["tree"] == (kind == "clustered"), (kind, stats)
-    assert (stats["fraction_read"] == 1.0) == (kind == "gaussian"), (kind, stats)
+    assert stats["screened"] == (kind == "clustered"), (kind, stats)
+    assert (stats["fraction_read"] >= 1.0) == (kind == "gaussian"), (kind, stats)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "integer_ties", "clustered", "no_labels", "far_from_origin"])
+def test_lookahead_takes_the_one_at_a_time_picks_in_fewer_steps(kind):
+  """Several picks per step give exactly the one-pick-per-step sequence, for the plain,
+  bfloat16 and pruned kernels; on spread-out data most steps take more than one pick."""
+  rng = np.random.default_rng(31)
+  n, d = 1200, 20
+  x = {"gaussian": rng.normal(size=(n, d)), "integer_ties": rng.integers(-2, 3, size=(n, d)),
+       "clustered": clustered(n, d, 10, 31, spread=0.5), "no_labels": rng.normal(size=(n, d)),
+       "far_from_origin": rng.normal(size=(n, d)) + 40.0}[kind].astype(np.float32)
+  x[3] = x[4]
+  labeled = np.zeros(n, bool)
+  if kind != "no_labels":
+    labeled[rng.choice(n, 30, replace=False)] = True
+  for options in (dict(), dict(storage_dtype=jnp.bfloat16), dict(prune=True, probes=0)):
+    one = acquisition.kcenter_greedy(x, labeled, 100, lookahead=1, **options)
+    for lookahead in (2, 16, 64):
+      got, stats = acquisition.kcenter_greedy(x, labeled, 100, lookahead=lookahead, with_stats=True, **options)
+      np.testing.assert_array_equal(got, one, err_msg=f"{options} lookahead={lookahead}")
+      if kind == "gaussian" and lookahead == 16:
+        assert stats["steps"] < 40, stats
+  if kind == "integer_ties":
+    np.testing.assert_array_equal(one[:15], naive_kcenter(x, labeled, 15))
+
+
+def test_candidates_rank_ties_by_original_index():
+  """`_candidates` returns the greedy's pick order (value desc, original index asc) and
+  marks as uncertain exactly the ranks tied with the k-th value."""
+  rng = np.random.default_rng(32)
+  for _ in range(20):
+    m = rng.integers(0, 6, size=50).astype(np.float32)
+    m[rng.random(50) < 0.1] = -np.inf
+    orig = rng.permutation(50).astype(np.int32)
+    vals, pos, ids, certain = (np.asarray(a) for a in kcenter_dense._candidates(jnp.asarray(m), 8, jnp.asarray(orig)))
+    np.testing.assert_array_equal(vals, np.sort(m)[::-1][:8])
+    np.testing.assert_array_equal(orig[pos], ids)
+    assert all((a, b) <= (c, e) for a, b, c, e in zip(-vals[:-1], ids[:-1], -vals[1:], ids[1:]))
+    np.testing.assert_array_equal(certain, vals > vals[-1])
+    exact = np.lexsort((orig, -m))[:8]  # the true pick order
+    np.testing.assert_array_equal(ids[certain], orig[exact][certain])
+
+
+@pytest.mark.parametrize("d", [1, 3, 17, 64, 130])
+def test_row_distances_have_the_same_bits_in_every_shape(d):
+  """The fixed-order direct form gives a row the same bits read flat, gathered, as one row,
+  or as one of several centers' columns (a library reduction did not, for d < 128)."""
+  rng = np.random.default_rng(33)
+  x = jnp.asarray((rng.normal(size=(301, d)) * rng.uniform(0.1, 10, size=(301, 1)) + 3).astype(np.float32))
+  centers = x[:5]
+  flat = np.stack([np.asarray(kcenter_dense._row_d2(x, c)) for c in centers], axis=1)
+  columns = np.asarray(kcenter_dense._row_d2(x[:, None, :], centers[None]))
+  np.testing.assert_array_equal(columns, flat)
+  idx = rng.integers(0, 301, 77)
+  which = rng.integers(0, 5, 77)
+  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[idx], centers[which])), flat[idx, which])
+  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[7:8], centers[2])), flat[7:8, 2])
+  exact = ((np.asarray(x, np.float64)[:, None] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1)
+  np.testing.assert_allclose(flat, exact, rtol=1e-5)
 
 
 def test_guarded_gemv_steps_equal_dense_steps():
@@ -216,12 +274,36 @@ def test_guarded_gemv_steps_equal_dense_steps():
     labeled = np.zeros(n, bool)
     labeled[rng.choice(n, 30, replace=False)] = True
     args = (jnp.asarray(x), jnp.asarray(labeled), jnp.ones(n, bool), 100, 64)
-    dense = np.asarray(kcenter_dense._kcenter(*args, guard_cap=0))
+    dense = np.asarray(kcenter_dense._kcenter(*args, guard_cap=0)[0])
     if offset == 0:  # far from the origin the initial GEMM's float32 round-off reorders near-ties
       np.testing.assert_array_equal(dense, naive_kcenter(x, labeled, 100))
     for cap in (1, 8, n):
-      np.testing.assert_array_equal(np.asarray(kcenter_dense._kcenter(*args, guard_cap=cap)), dense,
+      np.testing.assert_array_equal(np.asarray(kcenter_dense._kcenter(*args, guard_cap=cap)[0]), dense,
                                     err_msg=f"offset={offset} cap={cap}")
+
+
+def test_screen_never_drops_a_pair_that_gets_closer():
+  """The projected screen flags every (row, center) pair whose true distance is below the
+  row's entry, on rows of mixed scales, far from the origin and in low dimension."""
+  rng = np.random.default_rng(24)
+  cases = [(rng.normal(size=(2000, 64)) * rng.uniform(0.05, 5, size=(2000, 1)), 16),
+           (rng.normal(size=(2000, 300)) * rng.uniform(0.05, 5, size=(2000, 1)) + 25.0, 16),
+           (rng.normal(size=(1500, 5)) - 3.0, 4), (rng.normal(size=(1000, 17)), 16),
+           (clustered(2000, 64, 10, 24, spread=0.3), 16)]
+  for case, (x, proj) in enumerate(cases):
+    x = x.astype(np.float32)
+    n = len(x)
+    z, r, ny = kcenter_pruned._projection(jnp.asarray(x), proj, 512)
+    w, wsq = kcenter_pruned._coordinates(z, r)
+    pos = jnp.asarray(rng.choice(n, 12, replace=False))
+    exact = ((x[:, None].astype(np.float64) - x[np.asarray(pos)][None].astype(np.float64)) ** 2).sum(-1)
+    for scale in (1.0 + 1e-6, 1.5, 4.0):
+      m = exact.min(1) * scale  # each row's entry just above (or well above) its nearest center
+      flags = np.asarray(kcenter_pruned._screen(w, wsq, ny, pos, jnp.asarray(m, jnp.float32)))
+      closer = exact < np.float32(m)[:, None]
+      assert flags[closer].all(), (case, scale)
+      if case == 4 and scale < 2:  # on clusters it flags few pairs beyond those that get closer
+        assert (flags & ~closer).mean() < 0.1, (flags.mean(), closer.mean())
 
 
 def test_guard_bound_covers_both_forms_round_off():

@@ -1,8 +1,8 @@
 """Greedy k-center (core-set; Sener & Savarese 2018; ALGORITHMS.md §3): the public entry.
 
 `kcenter_greedy` picks farthest-first from the labeled centers, on device in one jitted
-loop. The unpruned kernel and its guarded GEMV step are in `kcenter_dense`; the kd-tree
-pruned kernel (same picks, fewer rows read) is in `kcenter_pruned`.
+loop. The unpruned kernel, its lookahead and its guarded update are in `kcenter_dense`; the
+pruned kernel (same picks, fewer distances computed) is in `kcenter_pruned`.
 """
 
 import jax
@@ -15,8 +15,9 @@ from jaxal.acquisition.kcenter_pruned import _kcenter_pruned
 
 
 def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None = None,
-                   storage_dtype=jnp.float32, mesh=None, prune: bool = False, tile: int = 32,
-                   dense_fraction: float = 0.3, proj: int = 16, probes: int = 8, with_stats: bool = False):
+                   storage_dtype=jnp.float32, mesh=None, prune: bool = False,
+                   dense_fraction: float = 0.3, proj: int = 16, probes: int = 8, lookahead: int = 32,
+                   with_stats: bool = False):
   """`budget` unlabeled indices chosen farthest-first from the labeled centers.
 
   Args:
@@ -30,18 +31,24 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
       multiple of the device count with rows that can never be picked), and each device
       scans its own share. The picks are the same as on one device. Not combined with
       `prune` (the unpruned sharded kernel runs; the picks are the same).
-    prune: skip row tiles that a projected lower bound proves unchanged (same picks).
-    tile: rows per tile (kd-tree leaf) for `prune`, at most.
-    dense_fraction: with `prune`, a step reads every row when more than this fraction of
-      tiles needs reading.
-    proj: with `prune`, dimension of the projected coordinates the bounds use.
+    prune: screen the (row, new center) pairs by a projected lower bound before reading any
+      row, and compute distances only for the pairs that may change (same picks).
+    dense_fraction: with `prune`, a step takes the plain update when more than
+      `dense_fraction * n * lookahead` pairs pass the screen.
+    proj: with `prune`, dimension of the projected coordinates the bound uses.
     probes: with `prune`, the kernel first bounds which rows the `probes` farthest points
-      could bring closer; when that is more than half of `dense_fraction` of the rows (as
-      on isotropic data, where no step skips anything), it runs the plain loop instead of
-      building the tree. The picks are the same either way. 0 always builds the tree.
-    with_stats: also return `{"fraction_read": ...}`, the share of row reads the greedy
-      steps did (1.0 without `prune`), and with `prune`, `"tree"`: whether the probe chose
-      the pruned loop.
+      could bring closer; when that is more than `dense_fraction` of the rows
+      (as on isotropic data, where the screen passes nearly everything), every step takes
+      the plain update instead. The picks are the same either way. 0 always screens.
+    lookahead: each step ranks the `lookahead` largest entries and takes, at once, the
+      leading ones the one-at-a-time greedy would pick next (those no earlier one of them
+      comes closer to): the same picks in the same order, with one read of the rows for
+      several picks. 1 takes one pick per step.
+    with_stats: also return `{"fraction_read": ...}`, the (row, center) distances the
+      greedy steps computed or streamed, as a share of one pass over all rows per pick (1.0
+      without `prune`), `"steps"`, the greedy loop's iterations (fewer than `budget` when the
+      lookahead takes several picks per step), and with `prune`, `"screened"`: whether the
+      probe chose the screen.
   Returns:
     `(budget,)` int32 indices in pick order (and the stats dict with `with_stats`).
   """
@@ -53,28 +60,24 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   if block is None:
     block = int(min(256, max(16, 2**26 // max(n, 1))))
   valid = np.ones(n, bool)
+  guard_cap = 0
   if mesh is not None:
     pad = -n % mesh.size
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     labeled_mask = np.concatenate([labeled_mask, np.zeros(pad, bool)])
     valid = np.concatenate([valid, np.zeros(pad, bool)])
-    rows = parallel.batch_sharded(mesh)
-    x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid), rows)
+    x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid),
+                                            parallel.batch_sharded(mesh))
   else:
-    x = jnp.asarray(x, storage_dtype)
+    x, labeled_mask, valid = jnp.asarray(x, storage_dtype), jnp.asarray(labeled_mask), jnp.asarray(valid)
     guard_cap = _guard_cap(n) if x.dtype == jnp.float32 else 0
     if prune:
-      group = 4
-      num_tiles = 2 ** max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
-      cap = max(group, int(dense_fraction * num_tiles) // group * group)
-      picks, read, tree = _kcenter_pruned(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block),
-                                    int(tile), group, cap, max(1, min(int(proj), x.shape[1])), guard_cap=guard_cap,
-                                    probes=min(int(probes), n), probe_fraction=float(dense_fraction) / 2)
-      picks = np.asarray(picks)
-      stats = {"fraction_read": float(read), "tree": bool(tree)}
-      return (picks, stats) if with_stats else picks
-    picks = _kcenter(x, jnp.asarray(labeled_mask), jnp.asarray(valid), int(budget), int(block), guard_cap)
-    picks = np.asarray(picks)
-    return (picks, {"fraction_read": 1.0}) if with_stats else picks
-  picks = np.asarray(_kcenter(x, labeled_mask, valid, int(budget), int(block)))
-  return (picks, {"fraction_read": 1.0}) if with_stats else picks
+      picks, read, screened, steps = _kcenter_pruned(
+          x, labeled_mask, valid, int(budget), int(block), max(1, int(dense_fraction * n * lookahead)),
+          max(1, min(int(proj), x.shape[1])), guard_cap=guard_cap, probes=min(int(probes), n),
+          probe_fraction=float(dense_fraction), lookahead=int(lookahead))
+      stats = {"fraction_read": float(read), "screened": bool(screened), "steps": int(steps)}
+      return (np.asarray(picks), stats) if with_stats else np.asarray(picks)
+  picks, steps = _kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead))
+  picks = np.asarray(picks)
+  return (picks, {"fraction_read": 1.0, "steps": int(steps)}) if with_stats else picks

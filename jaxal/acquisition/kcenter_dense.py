@@ -79,16 +79,31 @@ def _init_min_d2(x, labeled_mask, block):
   return jax.lax.fori_loop(0, num_blocks, body, jnp.full((n,), jnp.inf, jnp.float32))
 
 
-def _row_d2(rows, xu):
-  """Squared distances of stored rows to `xu`, as a direct sum of squared differences.
+_LANES = 16
 
-  For float32 rows the barrier keeps consumers (a `minimum`) out of the reduction's fusion:
-  fused, XLA:CPU's YNNPACK reduction ran about 10x slower. (bfloat16 rows, widened by a
-  shift, take XLA's own loop reduction and must not be split from their widening.) Every
-  caller gets the same reduction, whatever the row count: flat, tiled or gathered rows give
-  bit-equal values."""
-  d2 = jnp.sum((_load(rows) - xu) ** 2, axis=-1)
-  return jax.lax.optimization_barrier(d2) if rows.dtype == jnp.float32 else d2
+
+def _row_d2(rows, xu):
+  """Squared distances of stored rows to `xu` (broadcast against `rows`), as a direct sum of
+  squared differences in a fixed order: lane `l` of 16 adds the columns `j = l (mod 16)` in
+  increasing `j`, then a halving tree adds the lanes (a short last slice is padded with
+  zeros, which add exactly). Written as elementwise adds, which XLA does not reorder, the
+  bits depend only on the two vectors: a library row reduction changed its order with the
+  row count for d < 128 (NOTES §7c), and every kernel here relies on a row getting the same
+  value whether it is read flat, tiled, gathered or as one of several centers' columns. The
+  barrier keeps consumers (a `minimum`) out of the fusion."""
+  d = rows.shape[-1]
+  acc = None
+  for lo in range(0, d, _LANES):
+    t = _load(rows[..., lo:lo + _LANES]) - xu[..., lo:lo + _LANES]
+    t = t * t
+    if t.shape[-1] < _LANES:
+      t = jnp.concatenate([t, jnp.zeros(t.shape[:-1] + (_LANES - t.shape[-1],), t.dtype)], axis=-1)
+    acc = t if acc is None else acc + t
+  width = _LANES
+  while width > 1:
+    width //= 2
+    acc = acc[..., :width] + acc[..., width:2 * width]
+  return jax.lax.optimization_barrier(acc[..., 0])
 
 
 # Unit round-off of float32, and the slack of the GEMV guard (module docstring): any float32
@@ -98,31 +113,70 @@ _EPS32 = 2.0 ** -24
 _GUARD = 4.0
 
 
-def _guarded_update(xs, sq, norm, u, xu, min_d2, cap: int):
-  """`minimum(min_d2, |x - x_u|^2)` with the direct row reduction's bits, at GEMV speed.
+def _dense_min(xs, xc, count, m):
+  """`minimum(m, distances)` to the first `count` centers of `xc`, one full pass each."""
+  return jax.lax.fori_loop(0, count, lambda l, m: jnp.minimum(m, _row_d2(xs, xc[l])), m)
 
-  The expanded-norm GEMV `|x|^2 + |x_u|^2 - 2 x.x_u` streams the rows faster than the direct
-  reduction on XLA:CPU (NOTES §7) but rounds differently, so it only decides which rows may
-  change: a row whose GEMV value exceeds its current entry by more than the two forms' joint
-  round-off bound keeps its entry; the others (a new center's own cluster, plus near-ties)
-  get the direct `_row_d2` on gathered rows, bit-equal to the dense pass. When more than
-  `cap` rows qualify, the step takes the dense pass instead.
+
+_CHUNK = 256  # gathered (row, center) pairs per sparse iteration
+
+
+def _pairs_update(xs, maybe, xc, m, caps, fallback):
+  """`m` lowered by the direct distances of the (row, center) pairs flagged in `maybe`
+  (n, k), gathered `_CHUNK` pairs at a time for as many chunks as there are pairs.
+
+  `caps` lists `(rows, pairs)` size tiers, smallest first: the flagged rows are compacted
+  (a nonzero over n), then their flagged pairs (a nonzero over rows x k; compacting the
+  whole (n, k) mask cost several times more on XLA:CPU), in the first tier that holds them.
+  When none does, `fallback(m)` instead. Both return `(m, row reads)`."""
+  n, k = maybe.shape
+  row_any = jnp.any(maybe, axis=1)
+  num_rows = jnp.sum(row_any, dtype=jnp.int32)
+  num_pairs = jnp.sum(maybe, dtype=jnp.int32)
+
+  def sparse(row_cap, pair_cap, m):
+    # Unused slots point past the end: their gathers clip and their scatters drop.
+    rows = jnp.nonzero(row_any, size=row_cap, fill_value=n)[0]
+    flagged = maybe.at[rows].get(mode="fill", fill_value=False).reshape(-1)
+    ids = jnp.nonzero(flagged, size=pair_cap + _CHUNK, fill_value=row_cap * k)[0].astype(jnp.int32)
+
+    def body(g, m):
+      pair = jax.lax.dynamic_slice(ids, (g * _CHUNK,), (_CHUNK,))
+      r = rows.at[pair // k].get(mode="fill", fill_value=n)
+      return m.at[r].min(_row_d2(xs.at[r].get(mode="clip"), xc[pair % k]), mode="drop")
+
+    return jax.lax.fori_loop(0, (num_pairs + _CHUNK - 1) // _CHUNK, body, m), num_pairs
+
+  def tiered(m, caps=tuple(caps)):
+    if not caps:
+      return fallback(m)
+    (row_cap, pair_cap), rest = caps[0], caps[1:]
+    row_cap, pair_cap = min(row_cap, n), min(pair_cap, n * k)
+    fits = (num_rows <= row_cap) & (num_pairs <= pair_cap)
+    return jax.lax.cond(fits, functools.partial(sparse, row_cap, pair_cap), lambda m: tiered(m, rest), m)
+
+  return tiered(m)
+
+
+def _guarded_update(xs, sq, norm, pos, xc, active, min_d2, cap: int):
+  """`minimum(min_d2, |x - c|^2)` over the `active` centers `xc` (rows `pos` of `xs`), with
+  the direct row reduction's bits, at GEMM speed; returns it and the row reads.
+
+  The expanded-norm product `|x|^2 + |c|^2 - 2 x.c` streams the rows faster than the direct
+  reduction (NOTES §7) and reads them once for all the centers, but rounds differently, so it
+  only decides which (row, center) pairs may change: a pair whose product value exceeds the
+  row's entry by more than the two forms' joint round-off bound cannot lower it; the others
+  (each center's own neighbourhood, plus near-ties) get the direct `_row_d2` on gathered
+  rows, bit-equal to the dense pass. When more than `cap` pairs qualify, the step takes the
+  dense pass, one center at a time.
   """
   n, d = xs.shape
-  approx = sq + sq[u] - 2.0 * jnp.dot(xs, xu, precision=jax.lax.Precision.HIGHEST)
-  slack = (_GUARD * (d + 2) * _EPS32) * (norm + norm[u]) ** 2
-  maybe = approx - slack <= min_d2  # False for -inf (picked, labeled, padding)
-  count = jnp.sum(maybe, dtype=jnp.int32)
-
-  def sparse(m):
-    rows = jnp.nonzero(maybe, size=cap, fill_value=n)[0]
-    d2 = _row_d2(xs.at[rows].get(mode="clip"), xu)
-    return m.at[rows].min(d2, mode="drop")
-
-  def dense(m):
-    return jnp.minimum(m, _row_d2(xs, xu))
-
-  return jax.lax.cond(count <= cap, sparse, dense, min_d2)
+  approx = sq[:, None] + sq[pos][None, :] - 2.0 * jnp.dot(xs, xc.T, precision=jax.lax.Precision.HIGHEST)
+  slack = (_GUARD * (d + 2) * _EPS32) * (norm[:, None] + norm[pos][None, :]) ** 2
+  maybe = (approx - slack <= min_d2[:, None]) & active[None, :]  # False for -inf entries
+  num_active = jnp.sum(active, dtype=jnp.int32)
+  m, reads = _pairs_update(xs, maybe, xc, min_d2, [(cap, cap)], lambda m: (_dense_min(xs, xc, num_active, m), 0))
+  return m, reads + n * num_active  # the product read every row once per center
 
 
 def _guard_cap(n: int) -> int:
@@ -136,19 +190,58 @@ def _guard(xf, cap: int):
   return sq, jnp.sqrt(sq), cap
 
 
-def _update_all(xs, m, u, xu, first, guard=None):
-  """One greedy step over every row: `m` (flat) takes the distances to the new center `xu`
-  on the first pick without labels (entries at -inf stay), else `minimum(m, distances)`,
-  through `_guarded_update` when `guard = (sq, norm, cap)` is given."""
+def _update_many(xs, m, pos, xc, active, first, guard=None):
+  """One greedy step's update of every row for the `active` new centers `xc` (rows `pos`):
+  `minimum(m, distances)`, through `_guarded_update` when `guard = (sq, norm, cap)` is
+  given. `first` (the first pick without labels; then only center 0 is active): `m` takes
+  the distances to it instead, entries at -inf staying. Returns `(m, row reads)`."""
+  n = xs.shape[0]
+  num_active = jnp.sum(active, dtype=jnp.int32)
+
+  def first_pass(m):
+    return jnp.where(m > -jnp.inf, _row_d2(xs, xc[0]), m), n
 
   if guard is None:
-    # One dense pass, outside any `cond`: inside one, XLA:CPU split the bfloat16 widening
-    # from its reduction and materialized it (13x slower per pick).
-    d2 = _row_d2(xs, xu)
-    return jnp.where(first, jnp.where(m > -jnp.inf, d2, m), jnp.minimum(m, d2))
+    # bfloat16 storage: one dense pass per center, outside any `cond` (inside one, XLA:CPU
+    # split the widening from its reduction and materialized it, 13x slower per pass).
+    def body(l, m):
+      d2 = _row_d2(xs, xc[l])
+      return jnp.where(first, jnp.where(m > -jnp.inf, d2, m), jnp.minimum(m, d2))
+
+    return jax.lax.fori_loop(0, num_active, body, m), n * num_active
   sq, norm, cap = guard
-  return jax.lax.cond(first, lambda m: jnp.where(m > -jnp.inf, _row_d2(xs, xu), m),
-                      lambda m: _guarded_update(xs, sq, norm, u, xu, m, cap), m)
+  return jax.lax.cond(first, first_pass, lambda m: _guarded_update(xs, sq, norm, pos, xc, active, m, cap), m)
+
+
+def _candidates(m, k: int, orig=None):
+  """The `k` largest entries in the greedy's pick order (value desc, original index asc):
+  values, positions in `m`, original indices, and which ranks are certain. `top_k` puts
+  lower positions first among ties, which is the pick order when positions are the
+  original indices (`orig` None). Otherwise the `k` are re-sorted by original index within
+  ties, and a rank tied with the k-th value is uncertain (a lower index may lie outside)."""
+  vals, pos = jax.lax.top_k(m, k)
+  if orig is None:
+    return vals, pos, pos, jnp.ones((k,), bool)
+  ids = orig[pos]
+  order = jnp.lexsort((ids, -vals))
+  vals, pos, ids = vals[order], pos[order], ids[order]
+  return vals, pos, ids, vals > vals[-1]
+
+
+def _lookahead(xs, vals, pos, certain, remaining):
+  """How many of the ranked candidates the one-pick-at-a-time greedy takes next: candidate
+  j is its next pick when its rank is certain and no earlier candidate is closer to it than
+  its own entry (the picks before it leave its entry unchanged, and every other entry only
+  falls). Compared on the direct form's bits, as the one-at-a-time update would. Returns the
+  count (>= 1 when `remaining` >= 1) and the candidates' float32 rows."""
+  k = vals.shape[0]
+  rows = xs[pos]
+  xc = _load(rows)
+  d2 = _row_d2(rows[:, None, :], xc[None, :, :])  # d2[j, l]: candidate j to candidate l
+  earlier = jnp.arange(k)[None, :] < jnp.arange(k)[:, None]
+  unchanged = jnp.all(jnp.logical_not(earlier) | (d2 >= vals[:, None]), axis=1)
+  ok = (certain | (jnp.arange(k) == 0)) & unchanged & (vals > -jnp.inf) & (jnp.arange(k) < remaining)
+  return jnp.sum(jnp.cumprod(ok.astype(jnp.int32))), xc
 
 
 def _start_state(x, labeled_mask, valid, block):
@@ -164,28 +257,40 @@ def _start_state(x, labeled_mask, valid, block):
   return jnp.where(valid, min_d2, -jnp.inf), any_labeled
 
 
-def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int):
-  """`budget` farthest-first picks from the entries `min_d2`, each step updating every row."""
+def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead: int = 32, update=None):
+  """`budget` farthest-first picks from the entries `min_d2`, the row reads they took, and
+  the number of steps.
+
+  Each step takes up to `lookahead` picks at once (`_lookahead`): the same picks, in the same
+  order, as one pick per step, with one read of the rows for all of them. `update(m, pos,
+  xc, active, first) -> (m, reads)` lowers the entries for the new centers (default: every
+  row, `_update_many`)."""
+  n = x.shape[0]
   xs = _stored(x)
   guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
-  rows = jnp.arange(x.shape[0], dtype=jnp.int32)
+  update = update or functools.partial(_update_many, xs, guard=guard)
+  k = min(lookahead, n)
 
-  def step(i, carry):
-    min_d2, picks = carry
-    # argmax with ties to the lowest index, as a max and a masked min: XLA:CPU's variadic
-    # argmax reduction took ~0.4 ms per pick at n=50k against ~35 us for these two.
-    u = jnp.min(jnp.where(min_d2 == jnp.max(min_d2), rows, x.shape[0]))
-    xu = _load(xs[u])
-    first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
-    min_d2 = _update_all(xs, min_d2, u, xu, first_without_labels, guard)
-    min_d2 = min_d2.at[u].set(-jnp.inf)  # picked and labeled points stay at -inf
-    return min_d2, picks.at[i].set(u.astype(jnp.int32))
+  def step(carry):
+    m, done, picks, reads, steps = carry
+    first = jnp.logical_and(done == 0, jnp.logical_not(any_labeled))
+    vals, pos, ids, certain = _candidates(m, k)
+    count, xc = _lookahead(xs, vals, pos, certain, budget - done)
+    count = jnp.where(first, 1, count)
+    active = jnp.arange(k) < count
+    m, step_reads = update(m, pos, xc, active, first)
+    m = m.at[pos].min(jnp.where(active, -jnp.inf, jnp.inf))  # picked points stay at -inf
+    picks = picks.at[jnp.where(active, done + jnp.arange(k), budget)].set(ids.astype(jnp.int32), mode="drop")
+    return m, done + count, picks, reads + step_reads, steps + 1
 
-  _, picks = jax.lax.fori_loop(0, budget, step, (min_d2, jnp.zeros((budget,), jnp.int32)))
-  return picks
+  zero = jnp.zeros((), jnp.int32)
+  init = (min_d2, zero, jnp.zeros((budget,), jnp.int32), zero, zero)
+  _, _, picks, reads, steps = jax.lax.while_loop(lambda c: c[1] < budget, step, init)
+  return picks, reads, steps
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap"))
-def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0):
+@functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap", "lookahead"))
+def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0, lookahead: int = 32):
   min_d2, any_labeled = _start_state(x, labeled_mask, valid, block)
-  return _greedy_dense(x, min_d2, any_labeled, budget, guard_cap)
+  picks, _, steps = _greedy_dense(x, min_d2, any_labeled, budget, guard_cap, lookahead)
+  return picks, steps

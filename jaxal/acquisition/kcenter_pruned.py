@@ -1,26 +1,24 @@
-"""Pruned greedy k-center: the same picks as `kcenter_dense`, reading fewer rows.
+"""Pruned greedy k-center: the same picks as `kcenter_dense`, computing far fewer distances.
 
-`kcenter_greedy(..., prune=True)` runs the same greedy loop but reads fewer rows, with
-identical picks. Before the loop, every row gets coordinates `z` in a 16-dim subspace near
-the top principal directions (`proj`; a few subspace iterations on a row sample) and its
-residual norm `r` outside it; then `|x_i - x_u|^2 >= |z_i - z_u|^2 + (r_i - r_u)^2` for any
-two rows. Rows are reordered into the leaves of a kd-tree on `z` (median splits along the
-widest coordinate), and each leaf becomes a contiguous tile of about `tile` rows with a
-bounding box in `z` and an interval of `r`. Each step bounds the distance from the new
-center `u` to every tile's box (O(#tiles * proj)), and reads only the tiles whose box is
-within reach of the tile's largest current distance `sqrt(max m)`; when that leaves more
-than 8% of the tiles, the same bound per row (proj + 3 values per row, no row reads) keeps
-only the tiles holding a row that may get closer. When more than `dense_fraction` of the
-tiles remain, the step reads every row. The argmax is kept per tile too (largest `m` and the
-lowest original index holding it), so a step costs O(#tiles) plus the tiles it reads. The
-test carries a safety margin (relative 1e-3 on the distance, plus 1e-4 times the two rows'
-centered norms for the round-off of the projected coordinates), so a skipped row could not
-have changed in float32 either. The initial distances are the unpruned kernel's (the same
-blocked GEMM), so `m` is the same in both kernels at every step and so are the picks; ties
-still go to the lowest original index. On isotropic Gaussians nothing is skipped (distances
-concentrate): a probe before the tree is built (the per-row bound for the few farthest
-points) detects this and runs the plain loop instead. On clustered embeddings a step reads
-about one cluster's tiles.
+`kcenter_greedy(..., prune=True)` runs the same greedy loop (with the same lookahead) but
+screens the (row, new center) pairs before reading any row. Before the loop, every row gets
+coordinates `z` in a 16-dim subspace near the top principal directions (`_projection`; a
+few subspace iterations on a row sample) and its residual norm `r` outside it; then
+`|x_i - x_c|^2 >= |z_i - z_c|^2 + (r_i - r_c)^2 = |w_i - w_c|^2` with `w = [z, r]`, 17 values
+per row. Each step computes this bound for every row and each new center with one small
+product (n x 17 x k, against n x d x k for the plain kernel's guard) and computes the direct
+distance only for the pairs whose bound is within reach of the row's entry: on clustered
+embeddings, each new center's own cluster. When more than `cap` pairs pass, the step takes
+the plain kernel's guarded update instead. The test carries a safety margin (relative 1e-3
+on the distance, plus 1e-4 times the two rows' centered norms for the round-off of the
+projected coordinates, and the expanded product's own round-off bound), so a skipped pair
+could not have changed in float32 either. The initial entries are the plain kernel's (the
+same blocked GEMM) and the updates the same direct form, so the entries, and the picks, are
+the same in both kernels at every step; ties still go to the lowest index.
+
+On isotropic Gaussians the bound prunes nothing (distances concentrate): a probe before the
+loop (the bound for the few farthest points) detects this and every step then takes the
+plain update.
 """
 
 import functools
@@ -29,15 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _load, _row_d2, _start_state, _stored, _update_all
+from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _start_state, _stored, _update_many
 
 _REL = 1e-3
 _ABS = 1e-4
-_REFINE_ABOVE = 0.08  # share of tiles above which the per-row bound refines the box test
 
 
 def _may_get_closer(lb2, m, norms):
-  """Whether a row (or tile) whose squared lower bound to the new center is `lb2` may get
+  """Whether a row whose squared lower bound to the new center is `lb2` may get
   closer than its current entry `m`: `lb2 <= reach^2`, with the module's safety margins
   (`norms`: the two sides' centered norms). Entries at -inf (picked, labeled) never do."""
   reach = jnp.sqrt(jnp.maximum(m, 0.0)) * (1.0 + _REL) + _ABS * norms
@@ -72,147 +69,56 @@ def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
   return jax.lax.fori_loop(0, (n + rows - 1) // rows, body, init)
 
 
-def _kd_order(z, n: int, levels: int, size: int):
-  """A permutation of `2**levels * size >= n` slots (slots >= n are padding) that makes each
-  run of `size` a leaf of a kd-tree on `z`: every level splits each segment at its median
-  along the projected coordinate of widest spread. Padding sorts last within a segment."""
-  total = (2 ** levels) * size
-  perm = jnp.arange(total, dtype=jnp.int32)
-  zp = jnp.concatenate([z, jnp.zeros((total - n, z.shape[1]), z.dtype)])
-  for level in range(levels):
-    seg = perm.reshape(2 ** level, -1)
-    real = (seg < n)[..., None]
-    vals = zp[seg]  # (segments, length, k)
-    spread = jnp.max(jnp.where(real, vals, -jnp.inf), axis=1) - jnp.min(jnp.where(real, vals, jnp.inf), axis=1)
-    axis = jnp.argmax(spread, axis=1)
-    key = jnp.take_along_axis(vals, axis[:, None, None], axis=2)[..., 0]
-    key = jnp.where(seg < n, key, jnp.inf)
-    perm = jnp.take_along_axis(seg, jnp.argsort(key, axis=1, stable=True), axis=1).reshape(-1)
-  return perm
+def _coordinates(z, r):
+  """`w = [z, r]` per row (its squared norm is the centered row's, `|x - mean|^2`) and
+  `|w|^2`."""
+  w = jnp.concatenate([z, r[:, None]], axis=1)
+  return w, jnp.sum(w * w, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block", "tile", "group", "cap", "proj", "sample", "guard_cap",
-                                             "probes", "probe_fraction"))
-def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, tile: int, group: int, cap: int, proj: int,
-                    sample: int = 2048, guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0):
+def _screen(w, wsq, ny, pos, m):
+  """(n, k) flags: the (row, center `pos[j]`) pairs that may lower the row's entry `m`.
+
+  `|w_i - w_c|^2 = |z_i - z_c|^2 + (r_i - r_c)^2` bounds `|x_i - x_c|^2` from below; it is
+  computed in the expanded form (one small product) less that form's round-off bound, twice
+  over (|w_i| = ny_i)."""
+  lb2 = wsq[:, None] + wsq[pos][None, :] - 2.0 * jnp.dot(w, w[pos].T, precision=jax.lax.Precision.HIGHEST)
+  norms = ny[:, None] + ny[pos][None, :]
+  slack = 4.0 * (w.shape[1] + 2) * 2.0 ** -24
+  return _may_get_closer(lb2 - slack * norms * norms, m[:, None], norms)
+
+
+@functools.partial(jax.jit, static_argnames=("budget", "block", "cap", "proj", "sample", "guard_cap", "probes",
+                                             "probe_fraction", "lookahead"))
+def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, proj: int, sample: int = 2048,
+                    guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0, lookahead: int = 32):
   m0, any_labeled = _start_state(x, labeled_mask, valid, block)
   z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
-  if not probes:
-    return _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap)
-  # Worth pruning? The rows the first `probes` picks (largest entries) may bring closer,
-  # by the per-row projected bound: when that share is large (isotropic data), skip the
-  # tree and run the dense loop (the same picks; fraction read 1).
-  u = jax.lax.top_k(m0, probes)[1]
-  lb2 = (r[None, :] - r[u][:, None]) ** 2 + jnp.sum((z[None, :, :] - z[u][:, None, :]) ** 2, axis=-1)
-  share = jnp.mean(_may_get_closer(lb2, m0[None], ny[None, :] + ny[u][:, None]))
-  return jax.lax.cond(
-      share <= probe_fraction,
-      lambda: _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap),
-      lambda: (_greedy_dense(x, m0, any_labeled, budget, guard_cap), jnp.ones((), jnp.float32), False))
+  if probes:
+    # Worth screening? The rows the first `probes` picks (largest entries) may bring closer,
+    # by the bound: when that share is large (isotropic data), every step takes the plain
+    # update (the same picks).
+    u = jax.lax.top_k(m0, probes)[1]
+    lb2 = (r[None, :] - r[u][:, None]) ** 2 + jnp.sum((z[None, :, :] - z[u][:, None, :]) ** 2, axis=-1)
+    screened = jnp.mean(_may_get_closer(lb2, m0[None], ny[None, :] + ny[u][:, None])) <= probe_fraction
+  else:
+    screened = jnp.ones((), bool)
+  xs = _stored(x)
+  guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
+  w, wsq = _coordinates(z, r)
+  n, k = x.shape[0], min(lookahead, x.shape[0])
+  # A small tier for steps touching few rows (the usual case), and one up to `cap` pairs (a
+  # tier of up to n rows made every step slower on XLA:CPU, even where it was not taken).
+  tiers = [(max(256, n // 64), max(1024, n // 16)), (max(256, cap // k), cap)]
 
+  def update(m, pos, xc, active, first):
+    plain = functools.partial(_update_many, xs, pos=pos, xc=xc, active=active, guard=guard)
 
-def _pruned_loop(x, m0, any_labeled, z, r, ny, budget, tile, group, cap, proj, guard_cap):
-  n, d = x.shape
+    def screen(m):
+      maybe = _screen(w, wsq, ny, pos, m) & active[None, :]
+      return _pairs_update(xs, maybe, xc, m, tiers, lambda m: plain(m, first=False))
 
-  # Leaves of a kd-tree on the projected coordinates become row tiles, stored contiguously.
-  levels = max(0, int(np.ceil(np.log2(max(n / tile, 1.0)))))
-  size = -(-n // 2 ** levels)
-  num_tiles = 2 ** levels
-  perm = _kd_order(z, n, levels, size)  # (num_tiles * size,)
-  real = perm < n
-  src = jnp.minimum(perm, n - 1)
-  stored = _stored(x)
-  # Padding slots repeat row n-1; their entries stay at -inf, so they are never read as
-  # candidates. One materialized copy (the barrier stops XLA from re-gathering per consumer).
-  xs = jax.lax.optimization_barrier(stored[src])
-  # Dense steps take the same guarded GEMV as `_kcenter` (padding rows sit at -inf).
-  guard = _guard(xs, guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
+    return jax.lax.cond(screened & jnp.logical_not(first), screen, lambda m: plain(m, first=first), m)
 
-  # The same initial state as `_kcenter`, in tile order.
-  m = jnp.where(real, m0[src], -jnp.inf).reshape(num_tiles, size)
-  big = jnp.iinfo(jnp.int32).max
-  orig = jnp.where(real, perm, big).reshape(num_tiles, size)
-  position = jnp.zeros((n,), jnp.int32).at[jnp.where(real, perm, n)].set(
-      jnp.arange(perm.shape[0], dtype=jnp.int32), mode="drop")
-  zs, rs = z[src].reshape(num_tiles, size, proj), r[src].reshape(num_tiles, size)
-  inf = jnp.inf
-  lo = jnp.min(jnp.where(real.reshape(num_tiles, size, 1), zs, inf), axis=1)  # (tiles, k) bounding boxes
-  hi = jnp.max(jnp.where(real.reshape(num_tiles, size, 1), zs, -inf), axis=1)
-  rlo = jnp.min(jnp.where(real.reshape(num_tiles, size), rs, inf), axis=1)
-  rhi = jnp.max(jnp.where(real.reshape(num_tiles, size), rs, -inf), axis=1)
-  nymax = jnp.max(jnp.where(real, ny[src], 0.0).reshape(num_tiles, size), axis=1)
-  zflat, rflat, nyflat = z, r, ny
-  zs = tuple(zs[..., j] for j in range(proj))  # per coordinate, (tiles, size) each
-  nys = jnp.where(real, ny[src], 0.0).reshape(num_tiles, size)
-  refine_above = max(group, int(num_tiles * _REFINE_ABOVE))
-
-  def summarize(mt, ot):
-    """Largest entry of each tile and the lowest original index holding it."""
-    top = jnp.max(mt, axis=-1)
-    return top, jnp.min(jnp.where(mt == top[..., None], ot, big), axis=-1)
-
-  tmax, targ = summarize(m, orig)
-
-  def step(i, carry):
-    m, tmax, targ, picks, rows_read = carry
-    top = jnp.max(tmax)
-    u = jnp.min(jnp.where(tmax == top, targ, big))  # ties: lowest original index
-    p = position[u]
-    xu = _load(xs[p])
-    first_without_labels = jnp.logical_and(i == 0, jnp.logical_not(any_labeled))
-    # Lower bound on |x_i - x_u| over each tile: the distance from u's projected coordinates
-    # to the tile's bounding box, with the gap between the residual norms.
-    zu, ru = zflat[u], rflat[u]
-    gap = jnp.maximum(jnp.maximum(lo - zu, zu - hi), 0.0)
-    rgap = jnp.maximum(jnp.maximum(rlo - ru, ru - rhi), 0.0)
-    lb2 = jnp.sum(gap * gap, axis=1) + rgap * rgap
-    need = _may_get_closer(lb2, tmax, nymax + nyflat[u])
-    count = jnp.sum(need, dtype=jnp.int32)
-
-    def refine(need):
-      # The same bound per row rather than per box (k + 3 reads per row, one pass, no
-      # gathers): a tile is read only if one of its rows may get closer to u.
-      acc = (rs - ru) ** 2
-      for j in range(proj):
-        acc = acc + (zs[j] - zu[j]) ** 2
-      rows_need = _may_get_closer(acc, m, nys + nyflat[u])
-      return need & jnp.any(rows_need, axis=1)
-
-    need = jax.lax.cond((count > refine_above) & (count <= 2 * cap), refine, lambda need: need, need)
-    count = jnp.sum(need, dtype=jnp.int32)
-    dense = first_without_labels | (count > cap)
-
-    def dense_pass(state):
-      m, tmax, targ = state
-      m = _update_all(xs, m.reshape(-1), p, xu, first_without_labels, guard).reshape(num_tiles, size)
-      return (m, *summarize(m, orig))
-
-    def sparse_pass(state):
-      # `group` tiles per iteration; unused slots point past the end, so their gathers
-      # clip and their scatters drop.
-      ids = jnp.nonzero(need, size=cap + group, fill_value=num_tiles)[0].astype(jnp.int32)
-
-      def body(g, state):
-        m, tmax, targ = state
-        t = jax.lax.dynamic_slice(ids, (g * group,), (group,))
-        # Rows of the chosen tiles (one flat array throughout: a tiled view beside it made XLA
-        # keep a second copy of the rows in the loop state).
-        rows_t = jnp.minimum(t, num_tiles - 1)[:, None] * size + jnp.arange(size, dtype=jnp.int32)
-        d2 = _row_d2(xs[rows_t], xu)
-        mt = jnp.minimum(m.at[t].get(mode="clip"), d2)
-        tt, ta = summarize(mt, orig.at[t].get(mode="clip"))
-        return (m.at[t].set(mt, mode="drop"), tmax.at[t].set(tt, mode="drop"), targ.at[t].set(ta, mode="drop"))
-
-      return jax.lax.fori_loop(0, (count + group - 1) // group, body, state)
-
-    m, tmax, targ = jax.lax.cond(dense, dense_pass, sparse_pass, (m, tmax, targ))
-    tu = p // size
-    m = m.at[tu, p % size].set(-inf)
-    tt, ta = summarize(m[tu], orig[tu])
-    tmax, targ = tmax.at[tu].set(tt), targ.at[tu].set(ta)
-    rows_read = rows_read + jnp.where(dense, n, count * size)
-    return m, tmax, targ, picks.at[i].set(u), rows_read
-
-  init = (m, tmax, targ, jnp.zeros((budget,), jnp.int32), jnp.zeros((), jnp.int32))
-  _, _, _, picks, rows_read = jax.lax.fori_loop(0, budget, step, init)
-  return picks, rows_read / (budget * n), True
+  picks, reads, steps = _greedy_dense(x, m0, any_labeled, budget, guard_cap, lookahead, update)
+  return picks, reads / (budget * n), screened, steps
