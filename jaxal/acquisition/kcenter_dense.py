@@ -2,27 +2,29 @@
 
 Farthest-first traversal over Euclidean distance, starting from the labeled set as centers:
 each pick is the point whose distance to its nearest center is largest, then that point
-becomes a center. The whole loop runs on device (`lax.fori_loop`), with one compilation per
+becomes a center. The whole loop runs on device (`lax.while_loop`), with one compilation per
 `(n, d, budget)` shape whatever the labeled count.
 
 Memory is O(n*d) for the embeddings plus O(n) working space: the initial distances to the
 labeled centers are computed a block of centers at a time with the expanded-norm GEMM
 (clamped at 0). Each greedy step's distances are defined by the direct form `sum((x -
-x_u)**2)` (no cancellation); with float32 storage a GEMV in the expanded form reads the rows
-(as fast as BLAS) and only selects the rows that may change, within a proven round-off
-bound, for the direct form (`_guarded_update`). Squared distances are kept (argmax is the
-same). Ties go to the lowest index. Picked and labeled points get `-inf`, so duplicates can
-never be picked twice. With no labeled point, the first center is the point farthest from
-the mean (an index-independent rule, so selections are permutation-equivariant).
-`storage_dtype=jnp.bfloat16` halves the bytes read per pick; distances still accumulate in
-float32. The rows are kept as their uint16 bit patterns and widened with a shift (exact): on
-XLA:CPU a bfloat16 `astype` inside the loop is 2x slower than the shift, and bfloat16 row
-gathers are slower still. Even so, on CPU the widening costs more than the halved reads save
-(benchmarks/NOTES.md §7); the option pays off on memory-bound accelerators.
+x_u)**2)` in a fixed summation order (`_row_d2`). A step takes up to `lookahead` picks at
+once (`_lookahead`: exactly the picks one pick per step would make, in the same order); with
+float32 storage the expanded form, one GEMM for all of them, reads the rows and only selects
+the (row, center) pairs that may change, within a proven round-off bound, for the direct
+form (`_guarded_update`). Squared distances are kept (argmax is the same). Ties go to the
+lowest index. Picked and labeled points get `-inf`, so duplicates can never be picked twice.
+With no labeled point, the first center is the point farthest from the mean (an
+index-independent rule, so selections are permutation-equivariant). `storage_dtype=
+jnp.bfloat16` halves the bytes read per pass; distances still accumulate in float32. The
+rows are kept as their uint16 bit patterns and widened with a shift (exact): on XLA:CPU a
+bfloat16 `astype` inside the loop is 2x slower than the shift. A bfloat16 GEMM is slower than
+a float32 one on CPU, so bfloat16 steps take one dense pass per new center
+(benchmarks/NOTES.md §7c); the option pays off on memory-bound accelerators.
 
 This module holds the unpruned kernel and the pieces both kernels share (storage, the
-initial pass, the guarded step); `kcenter_pruned` holds the pruned one and `kcenter` the
-public entry point.
+initial pass, the lookahead, the sparse pair update); `kcenter_pruned` holds the pruned one
+and `kcenter` the public entry point.
 """
 
 import functools
