@@ -55,20 +55,21 @@ def numpy_badge(p, h, labeled, budget, key):
   return np.array(picks)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_badge_matches_numpy_kmeanspp(seed):
+@pytest.mark.parametrize("seed,budget", [(0, 12), (1, 12), (2, 12), (3, 33), (4, 66)])
+def test_badge_matches_numpy_kmeanspp(seed, budget):
+  """Budgets past one and two blocks of 32 steps check that each step uses its own key."""
   rng = np.random.default_rng(seed)
   p = random_probs(80, 5, seed).astype(np.float32)
   h = rng.normal(size=(80, 7)).astype(np.float32)
   labeled = np.zeros(80, bool)
   labeled[rng.choice(80, 10, replace=False)] = True
   key = jax.random.key(seed)
-  got = acquisition.badge(p, h, labeled, 12, key)
-  np.testing.assert_array_equal(got, numpy_badge(p.astype(np.float64), h.astype(np.float64), labeled, 12, key))
+  got = acquisition.badge(p, h, labeled, budget, key)
+  np.testing.assert_array_equal(got, numpy_badge(p.astype(np.float64), h.astype(np.float64), labeled, budget, key))
   a = p - np.eye(5)[p.argmax(1)]
   norms = np.where(labeled, -1, (a ** 2).sum(1) * (h ** 2).sum(1))
   assert got[0] == np.argmax(norms)
-  assert len(set(got.tolist())) == 12 and not labeled[got].any()
+  assert len(set(got.tolist())) == budget and not labeled[got].any()
 
 
 def test_badge_falls_back_to_uniform_when_all_gradients_vanish():

@@ -7,9 +7,11 @@ center costs two mat-vecs, O(n (C + d)), and memory stays O(n (C + d)).
 
 Seeding runs over unlabeled points only (no labeled centers). The first center is the
 largest gradient norm, as in the reference code; each next one is drawn with probability
-`D^2 / sum D^2` via the Gumbel-max trick (`argmax(log D^2 + gumbel(key_i))`, one key per
-step from `jax.random.split(key, budget)`). If every unchosen point has `D = 0`, the draw
-falls back to uniform over the unchosen points.
+`D^2 / sum D^2` via the Gumbel-max trick in its ratio form: `argmax(D^2 / E)` with `E = -log
+U` exponential, which is `argmax(log D^2 + G)` for the Gumbel draw `G = -log E` that
+`jax.random.gumbel(key_i)` makes from the same `U` (one key per step from
+`jax.random.split(key, budget)`; no log of `D^2`). If every unchosen point has `D = 0`, the
+draw falls back to uniform over the unchosen points.
 
 With a device mesh the rows are split over its `data` axis (padded with rows that are never
 candidates). Every step is row-local apart from one argmax, and with JAX's partitionable
@@ -38,28 +40,61 @@ def factorized_sq_dist(a, h, na, nh, j):
   return jnp.maximum(d2, 0.0)
 
 
+_NOISE_BLOCK = 32  # steps whose random draws are generated together
+_UNROLL_CLASSES = 32  # up to this many classes, <a_i, a_j> is written out column by column
+
+
+def _first_max(score):
+  """Index of the largest entry, the lowest one among ties (a max and a masked min: XLA:CPU's
+  variadic argmax reduction is several times slower)."""
+  rows = jnp.arange(score.shape[0], dtype=jnp.int32)
+  return jnp.min(jnp.where(score == jnp.max(score), rows, score.shape[0]))
+
+
 @functools.partial(jax.jit, static_argnames=("budget",))
 def _badge(probs, embeddings, candidates, budget: int, key):
   a = gradient_factors(probs)
   h = jnp.asarray(embeddings, jnp.float32)
+  n = h.shape[0]
   na, nh = jnp.sum(a * a, axis=1), jnp.sum(h * h, axis=1)
-  first = jnp.argmax(jnp.where(candidates, na * nh, -jnp.inf))
+  first = _first_max(jnp.where(candidates, na * nh, -jnp.inf))
   chosen = jnp.zeros_like(candidates).at[first].set(True)
   d2 = factorized_sq_dist(a, h, na, nh, first)
-  picks = jnp.zeros((budget,), jnp.int32).at[0].set(first.astype(jnp.int32))
+  picks = jnp.zeros((budget,), jnp.int32).at[0].set(first)
+  blocks = -(-(budget - 1) // _NOISE_BLOCK)
   keys = jax.random.split(key, budget)
+  keys = jnp.concatenate([keys, jax.random.split(keys[0], max(blocks, 1) * _NOISE_BLOCK + 1 - budget)])
+  tiny = jnp.finfo(jnp.float32).tiny
+  a_t = a.T
 
-  def step(i, carry):
-    d2, chosen, picks = carry
-    open_ = jnp.logical_and(candidates, jnp.logical_not(chosen))
-    logits = jnp.where(open_ & (d2 > 0), jnp.log(jnp.where(d2 > 0, d2, 1.0)), -jnp.inf)
-    all_zero = jnp.all(jnp.isneginf(logits))
-    logits = jnp.where(all_zero, jnp.where(open_, 0.0, -jnp.inf), logits)
-    j = jnp.argmax(logits + jax.random.gumbel(keys[i], logits.shape))
-    d2 = jnp.minimum(d2, factorized_sq_dist(a, h, na, nh, j))
-    return d2, chosen.at[j].set(True), picks.at[i].set(j.astype(jnp.int32))
+  def block(b, carry):
+    # Exponential draws `-log U` for a block of steps at once (3x faster than one step at a
+    # time); `U` is what `jax.random.gumbel` draws from the same key.
+    block_keys = jax.lax.dynamic_slice_in_dim(keys, 1 + b * _NOISE_BLOCK, _NOISE_BLOCK)
+    uniform = jax.vmap(lambda k: jax.random.uniform(k, (n,), jnp.float32, minval=tiny, maxval=1.0))(block_keys)
+    exp_noise = -jnp.log(uniform)
 
-  _, _, picks = jax.lax.fori_loop(1, budget, step, (d2, chosen, picks))
+    def step(t, carry):
+      d2, chosen, picks = carry
+      open_ = jnp.logical_and(candidates, jnp.logical_not(chosen))
+      score = jnp.where(open_, d2 / exp_noise[t], -1.0)
+      top = jnp.max(score)
+      j = jax.lax.cond(top > 0, lambda: jnp.min(jnp.where(score == top, jnp.arange(n, dtype=jnp.int32), n)),
+                       lambda: _first_max(jnp.where(open_, 1.0 / exp_noise[t], -1.0)))
+      if a.shape[1] <= _UNROLL_CLASSES:
+        # <a_i, a_j> as C fused multiply-adds over the columns (a K=C dot was a separate,
+        # slower op); the same clamped expression as `factorized_sq_dist`.
+        aa = a_t[0] * a[j, 0]
+        for c in range(1, a.shape[1]):
+          aa = aa + a_t[c] * a[j, c]
+        new = jnp.maximum(na * nh + na[j] * nh[j] - 2.0 * aa * (h @ h[j]), 0.0)
+      else:
+        new = factorized_sq_dist(a, h, na, nh, j)
+      return jnp.minimum(d2, new), chosen.at[j].set(True), picks.at[1 + b * _NOISE_BLOCK + t].set(j)
+
+    return jax.lax.fori_loop(0, jnp.minimum(_NOISE_BLOCK, budget - 1 - b * _NOISE_BLOCK), step, carry)
+
+  _, _, picks = jax.lax.fori_loop(0, blocks, block, (d2, chosen, picks))
   return picks
 
 
