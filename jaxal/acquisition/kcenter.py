@@ -43,7 +43,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     lookahead: each step ranks the `lookahead` largest entries and takes, at once, the
       leading ones the one-at-a-time greedy would pick next (those no earlier one of them
       comes closer to): the same picks in the same order, with one read of the rows for
-      several picks. 1 takes one pick per step.
+      several picks. 1 takes one pick per step. The working space is O(n * lookahead).
     with_stats: also return `{"fraction_read": ...}`, the (row, center) distances the
       greedy steps computed or streamed, as a share of one pass over all rows per pick (1.0
       without `prune`), `"steps"`, the greedy loop's iterations (fewer than `budget` when the
