@@ -5,7 +5,7 @@ each pick is the point whose distance to its nearest center is largest, then tha
 becomes a center. The whole loop runs on device (`lax.while_loop`), with one compilation per
 `(n, d, budget)` shape whatever the labeled count.
 
-Memory is O(n*d) for the embeddings plus O(n) working space: the initial distances to the
+Memory is O(n*d) for the embeddings plus O(n * lookahead) working space: the initial distances to the
 labeled centers are computed a block of centers at a time with the expanded-norm GEMM
 (clamped at 0). Each greedy step's distances are defined by the direct form `sum((x -
 x_u)**2)` in a fixed summation order (`_row_d2`). A step takes up to `lookahead` picks at
@@ -215,35 +215,23 @@ def _update_many(xs, m, pos, xc, active, first, guard=None):
   return jax.lax.cond(first, first_pass, lambda m: _guarded_update(xs, sq, norm, pos, xc, active, m, cap), m)
 
 
-def _candidates(m, k: int, orig=None):
-  """The `k` largest entries in the greedy's pick order (value desc, original index asc):
-  values, positions in `m`, original indices, and which ranks are certain. `top_k` puts
-  lower positions first among ties, which is the pick order when positions are the
-  original indices (`orig` None). Otherwise the `k` are re-sorted by original index within
-  ties, and a rank tied with the k-th value is uncertain (a lower index may lie outside)."""
+def _lookahead(xs, m, k: int, remaining):
+  """The `k` largest entries `(vals, pos)` in the greedy's pick order, and how many of them
+  the one-pick-at-a-time greedy takes next, with their float32 rows.
+
+  `top_k` orders ties by the lower index, which is the pick order. Candidate j is the
+  greedy's next pick when no earlier candidate is closer to it than its own entry: the picks
+  before it then leave its entry unchanged, and every other entry only falls. Compared on
+  the direct form's bits, as the one-at-a-time update would. The count is >= 1 when
+  `remaining` >= 1."""
   vals, pos = jax.lax.top_k(m, k)
-  if orig is None:
-    return vals, pos, pos, jnp.ones((k,), bool)
-  ids = orig[pos]
-  order = jnp.lexsort((ids, -vals))
-  vals, pos, ids = vals[order], pos[order], ids[order]
-  return vals, pos, ids, vals > vals[-1]
-
-
-def _lookahead(xs, vals, pos, certain, remaining):
-  """How many of the ranked candidates the one-pick-at-a-time greedy takes next: candidate
-  j is its next pick when its rank is certain and no earlier candidate is closer to it than
-  its own entry (the picks before it leave its entry unchanged, and every other entry only
-  falls). Compared on the direct form's bits, as the one-at-a-time update would. Returns the
-  count (>= 1 when `remaining` >= 1) and the candidates' float32 rows."""
-  k = vals.shape[0]
   rows = xs[pos]
   xc = _load(rows)
   d2 = _row_d2(rows[:, None, :], xc[None, :, :])  # d2[j, l]: candidate j to candidate l
   earlier = jnp.arange(k)[None, :] < jnp.arange(k)[:, None]
   unchanged = jnp.all(jnp.logical_not(earlier) | (d2 >= vals[:, None]), axis=1)
-  ok = (certain | (jnp.arange(k) == 0)) & unchanged & (vals > -jnp.inf) & (jnp.arange(k) < remaining)
-  return jnp.sum(jnp.cumprod(ok.astype(jnp.int32))), xc
+  ok = unchanged & (vals > -jnp.inf) & (jnp.arange(k) < remaining)
+  return pos, jnp.sum(jnp.cumprod(ok.astype(jnp.int32))), xc
 
 
 def _start_state(x, labeled_mask, valid, block):
@@ -276,13 +264,12 @@ def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead
   def step(carry):
     m, done, picks, reads, steps = carry
     first = jnp.logical_and(done == 0, jnp.logical_not(any_labeled))
-    vals, pos, ids, certain = _candidates(m, k)
-    count, xc = _lookahead(xs, vals, pos, certain, budget - done)
+    pos, count, xc = _lookahead(xs, m, k, budget - done)
     count = jnp.where(first, 1, count)
     active = jnp.arange(k) < count
     m, step_reads = update(m, pos, xc, active, first)
     m = m.at[pos].min(jnp.where(active, -jnp.inf, jnp.inf))  # picked points stay at -inf
-    picks = picks.at[jnp.where(active, done + jnp.arange(k), budget)].set(ids.astype(jnp.int32), mode="drop")
+    picks = picks.at[jnp.where(active, done + jnp.arange(k), budget)].set(pos.astype(jnp.int32), mode="drop")
     return m, done + count, picks, reads + step_reads, steps + 1
 
   zero = jnp.zeros((), jnp.int32)
