@@ -15,8 +15,9 @@ Options (`config.acquisition.options`, passed as `view.options`):
   force the full-model (`False`) or head-only (`True`) MC path;
 * `kcenter_dtype` (`"float32"`, default, or `"bfloat16"`: half the bytes read per pick,
   picks may differ slightly) for `coreset`;
-* `kcenter_prune` (default `True`) for `coreset`: exact projected-bound tile skipping, same
-  picks as the plain kernel (ignored on a multi-device mesh).
+* `kcenter_prune` (default `True`) for `coreset`: screen (row, new center) pairs by a
+  projected lower bound and compute only those that may change; same picks as the plain
+  kernel (ignored on a multi-device mesh).
 
 `least_confidence` in the registry scores from logits (`least_confidence_from_logits`),
 which keeps confident rows ordered in float32; the others score from probabilities.
