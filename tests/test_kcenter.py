@@ -252,6 +252,7 @@ def test_row_distances_have_the_same_bits_in_every_shape(d):
   which = rng.integers(0, 5, 77)
   np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[idx], centers[which])), flat[idx, which])
   np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[7:8], centers[2])), flat[7:8, 2])
+  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[:37], centers[3])), flat[:37, 3])
   exact = ((np.asarray(x, np.float64)[:, None] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1)
   np.testing.assert_allclose(flat, exact, rtol=1e-5)
 
