@@ -34,9 +34,11 @@ def gradient_factors(probs):
   return probs - jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=probs.dtype)
 
 
-def factorized_sq_dist(a, h, na, nh, j):
-  """Squared distance from every gradient embedding to embedding `j`, clamped at 0."""
-  d2 = na * nh + na[j] * nh[j] - 2.0 * (a @ a[j]) * (h @ h[j])
+def factorized_sq_dist(a, h, na, nh, j, aa=None):
+  """Squared distance from every gradient embedding to embedding `j`, clamped at 0 (`aa`:
+  `a @ a[j]` when already computed)."""
+  aa = a @ a[j] if aa is None else aa
+  d2 = na * nh + na[j] * nh[j] - 2.0 * aa * (h @ h[j])
   return jnp.maximum(d2, 0.0)
 
 
@@ -81,15 +83,14 @@ def _badge(probs, embeddings, candidates, budget: int, key):
       top = jnp.max(score)
       j = jax.lax.cond(top > 0, lambda: jnp.min(jnp.where(score == top, jnp.arange(n, dtype=jnp.int32), n)),
                        lambda: _first_max(jnp.where(open_, 1.0 / exp_noise[t], -1.0)))
+      aa = None
       if a.shape[1] <= _UNROLL_CLASSES:
         # <a_i, a_j> as C fused multiply-adds over the columns (a K=C dot was a separate,
-        # slower op); the same clamped expression as `factorized_sq_dist`.
+        # slower op).
         aa = a_t[0] * a[j, 0]
         for c in range(1, a.shape[1]):
           aa = aa + a_t[c] * a[j, c]
-        new = jnp.maximum(na * nh + na[j] * nh[j] - 2.0 * aa * (h @ h[j]), 0.0)
-      else:
-        new = factorized_sq_dist(a, h, na, nh, j)
+      new = factorized_sq_dist(a, h, na, nh, j, aa)
       return jnp.minimum(d2, new), chosen.at[j].set(True), picks.at[1 + b * _NOISE_BLOCK + t].set(j)
 
     return jax.lax.fori_loop(0, jnp.minimum(_NOISE_BLOCK, budget - 1 - b * _NOISE_BLOCK), step, carry)

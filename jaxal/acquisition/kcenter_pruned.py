@@ -25,7 +25,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _start_state, _stored, _update_many
 
@@ -94,18 +93,15 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
                     guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0, lookahead: int = 32):
   m0, any_labeled = _start_state(x, labeled_mask, valid, block)
   z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
+  w, wsq = _coordinates(z, r)
+  # Worth screening? The rows the first `probes` picks (largest entries) may bring closer, by
+  # the same screen: when that share is large (isotropic data), every step takes the plain
+  # update (the same picks).
+  screened = jnp.ones((), bool)
   if probes:
-    # Worth screening? The rows the first `probes` picks (largest entries) may bring closer,
-    # by the bound: when that share is large (isotropic data), every step takes the plain
-    # update (the same picks).
-    u = jax.lax.top_k(m0, probes)[1]
-    lb2 = (r[None, :] - r[u][:, None]) ** 2 + jnp.sum((z[None, :, :] - z[u][:, None, :]) ** 2, axis=-1)
-    screened = jnp.mean(_may_get_closer(lb2, m0[None], ny[None, :] + ny[u][:, None])) <= probe_fraction
-  else:
-    screened = jnp.ones((), bool)
+    screened = jnp.mean(_screen(w, wsq, ny, jax.lax.top_k(m0, probes)[1], m0)) <= probe_fraction
   xs = _stored(x)
   guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
-  w, wsq = _coordinates(z, r)
   n, k = x.shape[0], min(lookahead, x.shape[0])
   # A small tier for steps touching few rows (the usual case), and one up to `cap` pairs (a
   # tier of up to n rows made every step slower on XLA:CPU, even where it was not taken).
