@@ -4,7 +4,8 @@
     python benchmarks/selection.py --quick                                # a smoke run
 
 Prints a table and writes JSON records: `kernel`, `implementation`, `size`, `seconds`
-(median of `--repeats` timed calls after one untimed warm-up call, which compiles), and
+(median of `--repeats` timed calls after one untimed warm-up call, which compiles; BADGE
+alternates numpy and jaxal call by call), and
 `peak_mb`, the largest resident-memory growth seen during a timed call (a sampling thread
 reads /proc/self/statm every 2 ms; this covers numpy and XLA:CPU buffers alike). Sections:
 
@@ -87,6 +88,23 @@ def timed(fn, repeats, warmup=True):
       times.append(time.perf_counter() - t0)
     peaks.append(mem.growth)
   return float(np.median(times)), float(max(peaks)), out
+
+
+def timed_alternating(fns, repeats):
+  """`timed` for several callables run in turn, repeat by repeat (each warmed up first), so
+  that a machine whose speed drifts during the run affects them alike. A list of
+  (median seconds, peak RSS growth MB, last output)."""
+  for fn in fns:
+    fn()
+  times, peaks, outs = [[] for _ in fns], [[] for _ in fns], [None] * len(fns)
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
+      with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        outs[i] = jax.block_until_ready(fn())
+        times[i].append(time.perf_counter() - t0)
+      peaks[i].append(mem.growth)
+  return [(float(np.median(t)), float(max(m)), o) for t, m, o in zip(times, peaks, outs)]
 
 
 # ----------------------------------------------------------------------------- references
@@ -301,9 +319,10 @@ def main():
     labeled = np.zeros(n, bool)
     labeled[:100] = True
     size = f"n={n} C={c} d={d} b={b}"
-    t_np, m_np, _ = timed(lambda: numpy_badge(p, h, labeled, b), args.repeats, warmup=False)
+    (t_np, m_np, _), (t_jx, m_jx, _) = timed_alternating(
+        [lambda: numpy_badge(p, h, labeled, b), lambda: acquisition.badge(p, h, labeled, b, jax.random.key(0))],
+        args.repeats)
     add("badge", "numpy factorized", size, t_np, m_np)
-    t_jx, m_jx, _ = timed(lambda: acquisition.badge(p, h, labeled, b, jax.random.key(0)), args.repeats)
     add("badge", "jaxal", size, t_jx, m_jx, vs_numpy=round(t_jx / t_np, 3),
         materialized_gradients_mb=round(n * c * d * 4 / 2**20, 1))
   print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
