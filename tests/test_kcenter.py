@@ -227,6 +227,25 @@ def test_lookahead_takes_the_one_at_a_time_picks_in_fewer_steps(kind):
     np.testing.assert_array_equal(one[:15], naive_kcenter(x, labeled, 15))
 
 
+def test_lookahead_replays_past_candidates_an_earlier_pick_brought_closer():
+  """Twins (rows 1e-3 apart, far from everything else) sit next to each other in the
+  candidate order; picking one brings its twin close. The replay skips the twin and goes on
+  with the other candidates, so steps stay near budget / lookahead (a rule that stopped at
+  the first such candidate took all 96 steps here), with the same picks."""
+  rng = np.random.default_rng(34)
+  sites = rng.normal(size=(200, 8)) * 10
+  x = np.repeat(sites, 2, axis=0) + rng.normal(size=(400, 8)) * 1e-3
+  x = x.astype(np.float32)
+  labeled = np.zeros(400, bool)
+  labeled[rng.choice(400, 10, replace=False)] = True
+  for options in (dict(), dict(prune=True, probes=0)):
+    one = acquisition.kcenter_greedy(x, labeled, 96, lookahead=1, **options)
+    got, stats = acquisition.kcenter_greedy(x, labeled, 96, lookahead=16, with_stats=True, **options)
+    np.testing.assert_array_equal(got, one, err_msg=str(options))
+    assert len(set((one // 2).tolist())) == 96  # never both twins: each twin pair was a candidate pair
+    assert stats["steps"] <= 16, stats  # the leading-run rule: 96 steps
+
+
 def test_top_k_orders_ties_by_lower_index():
   """The lookahead takes `top_k`'s order as the greedy's pick order (value desc, index asc),
   also among exact ties and -inf entries."""

@@ -40,10 +40,11 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
       could bring closer; when that is more than `dense_fraction` of the rows
       (as on isotropic data, where the screen passes nearly everything), every step takes
       the plain update instead. The picks are the same either way. 0 always screens.
-    lookahead: each step ranks the `lookahead` largest entries and takes, at once, the
-      leading ones the one-at-a-time greedy would pick next (those no earlier one of them
-      comes closer to): the same picks in the same order, with one read of the rows for
-      several picks. 1 takes one pick per step. The working space is O(n * lookahead).
+    lookahead: each step ranks the `lookahead` largest entries, replays the one-at-a-time
+      greedy among them (their distances to each other are all it needs) for as long as its
+      next pick provably beats every other row, and takes those picks at once: the same
+      picks in the same order, with one read of the rows for several picks. 1 takes one
+      pick per step. The working space is O(n * lookahead).
     with_stats: also return `{"fraction_read": ...}`, the (row, center) distances the
       greedy steps computed or streamed, as a share of one pass over all rows per pick (1.0
       without `prune`), `"steps"`, the greedy loop's iterations (fewer than `budget` when the
