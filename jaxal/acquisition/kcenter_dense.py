@@ -228,15 +228,17 @@ def _lookahead(xs, m, k: int, remaining):
   goes in rounds: each takes the leading run, in (entry desc, index asc) order, of
   candidates no earlier one in the run comes closer to (their entries are then unchanged by
   the run's picks). The count is >= 1 when `remaining` >= 1."""
-  # (The barrier keeps XLA:CPU's TopK call: reading `vals[-1]` straight from the sort it is
-  # lowered through made XLA sort all n entries, 0.8 ms at n = 10k.)
-  vals, pos = jax.lax.optimization_barrier(jax.lax.top_k(m, k))
+  vals, pos = jax.lax.top_k(m, k)
   rows = xs[pos]
   xc = _load(rows)
   d2 = _row_d2(rows[:, None, :], xc[None, :, :])  # d2[j, l]: candidate j to candidate l
   ids = jnp.arange(k)
   earlier = ids[None, :] < ids[:, None]
-  floor, floor_pos = vals[-1], pos[-1]
+  # The k-th value and its index, as reductions: slicing `vals[-1]` let XLA:CPU fold the slice
+  # into the sort that top_k is lowered through, which then sorted all n entries instead of
+  # calling its TopK kernel (0.8 ms a step at n = 10k).
+  floor = jnp.min(vals)
+  floor_pos = jnp.max(jnp.where(vals == floor, pos, -1))  # ties are in index order
 
   def round_(state):
     e, avail, order, count, _ = state
