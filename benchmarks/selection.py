@@ -4,8 +4,8 @@
     python benchmarks/selection.py --quick                                # a smoke run
 
 Prints a table and writes JSON records: `kernel`, `implementation`, `size`, `seconds`
-(median of `--repeats` timed calls after one untimed warm-up call, which compiles; BADGE
-alternates numpy and jaxal call by call), and
+(median of `--repeats` timed calls after one untimed warm-up call, which compiles; k-center's
+numpy, plain and pruned rows, and BADGE's numpy and jaxal, run in turn call by call), and
 `peak_mb`, the largest resident-memory growth seen during a timed call (a sampling thread
 reads /proc/self/statm every 2 ms; this covers numpy and XLA:CPU buffers alike). Sections:
 
@@ -230,17 +230,18 @@ def main():
   print(f"{'kernel':<14} {'implementation':<26} {'size':<36} {'time':>11} {'peak':>11}  notes")
 
   def kcenter_suite(kernel, x, labeled, b, size, repeats):
-    t_np, m_np, p_np = timed(lambda: numpy_kcenter(x, labeled, b), repeats)
+    # numpy, plain and pruned run in turn, repeat by repeat: their ratios are the targets, and
+    # this machine's speed drifted between back-to-back sections (numpy's MNIST time ranged
+    # 0.27-0.46 s between runs).
+    (t_np, m_np, p_np), (t_f, m_f, (p_f, st_f)), (t_p, m_p, (p_p, st)) = timed_alternating(
+        [lambda: numpy_kcenter(x, labeled, b), lambda: acquisition.kcenter_greedy(x, labeled, b, with_stats=True),
+         lambda: acquisition.kcenter_greedy(x, labeled, b, prune=True, with_stats=True)], repeats)
     add(kernel, "numpy (GEMV per pick)", size, t_np, m_np)
-    t_f, m_f, p_f = timed(lambda: acquisition.kcenter_greedy(x, labeled, b), repeats)
     t_1, m_1, p_1 = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, lookahead=1), repeats)
     add(kernel, "jaxal f32, one pick/step", size, t_1, m_1, vs_numpy=round(t_1 / t_np, 3),
         same_picks_as_numpy=round(float(np.mean(p_np == p_1)), 3))
-    t_f, m_f, (p_f, st) = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, with_stats=True), repeats)
     add(kernel, "jaxal f32", size, t_f, m_f, vs_numpy=round(t_f / t_np, 3), identical_to_one_pick=bool((p_f == p_1).all()),
-        steps=st["steps"])
-    t_p, m_p, (p_p, st) = timed(lambda: acquisition.kcenter_greedy(x, labeled, b, prune=True, with_stats=True),
-                                repeats)
+        steps=st_f["steps"])
     add(kernel, "jaxal f32 pruned", size, t_p, m_p, vs_numpy=round(t_p / t_np, 3), vs_plain=round(t_p / t_f, 3),
         identical_to_plain=bool((p_p == p_f).all()), rows_read=round(st["fraction_read"], 4), screened=st["screened"])
     if not st["screened"]:  # the probe chose the plain update: also time the screened steps

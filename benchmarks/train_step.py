@@ -17,6 +17,13 @@ a jaxal dependency) each model with a twin in `torch_models.py` is also timed in
 first call. `--no-torch` skips them. `--malloc resident` applies
 `jaxal.cpu_runtime.keep_buffers_resident()` in both processes (JAX's and PyTorch's) before
 they start their threads; `--malloc default` (the default) leaves glibc's settings.
+
+With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
+device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
+`BF16_PEAK_TFLOPS`, or `--peak-tflops`, which also applies to float32 runs), and
+`fraction_of_peak`, the achieved FLOP rate over it:
+
+    python benchmarks/train_step.py --models resnet_grid:2:4 --dtype bfloat16 --no-torch
 """
 
 import argparse
@@ -76,6 +83,20 @@ def bench_torch(spec, batch, repeats, shape, x, y, jax_records):
                 "compile_seconds": first, "gflops_per_image": gf, "gflops_per_second": gf * batch / seconds,
                 "device": "cpu", "torch_version": version})
   return out
+
+
+# Dense bfloat16 peaks (TFLOP/s) from the vendors' data sheets, matched in order against
+# `jax.devices()[0].device_kind` (more specific names first).
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+                    ("A100", 312.0), ("TPU v5 lite", 197.0), ("TPU v5p", 459.0), ("TPU v6 lite", 918.0),
+                    ("TPU v4", 275.0))
+
+
+def peak_tflops(device_kind: str, override: float = 0.0):
+  """The device's dense bf16 peak: `override` when given, else the table's, else None."""
+  if override > 0:
+    return override
+  return next((peak for name, peak in BF16_PEAK_TFLOPS if name in device_kind), None)
 
 
 def bench(spec, batch, repeats, shape, dtype):
@@ -138,10 +159,16 @@ def main():
   parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--malloc", default="default", choices=["resident", "default"])
+  parser.add_argument("--peak-tflops", type=float, default=0.0,
+                      help="the accelerator's peak, for fraction_of_peak (default: BF16_PEAK_TFLOPS by device kind)")
   args = parser.parse_args()
   os.environ["JAXAL_KEEP_BUFFERS"] = "1" if args.malloc == "resident" else "0"  # also read by the torch process
   resident = cpu_runtime.keep_buffers_resident()  # before JAX's backend starts its threads
   os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
+  device = jax.devices()[0]
+  # The table holds bf16 peaks; for float32 runs the peak must be given.
+  use_table = device.platform != "cpu" and args.dtype == "bfloat16"
+  peak = peak_tflops(device.device_kind, args.peak_tflops) if use_table or args.peak_tflops > 0 else None
   shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
   records = []
   print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
@@ -151,9 +178,13 @@ def main():
                                                          jax_records)
     for r in jax_records + torch_records:
       r["malloc"] = "resident" if resident else "default"
+      if peak and r["framework"] == "jax":
+        r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)
+      share = f" {r['fraction_of_peak']:>7.1%} of {peak:g} TFLOP/s" if "fraction_of_peak" in r else ""
       print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
-            f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}", flush=True)
+            f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}{share}",
+            flush=True)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(records, f, indent=2)
