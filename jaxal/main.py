@@ -44,6 +44,8 @@ def main(argv):
   parallel.initialize_distributed(config.parallel.distributed)
   if config.output.compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.output.compilation_cache_dir))
+    # JAX caches only compilations over 1 s by default; on CPU most of a run's are shorter.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   if _ORACLE.value:
     with config.unlocked():
       config.oracle.name = _ORACLE.value

@@ -69,3 +69,16 @@ def test_main_with_files_oracle_stops_with_instructions(tmp_path):
   done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
   assert done.returncode == 2 and "round_000.csv:2: label 'eleven' is not a class" in done.stderr
   assert cli.export_labels(tmp_path).read_text() == "index,id,label,label_name\n"
+
+
+def test_main_fills_the_persistent_compilation_cache(tmp_path):
+  """`output.compilation_cache_dir` turns on JAX's persistent cache for every compilation of
+  the run (not only those over JAX's default 1 s), so a rerun starts from cached executables."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  cache = tmp_path / "xla_cache"
+  command = [sys.executable, "-m", "jaxal.main", "--config=configs/digits_demo.py", f"--workdir={tmp_path / 'run'}",
+             "--oracle=files", "--config.output.verbose=False", f"--config.output.compilation_cache_dir={cache}"]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
+  assert done.returncode == 0, done.stderr
+  assert cache.is_dir() and len(list(cache.iterdir())) >= 3, sorted(p.name for p in cache.iterdir())
