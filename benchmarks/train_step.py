@@ -17,6 +17,7 @@ a jaxal dependency) each model with a twin in `torch_models.py` is also timed in
 first call. `--no-torch` skips them. `--malloc resident` applies
 `jaxal.cpu_runtime.keep_buffers_resident()` in both processes (JAX's and PyTorch's) before
 they start their threads; `--malloc default` (the default) leaves glibc's settings.
+`--xla-convs` runs XLA's own CPU convolutions instead of YNNPACK's (`JAXAL_XLA_CONVS=1`).
 
 With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
 device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
@@ -159,11 +160,16 @@ def main():
   parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--malloc", default="default", choices=["resident", "default"])
+  parser.add_argument("--xla-convs", action="store_true",
+                      help="JAXAL_XLA_CONVS=1: XLA's own CPU convolutions instead of YNNPACK's (NOTES 6c)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="the accelerator's peak, for fraction_of_peak (default: BF16_PEAK_TFLOPS by device kind)")
   args = parser.parse_args()
   os.environ["JAXAL_KEEP_BUFFERS"] = "1" if args.malloc == "resident" else "0"  # also read by the torch process
   resident = cpu_runtime.keep_buffers_resident()  # before JAX's backend starts its threads
+  if args.xla_convs:
+    os.environ["JAXAL_XLA_CONVS"] = "1"
+  xla_convs = cpu_runtime.use_xla_convolutions()
   os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
   device = jax.devices()[0]
   # The table holds bf16 peaks; for float32 runs the peak must be given.
@@ -178,6 +184,7 @@ def main():
                                                          jax_records)
     for r in jax_records + torch_records:
       r["malloc"] = "resident" if resident else "default"
+      r["xla_convs"] = xla_convs
       if peak and r["framework"] == "jax":
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)

@@ -23,10 +23,18 @@ first thing), and `benchmarks/train_step.py --malloc resident`.
 It must run before the JAX backend starts its threads (a thread keeps the arena it first
 used). It does nothing unless `JAXAL_KEEP_BUFFERS=1`, off Linux/glibc, or when an
 accelerator plugin (CUDA, ROCm, TPU) is installed.
+
+`use_xla_convolutions()`, with `JAXAL_XLA_CONVS=1`, keeps XLA:CPU's YNNPACK library to dots,
+so convolutions run XLA's own kernels: CPU training 1.1-1.4x faster, but compile-bound runs
+(the digits demo) and the k-center kernels somewhat slower (NOTES §6c), hence opt-in. The
+flag is experimental, and XLA aborts on a flag it does not know, so it is added only for the
+jaxlib series where it was measured (`XLA_CONVS_JAXLIB`), before the backend starts, and
+never over a user's own setting of it.
 """
 
 import ctypes
 import ctypes.util
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -58,3 +66,36 @@ def keep_buffers_resident() -> bool:
            ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
   _applied = ok
   return ok
+
+
+YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"
+XLA_CONVS_JAXLIB = ((0, 10),)  # jaxlib (major, minor) series that know the flag
+
+
+def _backends_started() -> bool:
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return True  # cannot tell: leave XLA_FLAGS alone
+
+
+def use_xla_convolutions() -> bool:
+  """With `JAXAL_XLA_CONVS=1`, adds `YNN_DOTS_ONLY` to `XLA_FLAGS`; returns whether it is in
+  effect. No-op when an accelerator plugin is installed, for other jaxlib series, after the
+  backend has started, or when `XLA_FLAGS` already sets the YNN fusion type."""
+  if os.environ.get("JAXAL_XLA_CONVS", "0") != "1":
+    return False
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_experimental_ynn_fusion_type" in flags:
+    return YNN_DOTS_ONLY in flags.split()
+  if accelerator_plugin_installed():
+    return False
+  try:
+    series = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    return False
+  if series not in XLA_CONVS_JAXLIB or _backends_started():
+    return False
+  os.environ["XLA_FLAGS"] = f"{flags} {YNN_DOTS_ONLY}".strip()
+  return True

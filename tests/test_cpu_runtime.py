@@ -53,3 +53,51 @@ def test_resident_buffers_stop_page_faults_on_repeated_calls():
   # 64 MiB freshly mapped per call is ~16k faults of 4 KiB; resident buffers are reused.
   assert faults_off > 8000, faults_off
   assert faults_on < 0.25 * faults_off, (faults_on, faults_off)
+
+
+_CONV_SCRIPT = textwrap.dedent("""
+    import os
+    from jaxal import cpu_runtime
+    applied = cpu_runtime.use_xla_convolutions()  # before the backend starts
+    import jax, jax.numpy as jnp
+    conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    conv_text = conv.lower(jnp.ones((128, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text().lower()
+    dot_text = jax.jit(jnp.dot).lower(jnp.ones((512, 512)), jnp.ones((512, 512))).compile().as_text().lower()
+    late = cpu_runtime.use_xla_convolutions()  # the backend has started: reports, changes nothing
+    print(applied, "ynn" in conv_text, "ynn" in dot_text, late, os.environ.get("XLA_FLAGS", ""))
+""")
+
+
+def _run_conv(env_extra):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", **env_extra)
+  out = subprocess.run([sys.executable, "-c", _CONV_SCRIPT], env=env, capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  applied, ynn_conv, ynn_dot, late, *flags = out.stdout.split()
+  return applied == "True", ynn_conv == "True", ynn_dot == "True", late == "True", " ".join(flags)
+
+
+def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
+  import importlib.metadata
+  series = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+  if series not in cpu_runtime.XLA_CONVS_JAXLIB or cpu_runtime.accelerator_plugin_installed():
+    pytest.skip(f"the flag is only added for jaxlib {cpu_runtime.XLA_CONVS_JAXLIB} on CPU (installed: {series})")
+  applied, ynn_conv, ynn_dot, _, flags = _run_conv({})
+  assert not applied and ynn_conv and ynn_dot and flags == ""  # default: YNNPACK convolutions
+  applied, ynn_conv, ynn_dot, late, flags = _run_conv({"JAXAL_XLA_CONVS": "1"})
+  assert applied and not ynn_conv and ynn_dot and late, (applied, ynn_conv, ynn_dot, late)
+  assert flags == cpu_runtime.YNN_DOTS_ONLY
+  # A user's own setting of the fusion type is left as it is.
+  mine = "--xla_cpu_experimental_ynn_fusion_type="
+  applied, _, _, _, flags = _run_conv({"JAXAL_XLA_CONVS": "1", "XLA_FLAGS": mine})
+  assert not applied and flags == mine
+
+
+def test_xla_convolutions_leave_a_started_backend_alone(monkeypatch):
+  import jax
+  jax.devices()  # this test process's backend is running
+  monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nonexistent")
+  assert not cpu_runtime.use_xla_convolutions()
+  assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nonexistent"
