@@ -72,6 +72,14 @@ YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"
 XLA_CONVS_JAXLIB = ((0, 10),)  # jaxlib (major, minor) series that know the flag
 
 
+def jaxlib_series():
+  """The installed jaxlib's (major, minor), or None."""
+  try:
+    return tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    return None
+
+
 def _backends_started() -> bool:
   try:
     from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
@@ -91,11 +99,7 @@ def use_xla_convolutions() -> bool:
     return YNN_DOTS_ONLY in flags.split()
   if accelerator_plugin_installed():
     return False
-  try:
-    series = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
-  except (importlib.metadata.PackageNotFoundError, ValueError):
-    return False
-  if series not in XLA_CONVS_JAXLIB or _backends_started():
+  if jaxlib_series() not in XLA_CONVS_JAXLIB or _backends_started():
     return False
   os.environ["XLA_FLAGS"] = f"{flags} {YNN_DOTS_ONLY}".strip()
   return True

@@ -78,11 +78,14 @@ def _run_conv(env_extra):
   return applied == "True", ynn_conv == "True", ynn_dot == "True", late == "True", " ".join(flags)
 
 
-def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
-  import importlib.metadata
-  series = tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+def _skip_unless_the_flag_applies():
+  series = cpu_runtime.jaxlib_series()
   if series not in cpu_runtime.XLA_CONVS_JAXLIB or cpu_runtime.accelerator_plugin_installed():
     pytest.skip(f"the flag is only added for jaxlib {cpu_runtime.XLA_CONVS_JAXLIB} on CPU (installed: {series})")
+
+
+def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
+  _skip_unless_the_flag_applies()
   applied, ynn_conv, ynn_dot, _, flags = _run_conv({})
   assert not applied and ynn_conv and ynn_dot and flags == ""  # default: YNNPACK convolutions
   applied, ynn_conv, ynn_dot, late, flags = _run_conv({"JAXAL_XLA_CONVS": "1"})
@@ -95,6 +98,7 @@ def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
 
 
 def test_xla_convolutions_leave_a_started_backend_alone(monkeypatch):
+  _skip_unless_the_flag_applies()  # (elsewhere the version check alone would pass this)
   import jax
   jax.devices()  # this test process's backend is running
   monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
