@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxal import acquisition
-from jaxal.acquisition import kcenter_dense, kcenter_pruned
+from jaxal.acquisition import kcenter_dense, kcenter_init, kcenter_pruned, kcenter_rows
 
 
 def naive_kcenter(x, labeled, budget):
@@ -131,15 +131,29 @@ def test_pruned_bf16_equals_plain_bf16():
 
 
 @pytest.mark.parametrize("block", [1, 3, 7, 64])
-def test_chunked_initialisation_equals_unchunked(block):
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_initial_entries_are_the_direct_form_minimum_in_every_blocking(block, offset):
+  """Each row's initial entry is exactly (bit for bit) the minimum over the labeled rows of
+  the direct form, whatever the block, with duplicated and exactly tied labeled rows, and far
+  from the origin (where the GEMM's round-off is large and its bound flags several centers)."""
   rng = np.random.default_rng(8)
-  x = rng.normal(size=(90, 5)).astype(np.float32)
+  x = (rng.integers(-3, 4, size=(90, 5)) + offset).astype(np.float32)
+  x[40] = x[3]  # a duplicated labeled row
   labeled = np.zeros(90, bool)
   labeled[rng.choice(90, 17, replace=False)] = True
-  min_d2 = kcenter_dense._init_min_d2(jnp.asarray(x), jnp.asarray(labeled), block)
-  centers = x[labeled].astype(np.float64)
-  d2 = ((x[:, None].astype(np.float64) - centers[None]) ** 2).sum(-1)
-  np.testing.assert_allclose(min_d2, d2.min(1), rtol=1e-4, atol=1e-4)
+  labeled[[3, 40]] = True
+  xj, valid = jnp.asarray(x), jnp.ones(90, bool)
+  data, index = kcenter_init._prepare(xj, jnp.asarray(labeled), block)
+  _, exact = kcenter_init._start_state(data, index, jnp.asarray(labeled), valid, block)
+  assert not np.all(exact)  # the tied rows need the resolving pass
+  m, _ = kcenter_init._start_state(data, index, jnp.asarray(labeled), valid, block)
+  m, exact = kcenter_init._resolve_batch(data, index, m, exact, jnp.arange(90, dtype=jnp.int32))
+  assert np.all(exact)
+  direct = np.stack([np.asarray(kcenter_rows._row_d2(xj, xj[c])) for c in np.flatnonzero(labeled)], axis=1)
+  want = np.where(labeled, -np.inf, direct.min(1))
+  np.testing.assert_array_equal(np.asarray(m), want)
+  exact64 = ((x[:, None].astype(np.float64) - x[labeled][None].astype(np.float64)) ** 2).sum(-1).min(1)
+  np.testing.assert_array_equal(np.asarray(m)[~labeled], exact64[~labeled])  # small integers: exact in float32
 
 
 def test_budget_larger_than_pool_is_rejected():
@@ -264,14 +278,14 @@ def test_row_distances_have_the_same_bits_in_every_shape(d):
   rng = np.random.default_rng(33)
   x = jnp.asarray((rng.normal(size=(301, d)) * rng.uniform(0.1, 10, size=(301, 1)) + 3).astype(np.float32))
   centers = x[:5]
-  flat = np.stack([np.asarray(kcenter_dense._row_d2(x, c)) for c in centers], axis=1)
-  columns = np.asarray(kcenter_dense._row_d2(x[:, None, :], centers[None]))
+  flat = np.stack([np.asarray(kcenter_rows._row_d2(x, c)) for c in centers], axis=1)
+  columns = np.asarray(kcenter_rows._row_d2(x[:, None, :], centers[None]))
   np.testing.assert_array_equal(columns, flat)
   idx = rng.integers(0, 301, 77)
   which = rng.integers(0, 5, 77)
-  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[idx], centers[which])), flat[idx, which])
-  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[7:8], centers[2])), flat[7:8, 2])
-  np.testing.assert_array_equal(np.asarray(kcenter_dense._row_d2(x[:37], centers[3])), flat[:37, 3])
+  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[idx], centers[which])), flat[idx, which])
+  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[7:8], centers[2])), flat[7:8, 2])
+  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[:37], centers[3])), flat[:37, 3])
   exact = ((np.asarray(x, np.float64)[:, None] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1)
   np.testing.assert_allclose(flat, exact, rtol=1e-5)
 
@@ -329,8 +343,8 @@ def test_guard_bound_covers_both_forms_round_off():
     sq, norm, _ = kcenter_dense._guard(xj, 1)
     for u in rng.choice(3000, 5, replace=False):
       approx = np.asarray(sq + sq[u] - 2.0 * jnp.dot(xj, xj[u], precision=jax.lax.Precision.HIGHEST))
-      direct = np.asarray(kcenter_dense._row_d2(xj, xj[u]))
-      slack = kcenter_dense._GUARD * (d + 2) * kcenter_dense._EPS32 * (np.asarray(norm) + float(norm[u])) ** 2
+      direct = np.asarray(kcenter_rows._row_d2(xj, xj[u]))
+      slack = kcenter_rows._GUARD * (d + 2) * kcenter_rows._EPS32 * (np.asarray(norm) + float(norm[u])) ** 2
       exact = ((x.astype(np.float64) - x[u].astype(np.float64)) ** 2).sum(1)
       assert np.all(np.abs(approx - direct) <= slack), (d, scale, offset)
       assert np.all(np.abs(approx - exact) <= slack / 2), (d, scale, offset)

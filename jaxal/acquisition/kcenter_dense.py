@@ -5,10 +5,10 @@ each pick is the point whose distance to its nearest center is largest, then tha
 becomes a center. The whole loop runs on device (`lax.while_loop`), with one compilation per
 `(n, d, budget)` shape whatever the labeled count.
 
-Memory is O(n*d) for the embeddings plus O(n * lookahead) working space: the initial distances to the
-labeled centers are computed a block of centers at a time with the expanded-norm GEMM
-(clamped at 0). Each greedy step's distances are defined by the direct form `sum((x -
-x_u)**2)` in a fixed summation order (`_row_d2`). A step takes up to `lookahead` picks at
+Memory is O(n*d) for the embeddings plus O(n * lookahead) working space. Every distance is
+defined by the direct form `sum((x - x_u)**2)` in a fixed summation order (`_row_d2`),
+including the initial distances to the labeled centers (`kcenter_init`: a GEMM a block of
+centers at a time finds each row's nearest center, within a proven round-off bound). A step takes up to `lookahead` picks at
 once (`_lookahead`: exactly the picks one pick per step would make, in the same order); with
 float32 storage the expanded form, one GEMM for all of them, reads the rows and only selects
 the (row, center) pairs that may change, within a proven round-off bound, for the direct
@@ -22,9 +22,10 @@ bfloat16 `astype` inside the loop is 2x slower than the shift. A bfloat16 GEMM i
 a float32 one on CPU, so bfloat16 steps take one dense pass per new center
 (benchmarks/NOTES.md §7c); the option pays off on memory-bound accelerators.
 
-This module holds the unpruned kernel and the pieces both kernels share (storage, the
-initial pass, the lookahead, the sparse pair update); `kcenter_pruned` holds the pruned one
-and `kcenter` the public entry point.
+This module holds the unpruned kernel and the pieces both kernels share (the lookahead, the
+sparse pair update, the loop); `kcenter_rows` the row storage and distance forms,
+`kcenter_init` the initial entries, `kcenter_pruned` the pruned kernel and `kcenter` the
+public entry point.
 """
 
 import functools
@@ -32,87 +33,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-
-def _stored(x):
-  """bfloat16 rows as their uint16 bit patterns (integer gathers are fast on XLA:CPU)."""
-  return jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype == jnp.bfloat16 else x
-
-
-def _load(v):
-  """float32 values of stored rows; bfloat16 bits widen exactly by a 16-bit shift."""
-  if v.dtype == jnp.uint16:
-    return jax.lax.bitcast_convert_type(v.astype(jnp.uint32) << 16, jnp.float32)
-  return v.astype(jnp.float32)
-
-
-def _from_mean(xf, valid):
-  """Squared distance of every row to the mean of the valid rows (the start without labels)."""
-  xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
-  return jnp.sum((xf - xf_mean) ** 2, axis=1)
-
-
-def _start_d2(xf, any_labeled, valid, min_d2):
-  """`min_d2` when some point is labeled, else the distances from the mean; computed only
-  in the case that needs it (a `lax.cond`), the same way in both kernels."""
-  return jax.lax.cond(any_labeled, lambda: min_d2, lambda: _from_mean(xf, valid))
-
-
-def _init_min_d2(x, labeled_mask, block):
-  """Squared distance of every point to its nearest labeled point (inf when none).
-
-  Only the minimum is kept: an argmin beside it made XLA:CPU fuse one variadic (value,
-  index) reduction, which took about as long as the GEMM itself at n=50k (NOTES §7)."""
-  n = x.shape[0]
-  xf = x.astype(jnp.float32)
-  sq = jnp.sum(xf * xf, axis=1)
-  num_labeled = jnp.sum(labeled_mask)
-  labeled_idx = jnp.nonzero(labeled_mask, size=n, fill_value=0)[0]
-  num_blocks = (num_labeled + block - 1) // block
-  padded_idx = jnp.concatenate([labeled_idx, jnp.zeros((block,), labeled_idx.dtype)])
-
-  def body(b, min_d2):
-    idx = jax.lax.dynamic_slice(padded_idx, (b * block,), (block,))
-    valid = (b * block + jnp.arange(block)) < num_labeled
-    c = xf[idx]
-    d2 = sq[:, None] + jnp.sum(c * c, axis=1)[None, :] - 2.0 * (xf @ c.T)
-    d2 = jnp.where(valid[None, :], jnp.maximum(d2, 0.0), jnp.inf)
-    return jnp.minimum(min_d2, jnp.min(d2, axis=1))
-
-  return jax.lax.fori_loop(0, num_blocks, body, jnp.full((n,), jnp.inf, jnp.float32))
-
-
-_LANES = 16
-
-
-def _row_d2(rows, xu):
-  """Squared distances of stored rows to `xu` (broadcast against `rows`), as a direct sum of
-  squared differences in a fixed order: lane `l` of 16 adds the columns `j = l (mod 16)` in
-  increasing `j`, then a halving tree adds the lanes (a short last slice is padded with
-  zeros, which add exactly). Written as elementwise adds, which XLA does not reorder, the
-  bits depend only on the two vectors: a library row reduction changed its order with the
-  row count for d < 128 (NOTES §7c), and every kernel here relies on a row getting the same
-  value whether it is read flat, tiled, gathered or as one of several centers' columns. The
-  barrier keeps consumers (a `minimum`) out of the fusion."""
-  d = rows.shape[-1]
-  acc = None
-  for lo in range(0, d, _LANES):
-    t = _load(rows[..., lo:lo + _LANES]) - xu[..., lo:lo + _LANES]
-    t = t * t
-    if t.shape[-1] < _LANES:
-      t = jnp.concatenate([t, jnp.zeros(t.shape[:-1] + (_LANES - t.shape[-1],), t.dtype)], axis=-1)
-    acc = t if acc is None else acc + t
-  width = _LANES
-  while width > 1:
-    width //= 2
-    acc = acc[..., :width] + acc[..., width:2 * width]
-  return jax.lax.optimization_barrier(acc[..., 0])
-
-
-# Unit round-off of float32, and the slack of the GEMV guard (module docstring): any float32
-# evaluation order of a length-d dot or sum of squares is within (d + 2) * eps of its terms'
-# absolute sum, twice over (the expanded form and the direct form), doubled again for margin.
-_EPS32 = 2.0 ** -24
-_GUARD = 4.0
+from jaxal.acquisition.kcenter_init import _prepare, _settle, _start_state
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored
 
 
 def _dense_min(xs, xc, count, m):
@@ -172,10 +94,8 @@ def _guarded_update(xs, sq, norm, pos, xc, active, min_d2, cap: int):
   rows, bit-equal to the dense pass. When more than `cap` pairs qualify, the step takes the
   dense pass, one center at a time.
   """
-  n, d = xs.shape
-  approx = sq[:, None] + sq[pos][None, :] - 2.0 * jnp.dot(xs, xc.T, precision=jax.lax.Precision.HIGHEST)
-  slack = (_GUARD * (d + 2) * _EPS32) * (norm[:, None] + norm[pos][None, :]) ** 2
-  maybe = (approx - slack <= min_d2[:, None]) & active[None, :]  # False for -inf entries
+  n = xs.shape[0]
+  maybe = (_expanded_lower_bound(xs, sq, norm, xc, sq[pos], norm[pos]) <= min_d2[:, None]) & active[None, :]
   num_active = jnp.sum(active, dtype=jnp.int32)
   m, reads = _pairs_update(xs, maybe, xc, min_d2, [(cap, cap)], lambda m: (_dense_min(xs, xc, num_active, m), 0))
   return m, reads + n * num_active  # the product read every row once per center
@@ -188,8 +108,7 @@ def _guard_cap(n: int) -> int:
 
 def _guard(xf, cap: int):
   """Row norms for `_guarded_update` (squared, and plain), with its row cap."""
-  sq = jnp.sum(xf * xf, axis=1)
-  return sq, jnp.sqrt(sq), cap
+  return _norms(xf) + (cap,)
 
 
 def _update_many(xs, m, pos, xc, active, first, guard=None):
@@ -259,27 +178,16 @@ def _lookahead(xs, m, k: int, remaining):
   return pos[order], count, xc[order]
 
 
-def _start_state(x, labeled_mask, valid, block):
-  """The greedy loop's initial entries (squared distance to the nearest labeled point; -inf
-  for labeled and padding rows; distance from the mean when nothing is labeled), the same
-  in both kernels, and whether any point is labeled."""
-  min_d2 = _init_min_d2(x, labeled_mask, block)
-  # The labeled set's own entries are 0 up to round-off: exclude them explicitly.
-  min_d2 = jnp.where(labeled_mask, -jnp.inf, min_d2)
-  any_labeled = jnp.any(labeled_mask)
-  # Without labeled points every entry is +inf: rank by distance from the mean instead.
-  min_d2 = _start_d2(x.astype(jnp.float32), any_labeled, valid, min_d2)
-  return jnp.where(valid, min_d2, -jnp.inf), any_labeled
-
-
-def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead: int = 32, update=None):
+def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead: int = 32, update=None,
+                  settle=None, exact=None):
   """`budget` farthest-first picks from the entries `min_d2`, the row reads they took, and
   the number of steps.
 
   Each step takes up to `lookahead` picks at once (`_lookahead`): the same picks, in the same
   order, as one pick per step, with one read of the rows for all of them. `update(m, pos,
   xc, active, first) -> (m, reads)` lowers the entries for the new centers (default: every
-  row, `_update_many`)."""
+  row, `_update_many`). Where some entries are only upper bounds (not `exact`),
+  `settle(m, exact, k) -> (m, exact)` makes the `k` largest exact before each step."""
   n = x.shape[0]
   xs = _stored(x)
   guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
@@ -287,7 +195,9 @@ def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead
   k = min(lookahead, n)
 
   def step(carry):
-    m, done, picks, reads, steps = carry
+    m, exact, done, picks, reads, steps = carry
+    if settle is not None:
+      m, exact = settle(m, exact, k)
     first = jnp.logical_and(done == 0, jnp.logical_not(any_labeled))
     pos, count, xc = _lookahead(xs, m, k, budget - done)
     count = jnp.where(first, 1, count)
@@ -295,16 +205,18 @@ def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead
     m, step_reads = update(m, pos, xc, active, first)
     m = m.at[pos].min(jnp.where(active, -jnp.inf, jnp.inf))  # picked points stay at -inf
     picks = picks.at[jnp.where(active, done + jnp.arange(k), budget)].set(pos.astype(jnp.int32), mode="drop")
-    return m, done + count, picks, reads + step_reads, steps + 1
+    return m, exact, done + count, picks, reads + step_reads, steps + 1
 
   zero = jnp.zeros((), jnp.int32)
-  init = (min_d2, zero, jnp.zeros((budget,), jnp.int32), zero, zero)
-  _, _, picks, reads, steps = jax.lax.while_loop(lambda c: c[1] < budget, step, init)
+  init = (min_d2, jnp.ones((), bool) if exact is None else exact, zero, jnp.zeros((budget,), jnp.int32), zero, zero)
+  _, _, _, picks, reads, steps = jax.lax.while_loop(lambda c: c[2] < budget, step, init)
   return picks, reads, steps
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap", "lookahead"))
 def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0, lookahead: int = 32):
-  min_d2, any_labeled = _start_state(x, labeled_mask, valid, block)
-  picks, _, steps = _greedy_dense(x, min_d2, any_labeled, budget, guard_cap, lookahead)
+  data, labeled = _prepare(x, labeled_mask, block)
+  min_d2, exact = _start_state(data, labeled, labeled_mask, valid, block)
+  settle = functools.partial(_settle, data, labeled)
+  picks, _, steps = _greedy_dense(x, min_d2, labeled[1] > 0, budget, guard_cap, lookahead, settle=settle, exact=exact)
   return picks, steps

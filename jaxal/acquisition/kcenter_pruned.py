@@ -26,18 +26,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _start_state, _stored, _update_many
+from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _update_many
+from jaxal.acquisition.kcenter_init import _block, _num_blocks, _prepare, _resolve, _resolve_batch, _settle, _start_state
+from jaxal.acquisition.kcenter_rows import _stored
 
 _REL = 1e-3
 _ABS = 1e-4
-
-
-def _may_get_closer(lb2, m, norms):
-  """Whether a row whose squared lower bound to the new center is `lb2` may get
-  closer than its current entry `m`: `lb2 <= reach^2`, with the module's safety margins
-  (`norms`: the two sides' centered norms). Entries at -inf (picked, labeled) never do."""
-  reach = jnp.sqrt(jnp.maximum(m, 0.0)) * (1.0 + _REL) + _ABS * norms
-  return (m > -jnp.inf) & (lb2 <= reach * reach)
 
 
 def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
@@ -75,34 +69,93 @@ def _coordinates(z, r):
   return w, jnp.sum(w * w, axis=1)
 
 
-def _screen(w, wsq, ny, pos, m):
-  """(n, k) flags: the (row, center `pos[j]`) pairs that may lower the row's entry `m`.
+def _lower_bound(w, wsq, ny, cols, rows=slice(None)):
+  """(n, len(cols)) lower bounds on the direct-form squared distances of every row (or of
+  `rows`) to the rows `cols`, with the module's safety margins.
 
   `|w_i - w_c|^2 = |z_i - z_c|^2 + (r_i - r_c)^2` bounds `|x_i - x_c|^2` from below; it is
   computed in the expanded form (one small product) less that form's round-off bound, twice
-  over (|w_i| = ny_i)."""
-  lb2 = wsq[:, None] + wsq[pos][None, :] - 2.0 * jnp.dot(w, w[pos].T, precision=jax.lax.Precision.HIGHEST)
-  norms = ny[:, None] + ny[pos][None, :]
-  slack = 4.0 * (w.shape[1] + 2) * 2.0 ** -24
-  return _may_get_closer(lb2 - slack * norms * norms, m[:, None], norms)
+  over (|w_i| = ny_i); then the distance is shrunk by the relative margin and by the absolute
+  one (times the two rows' centered norms)."""
+  lb2 = wsq[rows][:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w[rows], w[cols].T, precision=jax.lax.Precision.HIGHEST)
+  norms = ny[rows][:, None] + ny[cols][None, :]
+  lb2 = lb2 - 4.0 * (w.shape[1] + 2) * 2.0 ** -24 * norms * norms
+  reach = jnp.maximum(jnp.sqrt(jnp.maximum(lb2, 0.0)) - _ABS * norms, 0.0) / (1.0 + _REL)
+  return reach * reach
+
+
+def _projected_guess(w, wsq, labeled, block: int):
+  """Per row, a labeled center near it: the nearest in the projected coordinates `w`, and
+  -inf for the bound on the others' distances (no entry is certified exact by the guess).
+
+  One min reduction per block gives both: the squared distance's float32 bits (clamped at 0,
+  so they order as integers) with their low bits replaced by the column."""
+  n = w.shape[0]
+  low = max(1, (block - 1).bit_length())
+  mask = (1 << low) - 1
+
+  def body(b, acc):
+    best, center = acc
+    cols, real = _block(labeled, b, block)
+    d2 = wsq[:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w, w[cols].T, precision=jax.lax.Precision.HIGHEST)
+    key = jax.lax.bitcast_convert_type(jnp.maximum(d2, 0.0), jnp.int32) & ~mask | jnp.arange(block, dtype=jnp.int32)
+    key = jnp.min(jnp.where(real[None, :], key, jnp.iinfo(jnp.int32).max), axis=1)
+    better = (key & ~mask) < best
+    return jnp.where(better, key & ~mask, best), jnp.where(better, cols[key & mask], center)
+
+  init = (jnp.full((n,), jnp.iinfo(jnp.int32).max), jnp.zeros((n,), jnp.int32))
+  _, center = jax.lax.fori_loop(0, _num_blocks(labeled, block), body, init)
+  return center, jnp.full((n,), -jnp.inf)
+
+
+def _screen(w, wsq, ny, pos, m):
+  """(n, k) flags: the (row, center `pos[j]`) pairs that may lower the row's entry `m`
+  (never those at -inf: picked, labeled)."""
+  return (m[:, None] > -jnp.inf) & (_lower_bound(w, wsq, ny, pos) <= m[:, None])
+
+
+def _probe(data, labeled, labeled_mask, valid, w, wsq, ny, probes: int, sample: int = 256):
+  """The share of (row, center) pairs the screen would pass on a strided row sample, with
+  the `probes` sample rows farthest from the labeled set (from the mean without labels) as
+  the centers: about the share of rows each early pick would have to read."""
+  xf = data[1]
+  n = xf.shape[0]
+  rows = jnp.arange(min(sample, n)) * max(1, n // sample)
+  mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
+  m = jax.lax.cond(labeled[1] > 0, lambda: _resolve(data, rows, jnp.full(rows.shape, jnp.inf), labeled),
+                   lambda: jnp.sum((xf[rows] - mean) ** 2, axis=1))
+  m = jnp.where(valid[rows] & jnp.logical_not(labeled_mask[rows]), m, -jnp.inf)
+  centers = rows[jax.lax.top_k(m, min(probes, rows.shape[0]))[1]]
+  return jnp.mean((m[:, None] > -jnp.inf) & (_lower_bound(w, wsq, ny, centers, rows) <= m[:, None]))
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "block", "cap", "proj", "sample", "guard_cap", "probes",
-                                             "probe_fraction", "lookahead"))
+                                             "probe_fraction", "lookahead", "resolve_batch"))
 def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, proj: int, sample: int = 1024,
-                    guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0, lookahead: int = 32):
-  m0, any_labeled = _start_state(x, labeled_mask, valid, block)
+                    guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0, lookahead: int = 32,
+                    resolve_batch: int = 256):
+  n, k = x.shape[0], min(lookahead, x.shape[0])
   z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
   w, wsq = _coordinates(z, r)
-  # Worth screening? The rows the first `probes` picks (largest entries) may bring closer, by
-  # the same screen: when that share is large (isotropic data), every step takes the plain
-  # update (the same picks).
+  data, labeled = _prepare(x, labeled_mask, block)
   screened = jnp.ones((), bool)
   if probes:
-    screened = jnp.mean(_screen(w, wsq, ny, jax.lax.top_k(m0, probes)[1], m0)) <= probe_fraction
+    screened = _probe(data, labeled, labeled_mask, valid, w, wsq, ny, probes) <= probe_fraction
+
+  def lazy():
+    # Only the rows that reach the top need their exact entry: resolve the `budget` largest
+    # upper bounds in one batch (one large GEMM; every pick needs it), the others as they
+    # come up (`settle`).
+    m, exact = _start_state(data, labeled, labeled_mask, valid, block,
+                            functools.partial(_projected_guess, w, wsq, block=block))
+    return _resolve_batch(data, labeled, m, exact, jax.lax.top_k(m, min(n, budget))[1].astype(jnp.int32))
+
+  # The projected guess is poor where the screen is (isotropic data): the GEMM's instead.
+  plain = lambda: _start_state(data, labeled, labeled_mask, valid, block)
+  m0, exact = jax.lax.cond(screened, lazy, plain)
+  any_labeled = labeled[1] > 0
   xs = _stored(x)
   guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
-  n, k = x.shape[0], min(lookahead, x.shape[0])
   # A small tier for steps touching few rows (the usual case: about 500 rows and 560 pairs a
   # step on MNIST features, 10k rows), and one up to `cap` pairs (a tier of up to n rows made
   # every step slower on XLA:CPU, even where it was not taken). The second nonzero's cost
@@ -118,5 +171,6 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
 
     return jax.lax.cond(screened & jnp.logical_not(first), screen, lambda m: plain(m, first=first), m)
 
-  picks, reads, steps = _greedy_dense(x, m0, any_labeled, budget, guard_cap, lookahead, update)
+  settle = functools.partial(_settle, data, labeled, batch=resolve_batch)
+  picks, reads, steps = _greedy_dense(x, m0, any_labeled, budget, guard_cap, lookahead, update, settle, exact)
   return picks, reads / (budget * n), screened, steps
