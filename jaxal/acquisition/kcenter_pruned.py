@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _update_many
-from jaxal.acquisition.kcenter_init import _block, _num_blocks, _prepare, _resolve, _resolve_batch, _settle, _start_state
+from jaxal.acquisition.kcenter_init import _block, _from_mean, _num_blocks, _prepare, _resolve, _resolve_batch, _settle, _start_state
 from jaxal.acquisition.kcenter_rows import _stored
 
 _REL = 1e-3
@@ -69,21 +69,6 @@ def _coordinates(z, r):
   return w, jnp.sum(w * w, axis=1)
 
 
-def _lower_bound(w, wsq, ny, cols, rows=slice(None)):
-  """(n, len(cols)) lower bounds on the direct-form squared distances of every row (or of
-  `rows`) to the rows `cols`, with the module's safety margins.
-
-  `|w_i - w_c|^2 = |z_i - z_c|^2 + (r_i - r_c)^2` bounds `|x_i - x_c|^2` from below; it is
-  computed in the expanded form (one small product) less that form's round-off bound, twice
-  over (|w_i| = ny_i); then the distance is shrunk by the relative margin and by the absolute
-  one (times the two rows' centered norms)."""
-  lb2 = wsq[rows][:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w[rows], w[cols].T, precision=jax.lax.Precision.HIGHEST)
-  norms = ny[rows][:, None] + ny[cols][None, :]
-  lb2 = lb2 - 4.0 * (w.shape[1] + 2) * 2.0 ** -24 * norms * norms
-  reach = jnp.maximum(jnp.sqrt(jnp.maximum(lb2, 0.0)) - _ABS * norms, 0.0) / (1.0 + _REL)
-  return reach * reach
-
-
 def _projected_guess(w, wsq, labeled, block: int):
   """Per row, a labeled center near it: the nearest in the projected coordinates `w`, and
   -inf for the bound on the others' distances (no entry is certified exact by the guess).
@@ -108,25 +93,33 @@ def _projected_guess(w, wsq, labeled, block: int):
   return center, jnp.full((n,), -jnp.inf)
 
 
-def _screen(w, wsq, ny, pos, m):
-  """(n, k) flags: the (row, center `pos[j]`) pairs that may lower the row's entry `m`
-  (never those at -inf: picked, labeled)."""
-  return (m[:, None] > -jnp.inf) & (_lower_bound(w, wsq, ny, pos) <= m[:, None])
+def _screen(w, wsq, ny, cols, m, rows=slice(None)):
+  """(n, len(cols)) flags: the (row, center `cols[j]`) pairs that may lower the row's entry
+  `m` (every row's, or `rows`'). Entries at -inf (picked, labeled) never get lower.
+
+  `|w_i - w_c|^2 = |z_i - z_c|^2 + (r_i - r_c)^2` bounds `|x_i - x_c|^2` from below; it is
+  computed in the expanded form (one small product) less that form's round-off bound, twice
+  over (|w_i| = ny_i), and a pair passes when it is within reach of the entry: `sqrt(m)`
+  grown by the relative margin plus the absolute one (times the two rows' centered norms)."""
+  lb2 = wsq[rows][:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w[rows], w[cols].T, precision=jax.lax.Precision.HIGHEST)
+  norms = ny[rows][:, None] + ny[cols][None, :]
+  lb2 = lb2 - 4.0 * (w.shape[1] + 2) * 2.0 ** -24 * norms * norms
+  reach = jnp.sqrt(jnp.maximum(m, 0.0))[:, None] * (1.0 + _REL) + _ABS * norms
+  return (m[:, None] > -jnp.inf) & (lb2 <= reach * reach)
 
 
-def _probe(data, labeled, labeled_mask, valid, w, wsq, ny, probes: int, sample: int = 256):
+def _probe(data, labeled, labeled_mask, valid, w, wsq, ny, probes: int, sample: int = 64):
   """The share of (row, center) pairs the screen would pass on a strided row sample, with
   the `probes` sample rows farthest from the labeled set (from the mean without labels) as
   the centers: about the share of rows each early pick would have to read."""
   xf = data[1]
   n = xf.shape[0]
   rows = jnp.arange(min(sample, n)) * max(1, n // sample)
-  mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
   m = jax.lax.cond(labeled[1] > 0, lambda: _resolve(data, rows, jnp.full(rows.shape, jnp.inf), labeled),
-                   lambda: jnp.sum((xf[rows] - mean) ** 2, axis=1))
+                   lambda: _from_mean(xf, valid)[rows])
   m = jnp.where(valid[rows] & jnp.logical_not(labeled_mask[rows]), m, -jnp.inf)
   centers = rows[jax.lax.top_k(m, min(probes, rows.shape[0]))[1]]
-  return jnp.mean((m[:, None] > -jnp.inf) & (_lower_bound(w, wsq, ny, centers, rows) <= m[:, None]))
+  return jnp.mean(_screen(w, wsq, ny, centers, m, rows))
 
 
 @functools.partial(jax.jit, static_argnames=("budget", "block", "cap", "proj", "sample", "guard_cap", "probes",
@@ -156,11 +149,11 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
   any_labeled = labeled[1] > 0
   xs = _stored(x)
   guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
-  # A small tier for steps touching few rows (the usual case: about 500 rows and 560 pairs a
-  # step on MNIST features, 10k rows), and one up to `cap` pairs (a tier of up to n rows made
-  # every step slower on XLA:CPU, even where it was not taken). The second nonzero's cost
-  # grows with the tier's rows x k, so the small tier must hold the usual step.
-  tiers = [(max(1024, n // 8), max(2048, n // 4)), (max(256, cap // k), cap)]
+  # Small tiers for steps touching few rows (the usual case: 250-500 rows and 400-600 pairs
+  # a step on MNIST features, 10k rows), and one up to `cap` pairs (a tier of up to n rows
+  # made every step slower on XLA:CPU, even where it was not taken). The second nonzero's
+  # cost grows with the tier's rows x k, so the small tiers must hold the usual step.
+  tiers = [(512, 1024), (max(1024, n // 8), max(2048, n // 4)), (max(256, cap // k), cap)]
 
   def update(m, pos, xc, active, first):
     plain = functools.partial(_update_many, xs, pos=pos, xc=xc, active=active, guard=guard)
