@@ -149,11 +149,38 @@ def test_initial_entries_are_the_direct_form_minimum_in_every_blocking(block, of
   m, _ = kcenter_init._start_state(data, index, jnp.asarray(labeled), valid, block)
   m, exact = kcenter_init._resolve_batch(data, index, m, exact, jnp.arange(90, dtype=jnp.int32))
   assert np.all(exact)
-  direct = np.stack([np.asarray(kcenter_rows._row_d2(xj, xj[c])) for c in np.flatnonzero(labeled)], axis=1)
+  row_d2 = jax.jit(kcenter_rows._row_d2)
+  direct = np.stack([np.asarray(row_d2(xj, xj[c])) for c in np.flatnonzero(labeled)], axis=1)
   want = np.where(labeled, -np.inf, direct.min(1))
   np.testing.assert_array_equal(np.asarray(m), want)
   exact64 = ((x[:, None].astype(np.float64) - x[labeled][None].astype(np.float64)) ** 2).sum(-1).min(1)
   np.testing.assert_array_equal(np.asarray(m)[~labeled], exact64[~labeled])  # small integers: exact in float32
+
+
+def test_settle_makes_the_top_entries_exact_and_leaves_upper_bounds_below():
+  """From the pruned kernel's projected guess, `_settle` resolves rows until the k largest
+  entries are exact (bit-equal to the direct-form minimum); the rows it leaves are upper
+  bounds at or below the k-th value, and there are some (the point of resolving lazily)."""
+  x = clustered(3000, 32, 12, 31, spread=0.4)
+  labeled = np.zeros(3000, bool)
+  labeled[np.random.default_rng(31).choice(3000, 150, replace=False)] = True
+  xj, lab, valid = jnp.asarray(x), jnp.asarray(labeled), jnp.ones(3000, bool)
+  z, r, _ = kcenter_pruned._projection(xj, 8, 512)
+  w, wsq = kcenter_pruned._coordinates(z, r)
+  data, index = kcenter_init._prepare(xj, lab, 64)
+  m, exact = kcenter_init._start_state(data, index, lab, valid, 64,
+                                       lambda index: kcenter_pruned._projected_guess(w, wsq, index, 64))
+  assert not np.any(np.asarray(exact)[~labeled])  # the projected guess certifies nothing
+  m, exact = kcenter_init._settle(data, index, m, exact, 16, batch=32)
+  m, exact = np.asarray(m), np.asarray(exact)
+  row_d2 = jax.jit(kcenter_rows._row_d2)  # as in the kernels (op by op, no product is fused into an add)
+  direct = np.stack([np.asarray(row_d2(xj, xj[c])) for c in np.flatnonzero(labeled)], axis=1).min(1)
+  top = np.argsort(-m, kind="stable")[:16]
+  assert exact[top].all()
+  np.testing.assert_array_equal(m[exact & ~labeled], direct[exact & ~labeled])
+  rest = ~exact & ~labeled
+  assert 0 < rest.sum() < 3000 - 16 - 150 + 1
+  assert np.all(m[rest] >= direct[rest]) and np.all(m[rest] <= np.sort(m)[-16])
 
 
 def test_budget_larger_than_pool_is_rejected():
@@ -271,21 +298,25 @@ def test_top_k_orders_ties_by_lower_index():
     np.testing.assert_array_equal(np.asarray(pos), np.lexsort((np.arange(50), -m))[:8])
 
 
-@pytest.mark.parametrize("d", [1, 3, 17, 64, 130])
+@pytest.mark.parametrize("d", [1, 3, 17, 32, 64, 130])
 def test_row_distances_have_the_same_bits_in_every_shape(d):
   """The fixed-order direct form gives a row the same bits read flat, gathered, as one row,
-  or as one of several centers' columns (a library reduction did not, for d < 128)."""
+  or as one of several centers' columns (a library reduction did not, for d < 128), op by
+  op or jitted, alone or fused into a larger program (where XLA:CPU contracted a product
+  and its add into one fused multiply-add in some fusions and not in others)."""
   rng = np.random.default_rng(33)
   x = jnp.asarray((rng.normal(size=(301, d)) * rng.uniform(0.1, 10, size=(301, 1)) + 3).astype(np.float32))
   centers = x[:5]
-  flat = np.stack([np.asarray(kcenter_rows._row_d2(x, c)) for c in centers], axis=1)
-  columns = np.asarray(kcenter_rows._row_d2(x[:, None, :], centers[None]))
-  np.testing.assert_array_equal(columns, flat)
+  row_d2 = kcenter_rows._row_d2
+  flat = np.stack([np.asarray(row_d2(x, c)) for c in centers], axis=1)
   idx = rng.integers(0, 301, 77)
   which = rng.integers(0, 5, 77)
-  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[idx], centers[which])), flat[idx, which])
-  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[7:8], centers[2])), flat[7:8, 2])
-  np.testing.assert_array_equal(np.asarray(kcenter_rows._row_d2(x[:37], centers[3])), flat[:37, 3])
+  for run in (row_d2, jax.jit(row_d2), jax.jit(lambda a, b: jnp.minimum(row_d2(a, b) * 1.0, 1e30))):
+    np.testing.assert_array_equal(np.stack([np.asarray(run(x, c)) for c in centers], axis=1), flat)
+    np.testing.assert_array_equal(np.asarray(run(x[:, None, :], centers[None])), flat)
+    np.testing.assert_array_equal(np.asarray(run(x[idx], centers[which])), flat[idx, which])
+    np.testing.assert_array_equal(np.asarray(run(x[7:8], centers[2])), flat[7:8, 2])
+    np.testing.assert_array_equal(np.asarray(run(x[:37], centers[3])), flat[:37, 3])
   exact = ((np.asarray(x, np.float64)[:, None] - np.asarray(centers, np.float64)[None]) ** 2).sum(-1)
   np.testing.assert_allclose(flat, exact, rtol=1e-5)
 

@@ -24,8 +24,8 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     embeddings: `(n, d)` float features (penultimate layer).
     labeled_mask: `(n,)` bool, the initial centers.
     budget: number of points to pick (at most the number of unlabeled points).
-    block: labeled centers per GEMM block in the initial distance pass (default: 256, fewer
-      above n = 262,144 so that an `(n, block)` block stays within 256 MB).
+    block: labeled centers per block in the initial nearest-center pass (default: 256,
+      fewer above n = 262,144 so that an `(n, block)` block stays within 256 MB).
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
     mesh: optional device mesh; the rows are then split over its `data` axis (padded to a
       multiple of the device count with rows that can never be picked), and each device
@@ -36,10 +36,11 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     dense_fraction: with `prune`, a step takes the plain update when more than
       `dense_fraction * n * lookahead` pairs pass the screen.
     proj: with `prune`, dimension of the projected coordinates the bound uses.
-    probes: with `prune`, the kernel first bounds which rows the `probes` farthest points
-      could bring closer; when that is more than `dense_fraction` of the rows
-      (as on isotropic data, where the screen passes nearly everything), every step takes
-      the plain update instead. The picks are the same either way. 0 always screens.
+    probes: with `prune`, the kernel first bounds which rows of a 64-row sample the
+      `probes` sample rows farthest from the labeled set could bring closer; when that is
+      more than `dense_fraction` of them (as on isotropic data, where the screen passes
+      nearly everything), it starts as the plain kernel does and every step takes the
+      plain update. The picks are the same either way. 0 always screens.
     lookahead: each step ranks the `lookahead` largest entries, replays the one-at-a-time
       greedy among them (their distances to each other are all it needs) for as long as its
       next pick provably beats every other row, and takes those picks at once: the same

@@ -12,13 +12,18 @@ embeddings, each new center's own cluster. When more than `cap` pairs pass, the 
 the plain kernel's guarded update instead. The test carries a safety margin (relative 1e-3
 on the distance, plus 1e-4 times the two rows' centered norms for the round-off of the
 projected coordinates, and the expanded product's own round-off bound), so a skipped pair
-could not have changed in float32 either. The initial entries are the plain kernel's (the
-same blocked GEMM) and the updates the same direct form, so the entries, and the picks, are
-the same in both kernels at every step; ties still go to the lowest index.
+could not have changed in float32 either.
+
+The initial entries skip the plain kernel's full GEMM (`kcenter_init`): each row's nearest
+labeled center is guessed in the projected coordinates (`_projected_guess`), its direct
+distance is an upper bound on the entry, and only the rows that reach the top are resolved
+exactly (the `budget` largest in one batch before the loop, the others as they come up). The
+exact entries and the updates are the same direct form as in the plain kernel, so the
+picks are the same; ties still go to the lowest index.
 
 On isotropic Gaussians the bound prunes nothing (distances concentrate): a probe before the
-loop (the bound for the few farthest points) detects this and every step then takes the
-plain update.
+loop (the screen on a row sample, `_probe`) detects this, and the kernel then starts from
+the plain kernel's GEMM guess and every step takes the plain update.
 """
 
 import functools
