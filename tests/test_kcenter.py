@@ -32,6 +32,28 @@ def naive_kcenter(x, labeled, budget):
   return np.array(picks)
 
 
+def greedy64(x, labeled, budget):
+  """`naive_kcenter` vectorized (float64, the lowest index among equal maxima), for larger
+  inputs; with labeled points only."""
+  x = np.asarray(x, np.float64)
+  d = ((x[:, None] - x[labeled][None]) ** 2).sum(-1).min(1)
+  d[labeled] = -np.inf
+  picks = []
+  for _ in range(budget):
+    picks.append(int(np.argmax(d)))
+    d = np.minimum(d, ((x - x[picks[-1]]) ** 2).sum(1))
+    d[picks[-1]] = -np.inf
+  return np.array(picks)
+
+
+def test_vectorized_reference_equals_the_naive_one():
+  rng = np.random.default_rng(5)
+  x = rng.integers(0, 3, size=(60, 2)).astype(np.float32)  # many exact ties
+  labeled = np.zeros(60, bool)
+  labeled[[4, 17, 33]] = True
+  np.testing.assert_array_equal(greedy64(x, labeled, 20), naive_kcenter(x, labeled, 20))
+
+
 @pytest.mark.parametrize("seed,num_labeled", [(0, 5), (1, 1), (2, 0), (3, 12)])
 def test_kcenter_matches_naive_greedy_with_ties(seed, num_labeled):
   rng = np.random.default_rng(seed)
@@ -334,8 +356,9 @@ def test_guarded_gemv_steps_equal_dense_steps():
     labeled[rng.choice(n, 30, replace=False)] = True
     args = (jnp.asarray(x), jnp.asarray(labeled), jnp.ones(n, bool), 100, 64)
     dense = np.asarray(kcenter_dense._kcenter(*args, guard_cap=0)[0])
-    if offset == 0:  # far from the origin the initial GEMM's float32 round-off reorders near-ties
-      np.testing.assert_array_equal(dense, naive_kcenter(x, labeled, 100))
+    # Also far from the origin: the initial entries are direct-form distances too (a GEMM's
+    # expanded form there loses the digits that order near-ties).
+    np.testing.assert_array_equal(dense, greedy64(x, labeled, 100), err_msg=f"offset={offset}")
     for cap in (1, 8, n):
       np.testing.assert_array_equal(np.asarray(kcenter_dense._kcenter(*args, guard_cap=cap)[0]), dense,
                                     err_msg=f"offset={offset} cap={cap}")

@@ -25,7 +25,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     labeled_mask: `(n,)` bool, the initial centers.
     budget: number of points to pick (at most the number of unlabeled points).
     block: labeled centers per block in the initial nearest-center pass (default: 256,
-      fewer above n = 262,144 so that an `(n, block)` block stays within 256 MB).
+      fewer above n = 131,072 so that each `(n, block)` temporary stays within 128 MB).
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
     mesh: optional device mesh; the rows are then split over its `data` axis (padded to a
       multiple of the device count with rows that can never be picked), and each device
@@ -60,7 +60,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   x = np.asarray(embeddings)
   n = x.shape[0]
   if block is None:
-    block = int(min(256, max(16, 2**26 // max(n, 1))))
+    block = int(min(256, max(16, 2**25 // max(n, 1))))
   valid = np.ones(n, bool)
   guard_cap = 0
   if mesh is not None:

@@ -128,6 +128,20 @@ def _settle(rows_data, labeled, m, exact, k: int, batch: int = 256):
   return jax.lax.while_loop(pending, body, (m, exact))
 
 
+def _row_d2_to(xs, xf, center, chunk: int = 8192):
+  """`_row_d2(xs, xf[center])`, a block of rows at a time (the gathered centers would
+  otherwise double the input's memory)."""
+  n = xs.shape[0]
+  rows = min(chunk, n)
+
+  def body(b, u):
+    start = jnp.minimum(b * rows, n - rows)  # the last block overlaps: same values rewritten
+    block = jax.lax.dynamic_slice(xs, (start, 0), (rows, xs.shape[1]))
+    return jax.lax.dynamic_update_slice(u, _row_d2(block, xf[jax.lax.dynamic_slice(center, (start,), (rows,))]), (start,))
+
+  return jax.lax.fori_loop(0, (n + rows - 1) // rows, body, jnp.zeros((n,), jnp.float32))
+
+
 def _from_mean(xf, valid):
   """Squared distance of every row to the mean of the valid rows (the start without labels)."""
   xf_mean = jnp.sum(jnp.where(valid[:, None], xf, 0.0), axis=0) / jnp.sum(valid)
@@ -158,7 +172,7 @@ def _start_state(data, labeled, labeled_mask, valid, block: int, guess=None):
     bound = lambda cols: _expanded_lower_bound(xf, sq, norm, xf[cols], sq[cols], norm[cols])
     guess = lambda labeled: _nearest_guess(bound, labeled, block, n)
   center, second = guess(labeled)
-  u = _row_d2(xs, xf[center])
+  u = _row_d2_to(xs, xf, center)
   any_labeled = labeled[1] > 0
   m = jax.lax.cond(any_labeled, lambda: u, lambda: _from_mean(xf, valid))
   exact = (second >= u) | labeled_mask | jnp.logical_not(valid) | jnp.logical_not(any_labeled)
