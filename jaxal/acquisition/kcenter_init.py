@@ -48,16 +48,22 @@ def _num_blocks(labeled, block: int):
 
 
 def _nearest_guess(lower_bound, labeled, block: int, n: int):
-  """Per row: the center with the smallest `lower_bound(cols)` (n, len(cols)), ties to the
-  earliest, and the smallest bound over all the other centers."""
-  j = jnp.arange(block)
+  """Per row: a center with about the smallest `lower_bound(cols)` (n, len(cols)), and a
+  lower bound on the bounds of all the other centers.
+
+  Per block, one min reduction over the bounds' float32 bits (clamped at 0, so they order as
+  integers; a distance is never negative) with the low bits replaced by the column gives
+  both the column and its bound rounded down; a second gives the smallest other bound."""
+  j = jnp.arange(block, dtype=jnp.int32)
+  mask = (1 << max(1, (block - 1).bit_length())) - 1
 
   def body(b, acc):
     best, center, second = acc
     cols, real = _block(labeled, b, block)
-    lo = jnp.where(real[None, :], lower_bound(cols), jnp.inf)
-    b1 = jnp.min(lo, axis=1)
-    j1 = jnp.min(jnp.where(lo == b1[:, None], j[None, :], block - 1), axis=1)
+    lo = jnp.where(real[None, :], jnp.maximum(lower_bound(cols), 0.0), jnp.inf)
+    key = jnp.min(jax.lax.bitcast_convert_type(lo, jnp.int32) & ~mask | j[None, :], axis=1)
+    j1 = key & mask
+    b1 = jax.lax.bitcast_convert_type(key & ~mask, jnp.float32)
     b2 = jnp.min(jnp.where(j[None, :] == j1[:, None], jnp.inf, lo), axis=1)
     better = b1 < best
     return (jnp.where(better, b1, best), jnp.where(better, cols[j1], center),
