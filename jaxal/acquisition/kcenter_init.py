@@ -47,24 +47,31 @@ def _num_blocks(labeled, block: int):
   return (labeled[1] + block - 1) // block
 
 
+def _argmin_packed(values, real):
+  """Per row of the float32 `values` (rows, width) over the columns where `real`: the column
+  of about the smallest and that value rounded down (inf where no column is real). One min
+  reduction over the bits of the values clamped at 0 (they then order as integers) with the
+  low bits replaced by the column (XLA:CPU's argmin, a variadic reduction, is slower)."""
+  width = values.shape[1]
+  mask = (1 << max(1, (width - 1).bit_length())) - 1
+  key = jax.lax.bitcast_convert_type(jnp.maximum(values, 0.0), jnp.int32) & ~mask | jnp.arange(width, dtype=jnp.int32)
+  key = jnp.min(jnp.where(real[None, :], key, 0x7F800000), axis=1)  # +inf's bits
+  return key & mask, jax.lax.bitcast_convert_type(key & ~mask, jnp.float32)
+
+
 def _nearest_guess(lower_bound, labeled, block: int, n: int):
   """Per row: a center with about the smallest `lower_bound(cols)` (n, len(cols)), and a
-  lower bound on the bounds of all the other centers.
-
-  Per block, one min reduction over the bounds' float32 bits (clamped at 0, so they order as
-  integers; a distance is never negative) with the low bits replaced by the column gives
-  both the column and its bound rounded down; a second gives the smallest other bound."""
+  lower bound on the bounds of all the other centers: two reductions per block, the packed
+  argmin (a distance is never negative, so its bound may be clamped at 0) and the smallest
+  other bound."""
   j = jnp.arange(block, dtype=jnp.int32)
-  mask = (1 << max(1, (block - 1).bit_length())) - 1
 
   def body(b, acc):
     best, center, second = acc
     cols, real = _block(labeled, b, block)
-    lo = jnp.where(real[None, :], jnp.maximum(lower_bound(cols), 0.0), jnp.inf)
-    key = jnp.min(jax.lax.bitcast_convert_type(lo, jnp.int32) & ~mask | j[None, :], axis=1)
-    j1 = key & mask
-    b1 = jax.lax.bitcast_convert_type(key & ~mask, jnp.float32)
-    b2 = jnp.min(jnp.where(j[None, :] == j1[:, None], jnp.inf, lo), axis=1)
+    lo = lower_bound(cols)
+    j1, b1 = _argmin_packed(lo, real)
+    b2 = jnp.min(jnp.where(real[None, :] & (j[None, :] != j1[:, None]), lo, jnp.inf), axis=1)
     better = b1 < best
     return (jnp.where(better, b1, best), jnp.where(better, cols[j1], center),
             jnp.where(better, jnp.minimum(best, b2), jnp.minimum(second, b1)))

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _update_many
-from jaxal.acquisition.kcenter_init import _block, _from_mean, _num_blocks, _prepare, _resolve, _resolve_batch, _settle, _start_state
+from jaxal.acquisition.kcenter_init import (_argmin_packed, _block, _from_mean, _num_blocks, _prepare, _resolve,
+                                            _resolve_batch, _settle, _start_state)
 from jaxal.acquisition.kcenter_rows import _stored
 
 _REL = 1e-3
@@ -75,25 +76,20 @@ def _coordinates(z, r):
 
 
 def _projected_guess(w, wsq, labeled, block: int):
-  """Per row, a labeled center near it: the nearest in the projected coordinates `w`, and
-  -inf for the bound on the others' distances (no entry is certified exact by the guess).
-
-  One min reduction per block gives both: the squared distance's float32 bits (clamped at 0,
-  so they order as integers) with their low bits replaced by the column."""
+  """Per row, a labeled center near it: about the nearest in the projected coordinates `w`
+  (one packed min reduction per block), and -inf for the bound on the others' distances (no
+  entry is certified exact by the guess)."""
   n = w.shape[0]
-  low = max(1, (block - 1).bit_length())
-  mask = (1 << low) - 1
 
   def body(b, acc):
     best, center = acc
     cols, real = _block(labeled, b, block)
     d2 = wsq[:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w, w[cols].T, precision=jax.lax.Precision.HIGHEST)
-    key = jax.lax.bitcast_convert_type(jnp.maximum(d2, 0.0), jnp.int32) & ~mask | jnp.arange(block, dtype=jnp.int32)
-    key = jnp.min(jnp.where(real[None, :], key, jnp.iinfo(jnp.int32).max), axis=1)
-    better = (key & ~mask) < best
-    return jnp.where(better, key & ~mask, best), jnp.where(better, cols[key & mask], center)
+    j1, b1 = _argmin_packed(d2, real)
+    better = b1 < best
+    return jnp.where(better, b1, best), jnp.where(better, cols[j1], center)
 
-  init = (jnp.full((n,), jnp.iinfo(jnp.int32).max), jnp.zeros((n,), jnp.int32))
+  init = (jnp.full((n,), jnp.inf), jnp.zeros((n,), jnp.int32))
   _, center = jax.lax.fori_loop(0, _num_blocks(labeled, block), body, init)
   return center, jnp.full((n,), -jnp.inf)
 
