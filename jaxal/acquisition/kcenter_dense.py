@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxal.acquisition.kcenter_init import _prepare, _settle, _start_state
-from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2
 
 
 def _dense_min(xs, xc, count, m):
@@ -106,9 +106,12 @@ def _guard_cap(n: int) -> int:
   return min(n, max(64, n // 32))
 
 
-def _guard(xf, cap: int):
-  """Row norms for `_guarded_update` (squared, and plain), with its row cap."""
-  return _norms(xf) + (cap,)
+def _guard(data, cap: int):
+  """`_guarded_update`'s inputs from the rows' data (`kcenter_init._rows_data`): the row
+  norms (squared, and plain) and its row cap; None (dense passes) without a cap or with
+  bfloat16 storage."""
+  xs, _, sq, norm = data
+  return (sq, norm, cap) if cap and xs.dtype == jnp.float32 else None
 
 
 def _update_many(xs, m, pos, xc, active, first, guard=None):
@@ -178,7 +181,7 @@ def _lookahead(xs, m, k: int, remaining):
   return pos[order], count, xc[order]
 
 
-def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead: int = 32, update=None,
+def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 32, update=None,
                   settle=None, exact=None):
   """`budget` farthest-first picks from the entries `min_d2`, the row reads they took, and
   the number of steps.
@@ -186,11 +189,9 @@ def _greedy_dense(x, min_d2, any_labeled, budget: int, guard_cap: int, lookahead
   Each step takes up to `lookahead` picks at once (`_lookahead`): the same picks, in the same
   order, as one pick per step, with one read of the rows for all of them. `update(m, pos,
   xc, active, first) -> (m, reads)` lowers the entries for the new centers (default: every
-  row, `_update_many`). Where some entries are only upper bounds (not `exact`),
+  row, `_update_many` with `guard`, see `_guard`). Where some entries are only upper bounds (not `exact`),
   `settle(m, exact, k) -> (m, exact)` makes the `k` largest exact before each step."""
-  n = x.shape[0]
-  xs = _stored(x)
-  guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
+  n = xs.shape[0]
   update = update or functools.partial(_update_many, xs, guard=guard)
   k = min(lookahead, n)
 
@@ -218,5 +219,6 @@ def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0
   data, labeled = _prepare(x, labeled_mask, block)
   min_d2, exact = _start_state(data, labeled, labeled_mask, valid, block)
   settle = functools.partial(_settle, data, labeled)
-  picks, _, steps = _greedy_dense(x, min_d2, labeled[1] > 0, budget, guard_cap, lookahead, settle=settle, exact=exact)
+  picks, _, steps = _greedy_dense(data[0], min_d2, labeled[1] > 0, budget, _guard(data, guard_cap), lookahead,
+                                  settle=settle, exact=exact)
   return picks, steps

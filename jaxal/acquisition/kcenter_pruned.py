@@ -34,7 +34,6 @@ import jax.numpy as jnp
 from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _pairs_update, _update_many
 from jaxal.acquisition.kcenter_init import (_argmin_packed, _block, _from_mean, _num_blocks, _prepare, _resolve,
                                             _resolve_batch, _settle, _start_state)
-from jaxal.acquisition.kcenter_rows import _stored
 
 _REL = 1e-3
 _ABS = 1e-4
@@ -129,9 +128,9 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
                     guard_cap: int = 0, probes: int = 0, probe_fraction: float = 1.0, lookahead: int = 32,
                     resolve_batch: int = 256):
   n, k = x.shape[0], min(lookahead, x.shape[0])
-  z, r, ny = _projection(x.astype(jnp.float32), proj, sample)
-  w, wsq = _coordinates(z, r)
   data, labeled = _prepare(x, labeled_mask, block)
+  z, r, ny = _projection(data[1], proj, sample)
+  w, wsq = _coordinates(z, r)
   screened = jnp.ones((), bool)
   if probes:
     screened = _probe(data, labeled, labeled_mask, valid, w, wsq, ny, probes) <= probe_fraction
@@ -148,8 +147,7 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
   plain = lambda: _start_state(data, labeled, labeled_mask, valid, block)
   m0, exact = jax.lax.cond(screened, lazy, plain)
   any_labeled = labeled[1] > 0
-  xs = _stored(x)
-  guard = _guard(x.astype(jnp.float32), guard_cap) if guard_cap and xs.dtype == jnp.float32 else None
+  xs, guard = data[0], _guard(data, guard_cap)
   # Small tiers for steps touching few rows (the usual case: 250-500 rows and 400-600 pairs
   # a step on MNIST features, 10k rows), and one up to `cap` pairs (a tier of up to n rows
   # made every step slower on XLA:CPU, even where it was not taken). The second nonzero's
@@ -166,5 +164,5 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
     return jax.lax.cond(screened & jnp.logical_not(first), screen, lambda m: plain(m, first=first), m)
 
   settle = functools.partial(_settle, data, labeled, batch=resolve_batch)
-  picks, reads, steps = _greedy_dense(x, m0, any_labeled, budget, guard_cap, lookahead, update, settle, exact)
+  picks, reads, steps = _greedy_dense(xs, m0, any_labeled, budget, guard, lookahead, update, settle, exact)
   return picks, reads / (budget * n), screened, steps
