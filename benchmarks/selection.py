@@ -5,7 +5,8 @@
 
 Prints a table and writes JSON records: `kernel`, `implementation`, `size`, `seconds`
 (median of `--repeats` timed calls after one untimed warm-up call, which compiles; k-center's
-numpy, plain and pruned rows, and BADGE's numpy and jaxal, run in turn call by call), and
+numpy, plain and pruned rows, and BADGE's numpy and jaxal, run in turn call by call; each timed
+call starts after a `SETTLE` pause, so that no other thread pool is still spinning), and
 `peak_mb`, the largest resident-memory growth seen during a timed call (a sampling thread
 reads /proc/self/statm every 2 ms; this covers numpy and XLA:CPU buffers alike). Sections:
 
@@ -76,12 +77,27 @@ class PeakMemory:
     return self.peak - self.base
 
 
+# Seconds to wait before each timed call. numpy's OpenBLAS worker threads keep spinning for
+# about 0.1 s after a BLAS call (and XLA's for a shorter while), so a call started at once
+# shares the two cores with them: jaxal's MNIST k-center took 0.10-0.12 s right after the
+# numpy reference against 0.06-0.08 s after a pause. The pause busy-waits: after a sleep the
+# first milliseconds of the next call ran slower on this VM (NOTES §7g).
+SETTLE = 0.25
+
+
+def settle():
+  end = time.perf_counter() + SETTLE
+  while time.perf_counter() < end:
+    pass
+
+
 def timed(fn, repeats, warmup=True):
   """(median seconds, peak RSS growth MB, last output)."""
   if warmup:
     fn()
   times, peaks = [], []
   for _ in range(repeats):
+    settle()
     with PeakMemory() as mem:
       t0 = time.perf_counter()
       out = jax.block_until_ready(fn())
@@ -99,6 +115,7 @@ def timed_alternating(fns, repeats):
   times, peaks, outs = [[] for _ in fns], [[] for _ in fns], [None] * len(fns)
   for _ in range(repeats):
     for i, fn in enumerate(fns):
+      settle()
       with PeakMemory() as mem:
         t0 = time.perf_counter()
         outs[i] = jax.block_until_ready(fn())

@@ -71,3 +71,27 @@ def replicate(tree, mesh: Mesh | None):
 def constrain_batch(x, sharding):
   """Splits the leading axis of `x` over the data axis (inside jit; no-op without a mesh)."""
   return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+# XLA:CPU uses a host buffer in place when it is aligned to this many bytes.
+HOST_ALIGNMENT = 64
+
+
+def to_device(x, dtype=None):
+  """`x` as a jax Array on the default device (a jax Array stays where it is).
+
+  A numpy array that is not `HOST_ALIGNMENT`-aligned (numpy's own allocations are 16-byte
+  aligned) is first copied by numpy into an aligned buffer, which the CPU backend then uses
+  in place: XLA's own copy faults in fresh pages and took 3-20 ms for 20 MB against about
+  1 ms for numpy's (benchmarks/NOTES.md §7g). `dtype` casts on the device."""
+  if not isinstance(x, jax.Array):
+    x = np.asarray(x)
+    x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)  # float64 -> float32 without x64
+    if x.ctypes.data % HOST_ALIGNMENT or not x.flags.c_contiguous:
+      buffer = np.empty(x.nbytes + HOST_ALIGNMENT, np.uint8)
+      start = -buffer.ctypes.data % HOST_ALIGNMENT
+      aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+      np.copyto(aligned, x)
+      x = aligned
+    x = jax.device_put(x)
+  return x if dtype is None or x.dtype == dtype else x.astype(dtype)

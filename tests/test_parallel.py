@@ -9,9 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from jaxal import config as config_lib
+from jaxal import config as config_lib, parallel
 from tests.conftest import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -101,3 +104,40 @@ def test_indivisible_batch_is_a_clear_error():
   with pytest.raises(config_lib.ConfigError, match="train.batch_size: 30 is not divisible by the 8"):
     config_lib.validate_against_devices(c, 8)
   config_lib.validate_against_devices(tiny_config(), 8)
+
+
+def _offset_view(values, offset_bytes: int):
+  """A view of `values`' copy starting `offset_bytes` past a 64-byte boundary."""
+  buffer = np.empty(values.nbytes + 128, np.uint8)
+  start = -buffer.ctypes.data % 64 + offset_bytes
+  view = buffer[start:start + values.nbytes].view(values.dtype).reshape(values.shape)
+  view[...] = values
+  return view
+
+
+@pytest.mark.parametrize("offset", [0, 4, 16, 48])
+def test_to_device_copies_values_at_any_alignment(offset):
+  values = np.random.default_rng(offset).normal(size=(37, 5)).astype(np.float32)
+  host = _offset_view(values, offset)
+  assert host.ctypes.data % 64 == offset
+  out = parallel.to_device(host)
+  assert isinstance(out, jax.Array) and out.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(out), values)
+  # An unaligned array is first copied into an aligned buffer, which the CPU backend uses in
+  # place; an aligned one is used in place directly.
+  if jax.default_backend() == "cpu":
+    assert out.unsafe_buffer_pointer() % 64 == 0
+    assert (out.unsafe_buffer_pointer() == host.ctypes.data) == (offset == 0)
+
+
+def test_to_device_casts_and_passes_device_arrays_through():
+  values = np.arange(12, dtype=np.float64).reshape(3, 4)
+  out = parallel.to_device(values)
+  assert out.dtype == jnp.float32  # canonicalized like jnp.asarray without x64
+  np.testing.assert_array_equal(np.asarray(out), values)
+  bf = parallel.to_device(values[:, ::2], jnp.bfloat16)  # non-contiguous, cast on device
+  assert bf.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(bf, np.float32), values[:, ::2])
+  on_device = jnp.ones((4, 2))
+  assert parallel.to_device(on_device) is on_device
+  np.testing.assert_array_equal(np.asarray(parallel.to_device([[1, 2]], jnp.float32)), [[1.0, 2.0]])

@@ -113,10 +113,10 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
   candidates = ~np.asarray(labeled_mask, bool)
   if budget > int(candidates.sum()):
     raise ValueError(f"budget {budget} exceeds the {int(candidates.sum())} unlabeled points")
-  probs, embeddings = np.asarray(probs, np.float32), np.asarray(embeddings, np.float32)
   if mesh is None:
-    arrays = jax.device_put((probs, embeddings, candidates))
+    arrays = parallel.to_device(probs, jnp.float32), parallel.to_device(embeddings, jnp.float32), jnp.asarray(candidates)
   else:
+    probs, embeddings = np.asarray(probs, np.float32), np.asarray(embeddings, np.float32)
     pad = -probs.shape[0] % mesh.size
     padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
     arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))

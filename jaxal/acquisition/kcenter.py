@@ -57,21 +57,21 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   labeled_mask = np.asarray(labeled_mask, bool)
   if budget > int((~labeled_mask).sum()):
     raise ValueError(f"budget {budget} exceeds the {int((~labeled_mask).sum())} unlabeled points")
-  x = np.asarray(embeddings)
-  n = x.shape[0]
+  n = np.shape(embeddings)[0]
   if block is None:
     block = int(min(256, max(16, 2**25 // max(n, 1))))
   valid = np.ones(n, bool)
   guard_cap = 0
   if mesh is not None:
     pad = -n % mesh.size
+    x = np.asarray(embeddings)
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     labeled_mask = np.concatenate([labeled_mask, np.zeros(pad, bool)])
     valid = np.concatenate([valid, np.zeros(pad, bool)])
     x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid),
                                             parallel.batch_sharded(mesh))
   else:
-    x, labeled_mask, valid = jnp.asarray(x, storage_dtype), jnp.asarray(labeled_mask), jnp.asarray(valid)
+    x, labeled_mask, valid = parallel.to_device(embeddings, storage_dtype), jnp.asarray(labeled_mask), jnp.asarray(valid)
     guard_cap = _guard_cap(n) if x.dtype == jnp.float32 else 0
     if prune:
       picks, read, screened, steps = _kcenter_pruned(

@@ -39,7 +39,7 @@ _REL = 1e-3
 _ABS = 1e-4
 
 
-def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
+def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 1024):
   """A k-dim orthonormal basis close to the top principal directions (a few subspace
   iterations on a strided row sample), and per row: the coordinates `z` in it, the
   residual norm `r = |y - z q^T|` and `|y|`, where y = x - mean (computed a row block at a
@@ -48,9 +48,12 @@ def _projection(xf, k: int, sample: int, iters: int = 4, chunk: int = 4096):
   s = xf[::max(1, n // sample)][:sample]
   mu = jnp.mean(s, axis=0)
   s = s - mu
+  # The transposed sample, materialized: a product contracting the rows of `s` in place ran
+  # 3-4x slower on XLA:CPU (NOTES §7g).
+  s_t = jax.lax.optimization_barrier(s.T)
   q = jax.random.normal(jax.random.key(0), (d, k), jnp.float32)
   for _ in range(iters):
-    q, _ = jnp.linalg.qr(s.T @ (s @ q))
+    q, _ = jnp.linalg.qr(s_t @ (s @ q))
   rows = min(chunk, n)
 
   def body(b, acc):
@@ -79,11 +82,12 @@ def _projected_guess(w, wsq, labeled, block: int):
   (one packed min reduction per block), and -inf for the bound on the others' distances (no
   entry is certified exact by the guess)."""
   n = w.shape[0]
+  w_t = jax.lax.optimization_barrier(w.T)  # (centers, rows) products without a transposed operand
 
   def body(b, acc):
     best, center = acc
     cols, real = _block(labeled, b, block)
-    d2 = wsq[:, None] + wsq[cols][None, :] - 2.0 * jnp.dot(w, w[cols].T, precision=jax.lax.Precision.HIGHEST)
+    d2 = wsq[cols][:, None] + wsq[None, :] - 2.0 * jnp.dot(w[cols], w_t, precision=jax.lax.Precision.HIGHEST)
     j1, b1 = _argmin_packed(d2, real)
     better = b1 < best
     return jnp.where(better, b1, best), jnp.where(better, cols[j1], center)
