@@ -205,6 +205,34 @@ def test_settle_makes_the_top_entries_exact_and_leaves_upper_bounds_below():
   assert np.all(m[rest] >= direct[rest]) and np.all(m[rest] <= np.sort(m)[-16])
 
 
+@pytest.mark.parametrize("width", [1, 7, 64, 256])
+def test_packed_argmin_matches_numpy_in_both_layouts(width):
+  rng = np.random.default_rng(width)
+  rows = 300
+  # Ties (values drawn from a few levels), zeros, negatives (clamped at 0) and a column
+  # with no real center.
+  values = rng.choice(np.float32([-1.0, 0.0, 0.5, 2.0, 3.0]), size=(rows, width)) + \
+      rng.choice(np.float32([0.0, 1e-7, 1e-3]), size=(rows, width))
+  values = values.astype(np.float32)
+  real = rng.random(width) < 0.8
+  real[0] = True
+  mask = (1 << max(1, (width - 1).bit_length())) - 1
+  keys = (np.maximum(values, 0).view(np.int32) & ~mask) | np.arange(width, dtype=np.int32)
+  keys = np.where(real[None, :], keys, 0x7F800000)
+  best = keys.min(axis=1)
+  want_index, want_value = best & mask, (best & ~mask).view(np.float32)
+  for layout, axis in ((values, 1), (values.T, 0)):
+    index, value = kcenter_init._argmin_packed(jnp.asarray(layout), jnp.asarray(real), axis=axis)
+    np.testing.assert_array_equal(np.asarray(index), want_index)
+    np.testing.assert_array_equal(np.asarray(value), want_value)
+    assert real[np.asarray(index)].all()
+    # The value is the smallest real one with its low bits cleared, so never above it.
+    smallest = np.where(real[None, :], np.maximum(values, 0), np.inf).min(axis=1)
+    assert (np.asarray(value) <= smallest).all() and (np.asarray(value) >= smallest * (1 - 1e-4)).all()
+  _, value = kcenter_init._argmin_packed(jnp.asarray(values), jnp.zeros(width, bool), axis=1)
+  assert np.isinf(np.asarray(value)).all()  # no real center
+
+
 def test_budget_larger_than_pool_is_rejected():
   labeled = np.zeros(10, bool)
   labeled[:8] = True

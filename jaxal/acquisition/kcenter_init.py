@@ -47,24 +47,24 @@ def _num_blocks(labeled, block: int):
   return (labeled[1] + block - 1) // block
 
 
-def _argmin_packed(values, real):
-  """Per column of the float32 `values` (width, rows) over the entries (rows of `values`)
+def _argmin_packed(values, real, axis: int):
+  """Over the centers' `axis` of the float32 `values` (rows, centers) or (centers, rows),
   where `real`: the index of about the smallest and that value rounded down (inf where no
-  entry is real). One min reduction over the bits of the values clamped at 0 (they then
-  order as integers) with the low bits replaced by the index (XLA:CPU's argmin, a variadic
-  reduction, is slower). Centers run along the first axis so that the reduction is
-  elementwise across rows (a reduction along each row's entries ran 1.5-2x slower on
-  XLA:CPU, NOTES §7g)."""
-  width = values.shape[0]
+  center is real), per row. One min reduction over the bits of the values clamped at 0 (they
+  then order as integers) with the low bits replaced by the index (XLA:CPU's argmin, a
+  variadic reduction, is slower). With few dimensions (the pruned kernel's projected
+  coordinates) the (centers, rows) layout reduced 1.5-2x faster; with full rows the row
+  layout did, up to 2x at n = 1M (NOTES §7g)."""
+  width = values.shape[axis]
   mask = (1 << max(1, (width - 1).bit_length())) - 1
-  index = jnp.arange(width, dtype=jnp.int32)[:, None]
+  index = jnp.expand_dims(jnp.arange(width, dtype=jnp.int32), 1 - axis)
   key = jax.lax.bitcast_convert_type(jnp.maximum(values, 0.0), jnp.int32) & ~mask | index
-  key = jnp.min(jnp.where(real[:, None], key, 0x7F800000), axis=0)  # +inf's bits
+  key = jnp.min(jnp.where(jnp.expand_dims(real, 1 - axis), key, 0x7F800000), axis=axis)  # +inf's bits
   return key & mask, jax.lax.bitcast_convert_type(key & ~mask, jnp.float32)
 
 
 def _nearest_guess(lower_bound, labeled, block: int, n: int):
-  """Per row: a center with about the smallest `lower_bound(cols)` (len(cols), n), and a
+  """Per row: a center with about the smallest `lower_bound(cols)` (n, len(cols)), and a
   lower bound on the bounds of all the other centers: two reductions per block, the packed
   argmin (a distance is never negative, so its bound may be clamped at 0) and the smallest
   other bound."""
@@ -74,8 +74,8 @@ def _nearest_guess(lower_bound, labeled, block: int, n: int):
     best, center, second = acc
     cols, real = _block(labeled, b, block)
     lo = lower_bound(cols)
-    j1, b1 = _argmin_packed(lo, real)
-    b2 = jnp.min(jnp.where(real[:, None] & (j[:, None] != j1[None, :]), lo, jnp.inf), axis=0)
+    j1, b1 = _argmin_packed(lo, real, axis=1)
+    b2 = jnp.min(jnp.where(real[None, :] & (j[None, :] != j1[:, None]), lo, jnp.inf), axis=1)
     better = b1 < best
     return (jnp.where(better, b1, best), jnp.where(better, cols[j1], center),
             jnp.where(better, jnp.minimum(best, b2), jnp.minimum(second, b1)))
@@ -187,7 +187,7 @@ def _start_state(data, labeled, labeled_mask, valid, block: int, guess=None):
   xs, xf, sq, norm = data
   n = xs.shape[0]
   if guess is None:
-    bound = lambda cols: _expanded_lower_bound(xf[cols], sq[cols], norm[cols], xf, sq, norm)  # (centers, rows)
+    bound = lambda cols: _expanded_lower_bound(xf, sq, norm, xf[cols], sq[cols], norm[cols])
     guess = lambda labeled: _nearest_guess(bound, labeled, block, n)
   center, second = guess(labeled)
   u = _row_d2_to(xs, xf, center)

@@ -88,7 +88,7 @@ def _projected_guess(w, wsq, labeled, block: int):
     best, center = acc
     cols, real = _block(labeled, b, block)
     d2 = wsq[cols][:, None] + wsq[None, :] - 2.0 * jnp.dot(w[cols], w_t, precision=jax.lax.Precision.HIGHEST)
-    j1, b1 = _argmin_packed(d2, real)
+    j1, b1 = _argmin_packed(d2, real, axis=0)
     better = b1 < best
     return jnp.where(better, b1, best), jnp.where(better, cols[j1], center)
 
