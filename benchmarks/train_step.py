@@ -17,7 +17,10 @@ a jaxal dependency) each model with a twin in `torch_models.py` is also timed in
 first call. `--no-torch` skips them. `--malloc resident` applies
 `jaxal.cpu_runtime.keep_buffers_resident()` in both processes (JAX's and PyTorch's) before
 they start their threads; `--malloc default` (the default) leaves glibc's settings.
-`--xla-convs` runs XLA's own CPU convolutions instead of YNNPACK's (`JAXAL_XLA_CONVS=1`).
+The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on the CPU,
+XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
+YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`. `--xla-convs`
+runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
 
 With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
 device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
@@ -185,6 +188,7 @@ def main():
     for r in jax_records + torch_records:
       r["malloc"] = "resident" if resident else "default"
       r["xla_convs"] = xla_convs
+      r["train_compiler_options"] = cpu_runtime.train_compiler_options() or {}
       if peak and r["framework"] == "jax":
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)

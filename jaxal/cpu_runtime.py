@@ -1,4 +1,4 @@
-"""Keeps XLA:CPU's per-call buffers resident: glibc malloc settings for CPU-only runs.
+"""CPU-only runtime settings: resident buffers (glibc malloc) and XLA's own convolutions.
 
 Every call of a compiled XLA:CPU program allocates its temporary buffers (71 MB for one
 small-CNN training step at batch 128) and frees them on return. glibc serves such blocks
@@ -24,12 +24,13 @@ It must run before the JAX backend starts its threads (a thread keeps the arena 
 used). It does nothing unless `JAXAL_KEEP_BUFFERS=1`, off Linux/glibc, or when an
 accelerator plugin (CUDA, ROCm, TPU) is installed.
 
-`use_xla_convolutions()`, with `JAXAL_XLA_CONVS=1`, keeps XLA:CPU's YNNPACK library to dots,
-so convolutions run XLA's own kernels: CPU training 1.1-1.4x faster, but compile-bound runs
-(the digits demo) and the k-center kernels somewhat slower (NOTES §6c), hence opt-in. The
-flag is experimental, and XLA aborts on a flag it does not know, so it is added only for the
-jaxlib series where it was measured (`XLA_CONVS_JAXLIB`), before the backend starts, and
-never over a user's own setting of it.
+XLA:CPU hands convolutions to its YNNPACK library, whose weight-gradient convolutions are
+slower here than XLA's own (NOTES §6c). `train_compiler_options()` keeps YNNPACK to dots for
+the training steps only, per compiled program (the default; `JAXAL_XLA_CONVS=0` turns it
+off). `use_xla_convolutions()`, with `JAXAL_XLA_CONVS=1`, does the same for every program of
+the process through `XLA_FLAGS` (which made the k-center kernels somewhat slower). The option
+is experimental, and XLA rejects one it does not know, so both apply only for the jaxlib
+series where it was measured (`XLA_CONVS_JAXLIB`), and never over a user's own setting.
 """
 
 import ctypes
@@ -103,3 +104,22 @@ def use_xla_convolutions() -> bool:
     return False
   os.environ["XLA_FLAGS"] = f"{flags} {YNN_DOTS_ONLY}".strip()
   return True
+
+
+
+def train_compiler_options() -> dict | None:
+  """XLA options for the jitted training steps (`Trainer`), per program: on the CPU backend,
+  YNNPACK kept to dots, so that the step's convolutions run XLA's own kernels (training 1.06-1.4x
+  faster across the zoo, NOTES §6d) while every other program (k-center's fused reductions,
+  scoring) keeps YNNPACK. None (the compiler's defaults) with `JAXAL_XLA_CONVS=0`, when
+  `XLA_FLAGS` already sets the fusion type (as `JAXAL_XLA_CONVS=1` does for the whole
+  process), off the CPU backend, and for jaxlib series where the option was not measured
+  (an unknown option fails the compile)."""
+  if os.environ.get("JAXAL_XLA_CONVS", "") == "0" or "xla_cpu_experimental_ynn_fusion_type" in os.environ.get(
+      "XLA_FLAGS", ""):
+    return None
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu" or jaxlib_series() not in XLA_CONVS_JAXLIB:
+    return None
+  name, value = YNN_DOTS_ONLY.lstrip("-").split("=")
+  return {name: value}

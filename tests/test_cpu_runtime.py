@@ -2,10 +2,12 @@
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from jaxal import cpu_runtime
@@ -105,3 +107,53 @@ def test_xla_convolutions_leave_a_started_backend_alone(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nonexistent")
   assert not cpu_runtime.use_xla_convolutions()
   assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nonexistent"
+
+
+def _convolutions_in_ynn_fusions(hlo_text: str) -> tuple[int, int]:
+  """(convolutions in YNNPACK fusions, convolutions elsewhere) in a compiled module's text."""
+  blocks = hlo_text.split("\n\n")
+  ynn_called = set(re.findall(r"%ynn_fusion[\w.]* = .*?calls=(%[\w.\-]+)", hlo_text))
+  inside = outside = 0
+  for block in blocks:
+    name = block.strip().split(" ", 1)[0]
+    count = block.count(" convolution(")
+    if name in ynn_called:
+      inside += count
+    else:
+      outside += count
+  return inside, outside
+
+
+def _small_cnn_train_block_text():
+  import jax
+  import jax.numpy as jnp
+  from jaxal import config as config_lib, models
+  from jaxal.data import augment, pipeline
+  from jaxal.train import trainer as trainer_lib
+  x = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+  c = config_lib.base_config().train
+  c.batch_size, c.steps_per_call = 32, 1
+  t = trainer_lib.Trainer(models.create("small_cnn", 10), c, pipeline.make_preprocess(x, "image", "per_channel"),
+                          augment.AugmentConfig(), (28, 28, 1), np.uint8)
+  state = t.init(jax.random.key(0))
+  lowered = t._block.lower(state, jnp.asarray(x), jnp.zeros(32, jnp.int32), np.arange(32, dtype=np.int32)[None],  # pylint: disable=protected-access
+                           np.ones(1, bool), jax.random.key(1), 0.01)
+  return lowered.compile().as_text()
+
+
+def test_training_steps_run_xla_convolutions_by_default(monkeypatch):
+  _skip_unless_the_flag_applies()
+  monkeypatch.delenv("JAXAL_XLA_CONVS", raising=False)
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  assert cpu_runtime.train_compiler_options() == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+  inside, outside = _convolutions_in_ynn_fusions(_small_cnn_train_block_text())
+  # Two convolutions: forward and weight gradient each, and the second one's input gradient.
+  assert inside == 0 and outside >= 5, (inside, outside)
+  monkeypatch.setenv("JAXAL_XLA_CONVS", "0")
+  assert cpu_runtime.train_compiler_options() is None
+  inside, _ = _convolutions_in_ynn_fusions(_small_cnn_train_block_text())
+  assert inside >= 3, inside  # YNNPACK takes the step's convolutions
+  # A process-wide setting (JAXAL_XLA_CONVS=1, or the user's own) is left in charge.
+  monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
+  monkeypatch.setenv("XLA_FLAGS", cpu_runtime.YNN_DOTS_ONLY)
+  assert cpu_runtime.train_compiler_options() is None

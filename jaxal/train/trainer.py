@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxal import models as models_lib
-from jaxal import parallel
+from jaxal import cpu_runtime, parallel
 from jaxal.acquisition.scoring import Predictor
 from jaxal.data import augment as augment_lib
 from jaxal.train import optim
@@ -86,7 +86,7 @@ class Trainer:
         functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment,
                           batch_sharding=self.batch_sharding,
                           compute_dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[train_cfg.compute_dtype]),
-        donate_argnums=(0,))
+        donate_argnums=(0,), compiler_options=cpu_runtime.train_compiler_options())
 
   def _init_impl(self, key, start=None, *, sample):
     variables = models_lib.init_variables(self.model, key, sample.shape, sample.dtype)
