@@ -106,7 +106,6 @@ def use_xla_convolutions() -> bool:
   return True
 
 
-
 def train_compiler_options() -> dict | None:
   """XLA options for the jitted training steps (`Trainer`), per program: on the CPU backend,
   YNNPACK kept to dots, so that the step's convolutions run XLA's own kernels (training 1.06-1.4x

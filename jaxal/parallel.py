@@ -83,7 +83,9 @@ def to_device(x, dtype=None):
   A numpy array that is not `HOST_ALIGNMENT`-aligned (numpy's own allocations are 16-byte
   aligned) is first copied by numpy into an aligned buffer, which the CPU backend then uses
   in place: XLA's own copy faults in fresh pages and took 3-20 ms for 20 MB against about
-  1 ms for numpy's (benchmarks/NOTES.md §7g). `dtype` casts on the device."""
+  1 ms for numpy's (benchmarks/NOTES.md §7g). An aligned array is used in place on the CPU
+  backend, so it must not be written while the result is in use. `dtype` casts on the
+  device."""
   if not isinstance(x, jax.Array):
     x = np.asarray(x)
     x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)  # float64 -> float32 without x64
