@@ -35,6 +35,7 @@ series where it was measured (`XLA_CONVS_JAXLIB`), and never over a user's own s
 
 import ctypes
 import ctypes.util
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -73,6 +74,7 @@ YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"
 XLA_CONVS_JAXLIB = ((0, 10),)  # jaxlib (major, minor) series that know the flag
 
 
+@functools.lru_cache(maxsize=None)  # read once: `Trainer` asks for every model it builds
 def jaxlib_series():
   """The installed jaxlib's (major, minor), or None."""
   try:

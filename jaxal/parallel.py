@@ -89,7 +89,8 @@ def to_device(x, dtype=None):
   if not isinstance(x, jax.Array):
     x = np.asarray(x)
     x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)  # float64 -> float32 without x64
-    if x.ctypes.data % HOST_ALIGNMENT or not x.flags.c_contiguous:
+    on_cpu = jax.default_backend() == "cpu"  # elsewhere device_put copies to the device anyway
+    if on_cpu and (x.ctypes.data % HOST_ALIGNMENT or not x.flags.c_contiguous):
       buffer = np.empty(x.nbytes + HOST_ALIGNMENT, np.uint8)
       start = -buffer.ctypes.data % HOST_ALIGNMENT
       aligned = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
