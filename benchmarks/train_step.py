@@ -8,7 +8,9 @@ A model spec is `name` or `resnet_grid:BLOCKS:STACKS`; 32x32x3 inputs unless the
 `model`, `framework` ("jax" or "torch"), `step` ("train" or "eval"), `input_shape`, `batch`,
 `images_per_second` (median of `--repeats` timed calls after warm-up), `compile_seconds`,
 `gflops_per_image` (XLA's cost analysis of the compiled step) and `gflops_per_second`.
-`--dtype bfloat16` times mixed precision (bf16 compute, f32 parameters and statistics).
+A training call runs `--steps-per-call` unrolled steps (default: `train.steps_per_call`,
+as `Trainer` does; its img/s is per step), recorded as `steps_per_call`; the PyTorch twin
+runs one eager step per call. `--dtype bfloat16` times mixed precision (bf16 compute, f32 parameters and statistics).
 `--conv-impl xla|im2col|auto` picks `layers.Conv`'s algorithm (default auto; xla gives the
 "before" figures of benchmarks/NOTES.md §2). When `torch` is importable (benchmark-only, not
 a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
@@ -103,7 +105,7 @@ def peak_tflops(device_kind: str, override: float = 0.0):
   return next((peak for name, peak in BF16_PEAK_TFLOPS if name in device_kind), None)
 
 
-def bench(spec, batch, repeats, shape, dtype):
+def bench(spec, batch, repeats, shape, dtype, steps_per_call=1):
   name, options = parse_model(spec)
   shape = shape or ((28, 28, 1) if name == "small_cnn" else (32, 32, 3))
   model = models.create(name, 10, **options)
@@ -111,12 +113,14 @@ def bench(spec, batch, repeats, shape, dtype):
   x = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
   y = (np.arange(batch) % 10).astype(np.int32)
   c = config_lib.base_config().train
-  c.batch_size, c.steps_per_call, c.lr_schedule, c.compute_dtype = batch, 1, "0:0.01", dtype
+  c.batch_size, c.steps_per_call, c.lr_schedule, c.compute_dtype = batch, steps_per_call, "0:0.01", dtype
   pre = pipeline.make_preprocess(x, "image", "per_channel")
   t = trainer_lib.Trainer(model, c, pre, augment.AugmentConfig(), shape, np.uint8)
   state = t.init(jax.random.key(0))
   inputs, labels = jnp.asarray(x), jnp.asarray(y)
-  idx, valid = np.arange(batch, dtype=np.int32)[None], np.ones(1, bool)
+  # The same batch at every step of a call (a call runs `steps_per_call` unrolled steps).
+  idx = np.tile(np.arange(batch, dtype=np.int32), (steps_per_call, 1))
+  valid = np.ones(steps_per_call, bool)
   records = []
   t0 = time.perf_counter()
   lowered = t._block.lower(state, inputs, labels, idx, valid, jax.random.key(1), 0.01)  # pylint: disable=protected-access
@@ -130,7 +134,8 @@ def bench(spec, batch, repeats, shape, dtype):
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
   med = float(np.median(times[1:]))
-  records.append(dict(step="train", seconds=med, compile_seconds=compile_s, flops=train_flops))
+  records.append(dict(step="train", seconds=med / steps_per_call, compile_seconds=compile_s,
+                      flops=train_flops / steps_per_call))
   evaluate = jax.jit(lambda v, xb: model.apply(v, pre(xb), train=False)[0])
   t0 = time.perf_counter()
   compiled_eval = evaluate.lower(state.variables, inputs).compile()
@@ -148,7 +153,8 @@ def bench(spec, batch, repeats, shape, dtype):
                 "batch": batch, "images_per_second": batch / r["seconds"], "compile_seconds": r["compile_seconds"],
                 "gflops_per_image": r["flops"] / batch / 1e9,
                 "gflops_per_second": r["flops"] / r["seconds"] / 1e9, "device": jax.devices()[0].platform,
-                "conv_impl": os.environ.get("JAXAL_CONV_IMPL", "auto")})
+                "conv_impl": os.environ.get("JAXAL_CONV_IMPL", "auto"),
+                "steps_per_call": steps_per_call if r["step"] == "train" else 1})
   return out, x, y, shape
 
 
@@ -162,6 +168,8 @@ def main():
   parser.add_argument("--json", default="")
   parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--steps-per-call", type=int, default=config_lib.base_config().train.steps_per_call,
+                      help="training steps per compiled call, as `train.steps_per_call` (default: the config's)")
   parser.add_argument("--malloc", default="default", choices=["resident", "default"])
   parser.add_argument("--xla-convs", action="store_true",
                       help="JAXAL_XLA_CONVS=1: XLA's own CPU convolutions instead of YNNPACK's (NOTES 6c)")
@@ -180,9 +188,10 @@ def main():
   peak = peak_tflops(device.device_kind, args.peak_tflops) if use_table or args.peak_tflops > 0 else None
   shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
   records = []
-  print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
+  print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'steps':>5} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
   for spec in args.models.split(","):
-    jax_records, x, y, spec_shape = bench(spec, args.batch, args.repeats, shape, args.dtype)
+    jax_records, x, y, spec_shape = bench(spec, args.batch, args.repeats, shape, args.dtype,
+                                            args.steps_per_call)
     torch_records = [] if args.no_torch else bench_torch(spec, args.batch, args.repeats, spec_shape, x, y,
                                                          jax_records)
     for r in jax_records + torch_records:
@@ -193,7 +202,8 @@ def main():
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)
       share = f" {r['fraction_of_peak']:>7.1%} of {peak:g} TFLOP/s" if "fraction_of_peak" in r else ""
-      print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r['images_per_second']:>9.1f} "
+      print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r.get('steps_per_call', 1):>5} "
+            f"{r['images_per_second']:>9.1f} "
             f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}{share}",
             flush=True)
   if args.json:

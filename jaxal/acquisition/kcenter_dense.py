@@ -23,7 +23,7 @@ a float32 one on CPU, so bfloat16 steps take one dense pass per new center
 (benchmarks/NOTES.md §7c); the option pays off on memory-bound accelerators.
 
 This module holds the unpruned kernel and the pieces both kernels share (the lookahead, the
-sparse pair update, the loop); `kcenter_rows` the row storage and distance forms,
+loop); `kcenter_pairs` the sparse pair update, `kcenter_rows` the row storage and distance forms,
 `kcenter_init` the initial entries, `kcenter_pruned` the pruned kernel and `kcenter` the
 public entry point.
 """
@@ -34,52 +34,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxal.acquisition.kcenter_init import _prepare, _settle, _start_state
+from jaxal.acquisition.kcenter_pairs import _pairs_update
 from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2
 
 
 def _dense_min(xs, xc, count, m):
   """`minimum(m, distances)` to the first `count` centers of `xc`, one full pass each."""
   return jax.lax.fori_loop(0, count, lambda l, m: jnp.minimum(m, _row_d2(xs, xc[l])), m)
-
-
-_CHUNK = 256  # gathered (row, center) pairs per sparse iteration
-
-
-def _pairs_update(xs, maybe, xc, m, caps, fallback):
-  """`m` lowered by the direct distances of the (row, center) pairs flagged in `maybe`
-  (n, k), gathered `_CHUNK` pairs at a time for as many chunks as there are pairs.
-
-  `caps` lists `(rows, pairs)` size tiers, smallest first: the flagged rows are compacted
-  (a nonzero over n), then their flagged pairs (a nonzero over rows x k; compacting the
-  whole (n, k) mask cost several times more on XLA:CPU), in the first tier that holds them.
-  When none does, `fallback(m)` instead. Both return `(m, row reads)`."""
-  n, k = maybe.shape
-  row_any = jnp.any(maybe, axis=1)
-  num_rows = jnp.sum(row_any, dtype=jnp.int32)
-  num_pairs = jnp.sum(maybe, dtype=jnp.int32)
-
-  def sparse(row_cap, pair_cap, m):
-    # Unused slots point past the end: their gathers clip and their scatters drop.
-    rows = jnp.nonzero(row_any, size=row_cap, fill_value=n)[0]
-    flagged = maybe.at[rows].get(mode="fill", fill_value=False).reshape(-1)
-    ids = jnp.nonzero(flagged, size=pair_cap + _CHUNK, fill_value=row_cap * k)[0].astype(jnp.int32)
-
-    def body(g, m):
-      pair = jax.lax.dynamic_slice(ids, (g * _CHUNK,), (_CHUNK,))
-      r = rows.at[pair // k].get(mode="fill", fill_value=n)
-      return m.at[r].min(_row_d2(xs.at[r].get(mode="clip"), xc[pair % k]), mode="drop")
-
-    return jax.lax.fori_loop(0, (num_pairs + _CHUNK - 1) // _CHUNK, body, m), num_pairs
-
-  def tiered(m, caps=tuple(caps)):
-    if not caps:
-      return fallback(m)
-    (row_cap, pair_cap), rest = caps[0], caps[1:]
-    row_cap, pair_cap = min(row_cap, n), min(pair_cap, n * k)
-    fits = (num_rows <= row_cap) & (num_pairs <= pair_cap)
-    return jax.lax.cond(fits, functools.partial(sparse, row_cap, pair_cap), lambda m: tiered(m, rest), m)
-
-  return tiered(m)
 
 
 def _guarded_update(xs, sq, norm, pos, xc, active, min_d2, cap: int):

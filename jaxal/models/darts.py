@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxal.models.base import global_avg_pool
+from jaxal.models.batch_norm import BatchNorm
 
 Array = Any
 
@@ -63,7 +64,7 @@ def edge_inputs(nodes: int = 4) -> list[tuple[int, int]]:
 
 
 def _bn(train: bool, affine: bool, name=None):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=affine,
+  return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=affine,
                       use_bias=affine, name=name)
 
 

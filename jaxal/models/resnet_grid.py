@@ -18,13 +18,13 @@ import functools
 
 import flax.linen as nn
 
-from jaxal.models import layers
+from jaxal.models import batch_norm, layers
 from jaxal.models.base import global_avg_pool
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 # layers.Conv: nn.Conv's parameters; im2col + matmul for tiny maps on CPU (benchmarks/NOTES.md §2).
 Conv = functools.partial(layers.Conv, use_bias=False, kernel_init=he_normal, padding="SAME")
-BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+BatchNorm = functools.partial(batch_norm.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 def maybe_dropout(x, rate: float, active: bool):

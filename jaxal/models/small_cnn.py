@@ -10,6 +10,7 @@ and in MC-dropout mode.
 
 import flax.linen as nn
 
+from jaxal.models.batch_norm import BatchNorm
 from jaxal.models.layers import Conv, max_pool_2x2
 
 
@@ -29,7 +30,7 @@ class SmallCNN(nn.Module):
         if self.block_dropout > 0 else h
     for i, features in enumerate((self.width, 2 * self.width)):
       x = Conv(features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}")(x)
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x))
+      x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x))
       if x.shape[1] > 2:
         x = max_pool_2x2(x)  # nn.max_pool's values, a faster backward on CPU
       x = drop(x)

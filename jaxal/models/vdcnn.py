@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxal.models.batch_norm import BatchNorm
+
 BLOCKS = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 
 
@@ -57,13 +59,13 @@ class ConvBlock(nn.Module):
     y = x
     for i in range(2):
       y = nn.Conv(self.filters, (3,), padding="SAME", use_bias=False, name=f"conv{i}")(y)
-      y = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(y)
+      y = BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(y)
       if i == 0 or not self.shortcut:
         y = nn.relu(y)
     if self.shortcut:
       if x.shape[-1] != self.filters:
         x = nn.Conv(self.filters, (1,), use_bias=False, name="proj")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name="proj_bn")(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, name="proj_bn")(x)
       y = nn.relu(x + y)
     if self.dropout > 0:
       y = nn.Dropout(self.dropout)(y, deterministic=not (train or mc_dropout))

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from jaxal.models.batch_norm import BatchNorm
 from jaxal.models.layers import Conv
 from jaxal.models.resnet_grid import maybe_dropout
 
@@ -46,7 +47,7 @@ class VGG(nn.Module):
       for c in range(n):
         x = Conv(features, (3, 3), padding="SAME", use_bias=not self.batch_norm, name=f"conv{s}_{c}")(x)
         if self.batch_norm:
-          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{s}_{c}")(x)
+          x = BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{s}_{c}")(x)
         x = nn.relu(x)
       if x.shape[1] > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
