@@ -80,14 +80,14 @@ def _pairs_update(xs, maybe, xc, m, caps, fallback):
     # Unused slots point past the end: their gathers clip and their scatters drop.
     units = jnp.nonzero(counts > 0, size=unit_cap, fill_value=n * words)[0].astype(jnp.int32)
     unit_bits = bits.at[units].get(mode="fill", fill_value=0)
-    ends = jnp.cumsum(jax.lax.population_count(unit_bits).astype(jnp.int32))
+    unit_counts = counts.at[units].get(mode="fill", fill_value=0)
+    ends = jnp.cumsum(unit_counts)
 
     def body(g, m):
       pair = g * _CHUNK + jnp.arange(_CHUNK, dtype=jnp.int32)
       slot = jnp.minimum(_count_at_most(ends, pair), unit_cap - 1)
-      word = unit_bits[slot]
-      rank = pair - (ends[slot] - jax.lax.population_count(word).astype(jnp.int32))
-      center = (units[slot] % words) * _WORD + _nth_set_bit(word, rank)
+      rank = pair - (ends[slot] - unit_counts[slot])
+      center = (units[slot] % words) * _WORD + _nth_set_bit(unit_bits[slot], rank)
       row = jnp.where(pair < num_pairs, units[slot] // words, n)
       d2 = _row_d2(xs.at[row].get(mode="clip"), xc[jnp.clip(center, 0, k - 1)])
       return m.at[row].min(d2, mode="drop")

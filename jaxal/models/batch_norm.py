@@ -112,14 +112,14 @@ class BatchNorm(nn.Module):
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
     scale = self.param("scale", self.scale_init, features, jnp.float32) if self.use_scale else None
     bias = self.param("bias", self.bias_init, features, jnp.float32) if self.use_bias else None
-    given = [p for p in (scale, bias) if p is not None]
-    dtype = jnp.result_type(x, *given)
-    scale = jnp.ones(features, dtype) if scale is None else scale
-    bias = jnp.zeros(features, dtype) if bias is None else bias
+    # Absent parameters act as ones and zeros in the inputs' dtype (the output's dtype is
+    # that of the inputs and the parameters present, as in flax).
+    scale = jnp.ones(features, x.dtype) if scale is None else scale
+    bias = jnp.zeros(features, x.dtype) if bias is None else bias
     if use_running_average:
-      return _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon).astype(dtype)
+      return _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
     y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    return y.astype(dtype)
+    return y
