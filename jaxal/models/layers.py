@@ -121,10 +121,12 @@ def _fence(x, witness):
 
   XLA:CPU removes `lax.optimization_barrier` before fusion, so the fence is a `lax.cond`
   whose predicate XLA cannot fold but which is always true (an integer with its low bit set
-  is never zero). `witness` is a scalar that is ready early (a weight), so the predicate
-  waits for nothing, and that is replicated, so it needs no cross-device read.
+  is never zero). The predicate reads the first element of `witness`, an array that is
+  ready early (a weight), so it waits for nothing, and that is replicated, so it needs no
+  cross-device read.
   """
-  bits = lax.bitcast_convert_type(witness.astype(jnp.float32), jnp.int32)
+  first = witness.reshape(-1)[0].astype(jnp.float32)
+  bits = lax.bitcast_convert_type(first, jnp.int32)
   return lax.cond((bits | 1) != 0, lambda v: v, lambda v: -v, x)
 
 
@@ -147,7 +149,7 @@ def _fence_input_fwd(x, witness):
 
 
 def _fence_input_bwd(witness, g):
-  return g, jnp.zeros_like(witness)
+  return g, jnp.zeros_like(witness)  # callers pass a stop_gradient'ed witness
 
 
 fence_input.defvjp(_fence_input_fwd, _fence_input_bwd)
@@ -168,7 +170,7 @@ def _conv(impl: str, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_d
   strides = tuple(window_strides)
   on_cpu = jax.default_backend() == "cpu"
   if impl == "auto" and not (on_cpu and use_im2col(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)):
-    return xla(fence_input(lhs, lax.stop_gradient(rhs.reshape(-1)[0])) if on_cpu else lhs)
+    return xla(fence_input(lhs, lax.stop_gradient(rhs)) if on_cpu else lhs)
   return im2col_conv(lhs, rhs, strides, padding, precision)
 
 
