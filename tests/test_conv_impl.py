@@ -232,7 +232,8 @@ def _block_args():
   return a, r, s, k
 
 
-def test_fenced_conv_matches_plain_conv_values_and_gradients():
+def test_fenced_conv_matches_plain_conv_values_and_gradients(monkeypatch):
+  monkeypatch.setenv("JAXAL_FENCE_CONVS", "1")
   args = _block_args()
   ours = jax.jit(jax.value_and_grad(_block(layers.conv_auto), argnums=(0, 1, 2, 3)))(*args)
   ref = jax.jit(jax.value_and_grad(_block(layers.conv_xla), argnums=(0, 1, 2, 3)))(*args)
@@ -255,15 +256,19 @@ def _fusion_bodies(hlo_text):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the fence is for XLA:CPU")
-def test_fence_keeps_the_producers_out_of_the_kernel_gradient_transpose():
+def test_fence_keeps_the_producers_out_of_the_kernel_gradient_transpose(monkeypatch):
   # Without the fence, XLA:CPU fuses max(a * s + r, 0) into the transposed copy of x that
   # the kernel gradient reads (NOTES §6f). With it, no fused computation both transposes
   # and computes the ReLU, and only the differentiated program holds the conditional.
   from jaxal import cpu_runtime  # pylint: disable=import-outside-toplevel
   args = _block_args()
   options = cpu_runtime.train_compiler_options() or {}
-  grad = jax.jit(jax.grad(_block(layers.conv_auto), argnums=(0, 1, 2, 3)))
-  text = grad.lower(*args).compile(compiler_options=options).as_text()
+  grad_hlo = lambda: jax.jit(jax.grad(_block(layers.conv_auto), argnums=(0, 1, 2, 3))).lower(
+      *args).compile(compiler_options=options).as_text()
+  monkeypatch.delenv("JAXAL_FENCE_CONVS", raising=False)
+  assert "conditional(" not in grad_hlo()  # off by default
+  monkeypatch.setenv("JAXAL_FENCE_CONVS", "1")
+  text = grad_hlo()
   assert "conditional(" in text
   bodies = _fusion_bodies(text)
   assert bodies, "no fused computations found: the HLO text format changed"
