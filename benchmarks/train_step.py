@@ -23,6 +23,8 @@ The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on
 XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
 YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`. `--xla-convs`
 runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
+The training step fences its XLA convolutions' inputs on the CPU (`layers.fence_conv_inputs`,
+NOTES §6f), recorded as `fence_convs`; `--no-fence-convs` (`JAXAL_FENCE_CONVS=0`) times it without.
 
 With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
 device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
@@ -173,6 +175,8 @@ def main():
   parser.add_argument("--malloc", default="default", choices=["resident", "default"])
   parser.add_argument("--xla-convs", action="store_true",
                       help="JAXAL_XLA_CONVS=1: XLA's own CPU convolutions instead of YNNPACK's (NOTES 6c)")
+  parser.add_argument("--no-fence-convs", action="store_true",
+                      help="JAXAL_FENCE_CONVS=0: no fence on the training step's XLA-conv inputs (NOTES 6f)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="the accelerator's peak, for fraction_of_peak (default: BF16_PEAK_TFLOPS by device kind)")
   args = parser.parse_args()
@@ -182,6 +186,8 @@ def main():
     os.environ["JAXAL_XLA_CONVS"] = "1"
   xla_convs = cpu_runtime.use_xla_convolutions()
   os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
+  if args.no_fence_convs:
+    os.environ["JAXAL_FENCE_CONVS"] = "0"  # also read at trace time
   device = jax.devices()[0]
   # The table holds bf16 peaks; for float32 runs the peak must be given.
   use_table = device.platform != "cpu" and args.dtype == "bfloat16"
@@ -197,6 +203,7 @@ def main():
     for r in jax_records + torch_records:
       r["malloc"] = "resident" if resident else "default"
       r["xla_convs"] = xla_convs
+      r["fence_convs"] = device.platform == "cpu" and os.environ.get("JAXAL_FENCE_CONVS", "") != "0"
       r["train_compiler_options"] = cpu_runtime.train_compiler_options() or {}
       if peak and r["framework"] == "jax":
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)

@@ -191,3 +191,98 @@ def test_max_pool_2x2_gradient_goes_to_the_first_max(shape, ties):
   np.testing.assert_array_equal(out, ref(x))
   np.testing.assert_array_equal(vjp(jnp.asarray(g))[0], want)
   np.testing.assert_array_equal(vjp(jnp.asarray(g))[0], jax.vjp(ref, jnp.asarray(x))[1](jnp.asarray(g))[0])
+
+
+@pytest.mark.parametrize("witness", [0.0, -0.0, 1.0, -3.5, float("inf"), float("nan"), 1e-45])
+def test_fence_returns_its_input_for_every_witness(witness):
+  # The fence's predicate must be true for every bit pattern of the witness: a false one
+  # would return -x.
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
+  for dtype in (jnp.float32, jnp.bfloat16):
+    out = jax.jit(layers._fence)(x.astype(dtype), jnp.asarray(witness, dtype))
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(x.astype(dtype), np.float32))
+
+
+def test_fence_input_is_the_identity_with_its_gradient():
+  x = jax.random.normal(jax.random.key(1), (3, 4, 4, 2))
+  w = jnp.float32(0.7)
+  g = jax.random.normal(jax.random.key(2), x.shape)
+  out, vjp = jax.vjp(lambda x, w: layers.fence_input(x, w) * g, x, w)
+  dx, dw = vjp(jnp.ones_like(x))
+  np.testing.assert_array_equal(out, x * g)
+  np.testing.assert_array_equal(dx, g)
+  assert dw == 0
+
+
+def _block(conv):
+  """A BatchNorm-like affine map, a residual add and a ReLU feeding a 3x3 conv."""
+  def loss(a, r, s, k):
+    x = jnp.maximum(a * s + r, 0.0)
+    y = conv(x, k, (1, 1), "SAME", dimension_numbers=lax.conv_dimension_numbers(x.shape, k.shape, DN))
+    return jnp.sum(jnp.sin(y))
+  return loss
+
+
+def _block_args():
+  keys = jax.random.split(jax.random.key(3), 4)
+  a = jax.random.normal(keys[0], (4, 8, 8, 16))
+  r = jax.random.normal(keys[1], a.shape)
+  s = jax.random.normal(keys[2], (16,))
+  k = 0.1 * jax.random.normal(keys[3], (3, 3, 16, 16))
+  return a, r, s, k
+
+
+def _fenced(fn):
+  def traced(*args):
+    with layers.fence_conv_inputs():
+      return fn(*args)
+  return traced
+
+
+def test_fenced_conv_matches_plain_conv_values_and_gradients():
+  args = _block_args()
+  ours = jax.jit(jax.value_and_grad(_fenced(_block(layers.conv_auto)), argnums=(0, 1, 2, 3)))(*args)
+  ref = jax.jit(jax.value_and_grad(_block(layers.conv_xla), argnums=(0, 1, 2, 3)))(*args)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5)
+  for got, want in zip(ours[1], ref[1]):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _fusion_bodies(hlo_text):
+  """{fused computation name: its text} of a compiled HLO module."""
+  bodies, name, lines = {}, None, []
+  for line in hlo_text.splitlines():
+    if line.startswith("%") and line.rstrip().endswith("{") and "fused" in line.split(" ")[0]:
+      name, lines = line.split(" ")[0], []
+    elif name and line.startswith("}"):
+      bodies[name], name = "\n".join(lines), None
+    elif name:
+      lines.append(line)
+  return bodies
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the fence is for XLA:CPU")
+def test_fence_keeps_the_producers_out_of_the_kernel_gradient_transpose(monkeypatch):
+  # Without the fence, XLA:CPU fuses max(a * s + r, 0) into the transposed copy of x that
+  # the kernel gradient reads (NOTES §6f). With it, no fused computation both transposes
+  # and computes the ReLU, and only the differentiated program holds the conditional.
+  from jaxal import cpu_runtime  # pylint: disable=import-outside-toplevel
+  args = _block_args()
+  options = cpu_runtime.train_compiler_options() or {}
+  grad_hlo = lambda fn: jax.jit(jax.grad(fn, argnums=(0, 1, 2, 3))).lower(*args).compile(
+      compiler_options=options).as_text()
+  monkeypatch.delenv("JAXAL_FENCE_CONVS", raising=False)
+  assert "conditional(" not in grad_hlo(_block(layers.conv_auto))  # only inside the scope
+  text = grad_hlo(_fenced(_block(layers.conv_auto)))
+  assert "conditional(" in text
+  bodies = _fusion_bodies(text)
+  assert bodies, "no fused computations found: the HLO text format changed"
+  mixed = [n for n, b in bodies.items() if " transpose(" in b and " maximum(" in b]
+  assert not mixed, mixed
+  forward = jax.jit(_fenced(_block(layers.conv_auto))).lower(*args).compile().as_text()
+  assert "conditional(" not in forward
+  # The environment variable overrides the scope both ways.
+  monkeypatch.setenv("JAXAL_FENCE_CONVS", "0")
+  assert "conditional(" not in grad_hlo(_fenced(_block(layers.conv_auto)))
+  monkeypatch.setenv("JAXAL_FENCE_CONVS", "1")
+  assert "conditional(" in grad_hlo(_block(layers.conv_auto))

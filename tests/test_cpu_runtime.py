@@ -157,3 +157,15 @@ def test_training_steps_run_xla_convolutions_by_default(monkeypatch):
   monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
   monkeypatch.setenv("XLA_FLAGS", cpu_runtime.YNN_DOTS_ONLY)
   assert cpu_runtime.train_compiler_options() is None
+
+
+def test_training_steps_fence_their_convolution_inputs(monkeypatch):
+  import jax  # pylint: disable=import-outside-toplevel
+  if jax.default_backend() != "cpu":
+    pytest.skip("the conv fence applies on XLA:CPU")
+  # The Trainer's step traces the model inside `layers.fence_conv_inputs()` (NOTES §6f);
+  # JAXAL_FENCE_CONVS=0 takes the fences out.
+  monkeypatch.delenv("JAXAL_FENCE_CONVS", raising=False)
+  assert "conditional(" in _small_cnn_train_block_text()
+  monkeypatch.setenv("JAXAL_FENCE_CONVS", "0")
+  assert "conditional(" not in _small_cnn_train_block_text()

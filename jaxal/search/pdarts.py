@@ -217,7 +217,11 @@ class StageFunctions:
   warmup: object     # weights only
 
 
-@functools.lru_cache(maxsize=32)
+# Four entries: stage 1's switches are the same every round and stay cached; later stages
+# differ per round. Each cached XLA:CPU program holds three memory mappings per kernel (a
+# tiny one-cell stage: ~2,400), so a larger cache ran a joint search toward Linux's
+# 65,530-mapping limit, where compiles fail (benchmarks/NOTES.md §6g).
+@functools.lru_cache(maxsize=4)
 def stage_functions(num_classes: int, layers: int, switches_normal: Switches, switches_reduce: Switches,
                     settings: Settings, preprocess, augment, sample_shape: tuple, sample_dtype) -> StageFunctions:
   """The jitted init and steps of one stage's supernet, cached so later rounds reuse them."""
@@ -336,7 +340,7 @@ def _searched_genotype(history):
   return None, None
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=2)  # kept small for the reason above
 def _embed_fn(model, preprocess):
   def embed(variables, x):
     return model.apply(variables, preprocess(x), train=False)[1]

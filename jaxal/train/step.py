@@ -25,6 +25,7 @@ import optax
 
 from jaxal import parallel
 from jaxal.data import augment as augment_lib
+from jaxal.models import layers
 
 Array = Any
 
@@ -85,8 +86,9 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     def loss_fn(params):
       cast = lambda t: jax.tree_util.tree_map(
           lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
-      (logits, _), updates = model.apply({"params": cast(params), "batch_stats": state.batch_stats}, cast(x),
-                                         train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
+      with layers.fence_conv_inputs():  # on CPU: keeps BatchNorm/ReLU out of the kernel gradient's copy
+        (logits, _), updates = model.apply({"params": cast(params), "batch_stats": state.batch_stats}, cast(x),
+                                           train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
       stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), updates.get("batch_stats", {}),
                                      state.batch_stats)
       loss = cross_entropy(logits=logits, labels=jnp.broadcast_to(y, logits.shape[:-1])).mean()
