@@ -8,13 +8,12 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def release_compiled_programs():
   """Frees each test module's compiled programs when it ends.
 
-  Every XLA:CPU executable holds about six memory mappings until its jitted function (or a
-  module-level jit cache) lets it go. One xdist worker runs hundreds of tests and reached
+  Every XLA:CPU executable holds three memory mappings per kernel until its jitted function
+  (or a module-level jit cache) lets it go. One xdist worker runs hundreds of tests and reached
   Linux's 65,530-mapping limit (`vm.max_map_count`): the next compile's `mmap` failed and
   the process died with a segfault while raising the error.
   """

@@ -58,10 +58,10 @@ def override(impl: Optional[str]):
 
 
 @contextlib.contextmanager
-def fence_conv_inputs(on: bool = True):
+def fence_conv_inputs():
   """Fences the inputs of "auto" layers traced inside the block (see the module docstring)."""
   global _fence_scope
-  old, _fence_scope = _fence_scope, on
+  old, _fence_scope = _fence_scope, True
   try:
     yield
   finally:
