@@ -16,15 +16,20 @@ runs one eager step per call. `--dtype bfloat16` times mixed precision (bf16 com
 a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
 (SGD step and eval step, 2 threads, eager, in a subprocess): records with `framework` "torch", whose
 `gflops_per_image` is the JAX count of the same architecture and `compile_seconds` the
-first call. `--no-torch` skips them. `--malloc resident` applies
-`jaxal.cpu_runtime.keep_buffers_resident()` in both processes (JAX's and PyTorch's) before
-they start their threads; `--malloc default` (the default) leaves glibc's settings.
+first call. `--no-torch` skips them. `--malloc` sets the JAX process's allocator:
+`hugepages` (the default, as `jaxal.main` runs: `jaxal.cpu_runtime.restart_with_huge_pages()`,
+NOTES §6h), `glibc` (glibc's defaults: the "before") or `resident`
+(`cpu_runtime.keep_buffers_resident()`, NOTES §6). The PyTorch process runs with glibc's
+defaults, as a PyTorch user's would, unless `--torch-malloc same` gives it the JAX process's
+setting. Each record's `malloc` says which its process had.
 The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on the CPU,
 XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
 YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`. `--xla-convs`
 runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
 The training step fences its XLA convolutions' inputs on the CPU (`layers.fence_conv_inputs`,
 NOTES §6f), recorded as `fence_convs`; `--no-fence-convs` (`JAXAL_FENCE_CONVS=0`) times it without.
+"auto" convs over maps smaller than their kernel run as per-pixel matmuls (`layers.dense_conv`,
+NOTES §6h), recorded as `dense_convs`; `--no-dense-convs` gives them im2col, the "before".
 
 With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
 device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
@@ -50,6 +55,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxal import config as config_lib, cpu_runtime, models  # noqa: E402
+from jaxal.models import layers  # noqa: E402
 from jaxal.data import augment, pipeline  # noqa: E402
 from jaxal.train import trainer as trainer_lib  # noqa: E402
 
@@ -69,7 +75,7 @@ def flops(compiled) -> float:
   return float((analysis or {}).get("flops", float("nan")))
 
 
-def bench_torch(spec, batch, repeats, shape, x, y, jax_records):
+def bench_torch(spec, batch, repeats, shape, x, y, jax_records, same_malloc=False):
   """Records for the PyTorch twin of `spec`, or [] if there is none or torch is missing."""
   del x, y  # the subprocess draws the same batch (seed 0)
   if importlib.util.find_spec("torch") is None:  # not imported here: its threads stay out of JAX's process
@@ -77,8 +83,13 @@ def bench_torch(spec, batch, repeats, shape, x, y, jax_records):
   name, options = parse_model(spec)
   # A separate process: beside JAX's thread pool PyTorch's OpenMP threads ran up to 9x slower.
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py")
+  env = dict(os.environ)
+  if not same_malloc:  # glibc's defaults, as a PyTorch user runs
+    env["JAXAL_KEEP_BUFFERS"] = "0"
+    env["GLIBC_TUNABLES"] = ":".join(t for t in env.get("GLIBC_TUNABLES", "").split(":")
+                                     if t and t != cpu_runtime.HUGE_PAGES_TUNABLE)
   run = subprocess.run([sys.executable, script, name, json.dumps(options), ",".join(map(str, shape)), str(batch),
-                        str(repeats)], capture_output=True, text=True, check=True)
+                        str(repeats)], capture_output=True, text=True, check=True, env=env)
   timed = json.loads(run.stdout.strip().splitlines()[-1])
   if timed is None:
     return []
@@ -89,8 +100,16 @@ def bench_torch(spec, batch, repeats, shape, x, y, jax_records):
     out.append({"model": spec, "framework": "torch", "step": jr["step"], "dtype": "float32",
                 "input_shape": list(shape), "batch": batch, "images_per_second": batch / seconds,
                 "compile_seconds": first, "gflops_per_image": gf, "gflops_per_second": gf * batch / seconds,
-                "device": "cpu", "torch_version": version})
+                "device": "cpu", "torch_version": version,
+                "malloc": malloc_setting(env)})
   return out
+
+
+def malloc_setting(env) -> str:
+  """"resident", "hugepages" or "glibc": the allocator setting a process with `env` runs."""
+  if env.get("JAXAL_KEEP_BUFFERS") == "1":
+    return "resident"
+  return "hugepages" if cpu_runtime.HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", "").split(":") else "glibc"
 
 
 # Dense bfloat16 peaks (TFLOP/s) from the vendors' data sheets, matched in order against
@@ -172,14 +191,24 @@ def main():
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--steps-per-call", type=int, default=config_lib.base_config().train.steps_per_call,
                       help="training steps per compiled call, as `train.steps_per_call` (default: the config's)")
-  parser.add_argument("--malloc", default="default", choices=["resident", "default"])
+  parser.add_argument("--malloc", default="hugepages", choices=["hugepages", "glibc", "resident"],
+                      help="the JAX process's allocator: huge pages (jaxal.main's default), glibc's defaults, "
+                           "or resident buffers (NOTES 6, 6h)")
+  parser.add_argument("--torch-malloc", default="glibc", choices=["glibc", "same"],
+                      help="the PyTorch process's allocator: glibc's defaults, or the same as JAX's")
   parser.add_argument("--xla-convs", action="store_true",
                       help="JAXAL_XLA_CONVS=1: XLA's own CPU convolutions instead of YNNPACK's (NOTES 6c)")
   parser.add_argument("--no-fence-convs", action="store_true",
                       help="JAXAL_FENCE_CONVS=0: no fence on the training step's XLA-conv inputs (NOTES 6f)")
+  parser.add_argument("--no-dense-convs", action="store_true",
+                      help="im2col instead of layers.dense_conv for maps smaller than the kernel (NOTES 6h)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="the accelerator's peak, for fraction_of_peak (default: BF16_PEAK_TFLOPS by device kind)")
   args = parser.parse_args()
+  if args.malloc == "hugepages":
+    cpu_runtime.restart_with_huge_pages()  # re-executes this script with the tunable, where it applies
+  elif cpu_runtime.huge_pages_in_effect():
+    raise SystemExit(f"--malloc {args.malloc}: GLIBC_TUNABLES sets {cpu_runtime.HUGE_PAGES_TUNABLE}; unset it")
   os.environ["JAXAL_KEEP_BUFFERS"] = "1" if args.malloc == "resident" else "0"  # also read by the torch process
   resident = cpu_runtime.keep_buffers_resident()  # before JAX's backend starts its threads
   if args.xla_convs:
@@ -188,6 +217,8 @@ def main():
   os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
   if args.no_fence_convs:
     os.environ["JAXAL_FENCE_CONVS"] = "0"  # also read at trace time
+  if args.no_dense_convs:
+    layers.DENSE_MAX_PAIRS = 0  # read at trace time
   device = jax.devices()[0]
   # The table holds bf16 peaks; for float32 runs the peak must be given.
   use_table = device.platform != "cpu" and args.dtype == "bfloat16"
@@ -199,11 +230,13 @@ def main():
     jax_records, x, y, spec_shape = bench(spec, args.batch, args.repeats, shape, args.dtype,
                                             args.steps_per_call)
     torch_records = [] if args.no_torch else bench_torch(spec, args.batch, args.repeats, spec_shape, x, y,
-                                                         jax_records)
+                                                         jax_records, args.torch_malloc == "same")
+    for r in jax_records:
+      r["malloc"] = "resident" if resident else ("hugepages" if cpu_runtime.huge_pages_in_effect() else "glibc")
     for r in jax_records + torch_records:
-      r["malloc"] = "resident" if resident else "default"
       r["xla_convs"] = xla_convs
       r["fence_convs"] = device.platform == "cpu" and os.environ.get("JAXAL_FENCE_CONVS", "") != "0"
+      r["dense_convs"] = device.platform == "cpu" and layers.DENSE_MAX_PAIRS > 0
       r["train_compiler_options"] = cpu_runtime.train_compiler_options() or {}
       if peak and r["framework"] == "jax":
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)

@@ -1,4 +1,4 @@
-"""CPU-only runtime settings: resident buffers (glibc malloc) and XLA's own convolutions.
+"""CPU-only runtime settings: huge pages and resident buffers (glibc malloc), XLA's own convolutions.
 
 Every call of a compiled XLA:CPU program allocates its temporary buffers (71 MB for one
 small-CNN training step at batch 128) and frees them on return. glibc serves such blocks
@@ -24,6 +24,15 @@ It must run before the JAX backend starts its threads (a thread keeps the arena 
 used). It does nothing unless `JAXAL_KEEP_BUFFERS=1`, off Linux/glibc, or when an
 accelerator plugin (CUDA, ROCm, TPU) is installed.
 
+`restart_with_huge_pages()` is the default instead (`jaxal.main` and `jaxal.study` call it
+first thing; `JAXAL_HUGE_PAGES=0` turns it off). The faults stay, but each maps a 2 MiB page
+instead of a 4 KiB one: glibc's tunable `glibc.malloc.hugetlb=1` (glibc 2.35+) makes malloc
+`madvise(MADV_HUGEPAGE)` its large blocks, which the kernel honours when its transparent
+huge pages are in "madvise" mode (in "always" mode it needs no advice). A(2,4)'s training
+step went from 34,000 faults and ~66 ms of kernel time to ~240 faults and ~15 ms, with
+compiles unchanged (NOTES §6h). glibc reads tunables only when a process starts, so the
+function re-executes the interpreter, with the same arguments, `GLIBC_TUNABLES` extended.
+
 XLA:CPU hands convolutions to its YNNPACK library, whose weight-gradient convolutions are
 slower here than XLA's own (NOTES §6c). `train_compiler_options()` keeps YNNPACK to dots for
 the training steps only, per compiled program (the default; `JAXAL_XLA_CONVS=0` turns it
@@ -40,6 +49,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import sys
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -68,6 +78,67 @@ def keep_buffers_resident() -> bool:
            ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)))
   _applied = ok
   return ok
+
+
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+_HUGE_PAGES_GLIBC = (2, 35)  # the first glibc with the tunable
+_THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def transparent_huge_pages_mode(path: str = _THP_MODE_FILE) -> str:
+  """The kernel's transparent-huge-page mode ("always", "madvise", "never"), or "" if unknown."""
+  try:
+    with open(path, encoding="ascii") as f:
+      text = f.read()
+  except OSError:
+    return ""
+  start, end = text.find("["), text.find("]")
+  return text[start + 1:end] if 0 <= start < end else ""
+
+
+def with_huge_pages_tunable(tunables: str) -> str:
+  """`GLIBC_TUNABLES` (colon-separated) with `HUGE_PAGES_TUNABLE` set, others kept."""
+  kept = [t for t in tunables.split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
+  return ":".join(kept + [HUGE_PAGES_TUNABLE])
+
+
+def huge_pages_in_effect() -> bool:
+  """Whether this process started with `HUGE_PAGES_TUNABLE` in `GLIBC_TUNABLES`."""
+  return HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", "").split(":")
+
+
+def _glibc_version():
+  name, version = platform.libc_ver()
+  try:
+    return tuple(int(v) for v in version.split(".")[:2]) if name == "glibc" else None
+  except ValueError:
+    return None
+
+
+def restart_with_huge_pages() -> bool:
+  """Re-executes this Python process with `HUGE_PAGES_TUNABLE` (see the module docstring).
+
+  Returns only when no restart is needed or possible: False, or True when the tunable is
+  already in effect. Skipped with `JAXAL_HUGE_PAGES=0`, off Linux, for glibc older than
+  2.35, unless the kernel's huge pages are in "madvise" mode, when an accelerator plugin is
+  installed, and when the command line is unknown. Call it before any work: the process
+  starts again from the top.
+  """
+  if huge_pages_in_effect():
+    return True
+  if os.environ.get("JAXAL_HUGE_PAGES", "1") == "0" or platform.system() != "Linux":
+    return False
+  glibc = _glibc_version()
+  if glibc is None or glibc < _HUGE_PAGES_GLIBC or transparent_huge_pages_mode() != "madvise":
+    return False
+  argv = getattr(sys, "orig_argv", None)
+  if not argv or not sys.executable or accelerator_plugin_installed():
+    return False
+  os.environ["GLIBC_TUNABLES"] = with_huge_pages_tunable(os.environ.get("GLIBC_TUNABLES", ""))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execv(sys.executable, [sys.executable] + list(argv[1:]))
+  return False  # not reached
 
 
 YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"

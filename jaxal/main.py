@@ -1,9 +1,10 @@
 """Command line: `python -m jaxal.main --config=configs/<name>.py --workdir=DIR`.
 
 Overrides work as `--config.train.epochs=3`. Rerunning the same command on the same
-workdir resumes after the last completed round. `JAXAL_KEEP_BUFFERS=1` keeps XLA's
-buffers resident between calls on CPU-only Linux machines (`jaxal.cpu_runtime`: faster
-steady-state training, slower compiles).
+workdir resumes after the last completed round. On CPU-only Linux machines the command
+restarts itself once with glibc's huge-page tunable (`jaxal.cpu_runtime`; `JAXAL_HUGE_PAGES=0`
+turns it off), and `JAXAL_KEEP_BUFFERS=1` keeps XLA's buffers resident between calls
+(faster steady-state training, slower compiles).
 """
 
 import os
@@ -69,6 +70,7 @@ def execute(config, workdir: str, *, force: bool = False) -> int:
 
 
 if __name__ == "__main__":
+  cpu_runtime.restart_with_huge_pages()  # first: on CPU-only Linux hosts it re-executes this command once
   cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   app.run(main)

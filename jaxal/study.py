@@ -223,6 +223,7 @@ def main(argv):
 
 if __name__ == "__main__":
   from jaxal import cpu_runtime
+  cpu_runtime.restart_with_huge_pages()  # first: on CPU-only Linux hosts it re-executes this command once
   cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   _define_flags()

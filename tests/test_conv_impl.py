@@ -72,6 +72,81 @@ def test_auto_rule():
   assert layers.use_im2col((16, 16), (1, 1), (2, 2), "SAME")
 
 
+def _numpy_conv(x, k, strides, pads):
+  """Brute force: every output pixel, every kernel tap that lands inside the input (float64)."""
+  x, k = np.asarray(x, np.float64), np.asarray(k, np.float64)
+  in_sp, k_sp = x.shape[1:-1], k.shape[:-2]
+  out_sp = [(n + lo + hi - kk) // s + 1 for n, kk, s, (lo, hi) in zip(in_sp, k_sp, strides, pads)]
+  y = np.zeros((x.shape[0], *out_sp, k.shape[-1]))
+  for o in np.ndindex(*out_sp):
+    for t in np.ndindex(*k_sp):
+      src = tuple(q * s - lo + tt for q, s, (lo, _), tt in zip(o, strides, pads, t))
+      if all(0 <= v < n for v, n in zip(src, in_sp)):
+        y[(slice(None),) + o] += x[(slice(None),) + src] @ k[t]
+  return y
+
+
+@pytest.mark.parametrize("in_sp,k_sp,strides,padding", [
+    ((2, 2), (3, 3), (1, 1), "SAME"), ((1, 1), (3, 3), (1, 1), "SAME"), ((2, 3), (3, 3), (2, 1), ((1, 0), (2, 1))),
+    ((2, 2), (2, 2), (1, 1), "VALID"), ((3,), (3,), (1,), "SAME"), ((4, 4), (3, 3), (2, 2), "SAME")])
+def test_dense_conv_matches_numpy_and_lax_gradients(in_sp, k_sp, strides, padding):
+  kx, kk, kc = jax.random.split(jax.random.key(len(in_sp) * 10 + in_sp[0]), 3)
+  x = jax.random.normal(kx, (3, *in_sp, 5))
+  k = jax.random.normal(kk, (*k_sp, 5, 4))
+  pads = padding if not isinstance(padding, str) else lax.padtype_to_pads(in_sp, k_sp, strides, padding)
+  got = layers.dense_conv(x, k, strides, padding, precision="highest")
+  np.testing.assert_allclose(got, _numpy_conv(x, k, strides, pads), rtol=1e-5, atol=1e-5)
+  _, pairs = layers.pixel_pairs(in_sp, k_sp, strides, padding)
+  assert len(set(pairs)) == len(pairs) <= int(np.prod(got.shape[1:-1])) * int(np.prod(k_sp))
+  dn = lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC") if len(in_sp) == 2 else
+                                  ("NWC", "WIO", "NWC"))
+  ref = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=dn, precision="highest")
+  ct = jax.random.normal(kc, got.shape)
+  loss = lambda f: lambda x, k: jnp.sum(f(x, k) * ct)
+  ours = lambda x, k: layers.dense_conv(x, k, strides, padding, precision="highest")
+  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_conv_gradient_concatenates_instead_of_padding():
+  """Its operands are split, not indexed: XLA:CPU took 160 ms a step padding each use's
+  gradient to the kernel's full shape (NOTES §6h)."""
+  x, k = jnp.ones((2, 2, 2, 3)), jnp.ones((3, 3, 3, 4))
+  grad = jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(layers.dense_conv(x, k, (1, 1), "SAME")), (0, 1)))(x, k)
+  names = [e.primitive.name for e in grad.eqns]
+  assert names.count("dot_general") == 3 * 16  # forward, input and kernel gradients: one per pixel pair
+  assert "pad" not in names and "concatenate" in names
+
+
+def test_dense_conv_keeps_bfloat16_and_accumulates_in_float32():
+  x = jax.random.normal(jax.random.key(0), (4, 2, 2, 64))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 64, 8)) / 24
+  got = layers.dense_conv(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), "SAME")
+  assert got.dtype == jnp.bfloat16
+  want = _numpy_conv(x.astype(jnp.bfloat16).astype(jnp.float32), k.astype(jnp.bfloat16).astype(jnp.float32),
+                     (1, 1), ((1, 1), (1, 1)))
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-2, atol=1e-2)
+
+
+def test_dense_rule(monkeypatch):
+  assert layers.use_dense((2, 2), (3, 3), (1, 1), "SAME")  # 16 pairs against im2col's 36 rows
+  assert layers.use_dense((1, 1), (3, 3), (1, 1), "SAME")  # only the centre tap
+  assert not layers.use_dense((4, 4), (3, 3), (2, 2), "SAME")  # 25 pairs: lost to im2col
+  assert not layers.use_dense((4, 4), (3, 3), (1, 1), "SAME")
+  assert not layers.use_dense((2, 2), (1, 1), (1, 1), "SAME")  # 1x1 kernels stay one matmul
+  assert not layers.use_dense((2, 2), (2, 2), (1, 1), "VALID")  # no padding to skip
+  monkeypatch.setattr(layers, "DENSE_MAX_PAIRS", 0)
+  assert not layers.use_dense((2, 2), (3, 3), (1, 1), "SAME")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason='"auto" picks dense_conv on the CPU backend only')
+def test_auto_runs_dense_conv_on_tiny_maps():
+  count = lambda size: [e.primitive.name for e in jax.make_jaxpr(
+      lambda x, k: layers.conv_auto(x, k, (1, 1), "SAME", dimension_numbers=lax.conv_dimension_numbers(
+          x.shape, k.shape, DN)))(jnp.ones((2, size, size, 3)), jnp.ones((3, 3, 3, 4))).eqns].count("dot_general")
+  assert count(2) == 16 and count(1) == 1 and count(8) == 0  # 8x8 keeps XLA's convolution
+
+
 def test_unsupported_falls_back_to_xla():
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
   for kwargs in (dict(kernel_dilation=2), dict(feature_group_count=2)):

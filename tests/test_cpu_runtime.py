@@ -169,3 +169,77 @@ def test_training_steps_fence_their_convolution_inputs(monkeypatch):
   assert "conditional(" in _small_cnn_train_block_text()
   monkeypatch.setenv("JAXAL_FENCE_CONVS", "0")
   assert "conditional(" not in _small_cnn_train_block_text()
+
+
+def test_huge_pages_tunable_is_set_once_and_keeps_the_others():
+  tunable = cpu_runtime.HUGE_PAGES_TUNABLE
+  assert cpu_runtime.with_huge_pages_tunable("") == tunable
+  assert cpu_runtime.with_huge_pages_tunable("glibc.malloc.arena_max=2") == f"glibc.malloc.arena_max=2:{tunable}"
+  assert cpu_runtime.with_huge_pages_tunable(f"glibc.malloc.hugetlb=0:a=1:{tunable}") == f"a=1:{tunable}"
+
+
+def test_transparent_huge_pages_mode_is_the_bracketed_word(tmp_path):
+  path = tmp_path / "enabled"
+  path.write_text("always [madvise] never\n")
+  assert cpu_runtime.transparent_huge_pages_mode(str(path)) == "madvise"
+  path.write_text("[always] madvise never\n")
+  assert cpu_runtime.transparent_huge_pages_mode(str(path)) == "always"
+  assert cpu_runtime.transparent_huge_pages_mode(str(tmp_path / "missing")) == ""
+
+
+def test_restart_returns_when_turned_off_or_already_in_effect(monkeypatch):
+  def no_exec(*args):
+    raise AssertionError(f"restarted: {args}")
+  monkeypatch.setattr(os, "execv", no_exec)
+  monkeypatch.setenv("GLIBC_TUNABLES", "")
+  monkeypatch.setenv("JAXAL_HUGE_PAGES", "0")
+  assert cpu_runtime.restart_with_huge_pages() is False
+  assert os.environ["GLIBC_TUNABLES"] == ""
+  monkeypatch.setenv("JAXAL_HUGE_PAGES", "1")
+  monkeypatch.setenv("GLIBC_TUNABLES", f"a=1:{cpu_runtime.HUGE_PAGES_TUNABLE}")
+  assert cpu_runtime.restart_with_huge_pages() is True
+
+
+# Prints, per start of the process: the tunables, whether restart returned, and whether a
+# 64 MiB malloc'd block is advised for huge pages (VmFlags "hg" in /proc/self/smaps).
+_RESTART_SCRIPT = textwrap.dedent("""
+    import ctypes, os, sys
+    from jaxal import cpu_runtime
+    print("start", os.environ.get("GLIBC_TUNABLES", "-"), flush=True)
+    back = cpu_runtime.restart_with_huge_pages()
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    address = libc.malloc(64 << 20)
+    advised = None
+    with open("/proc/self/smaps") as f:
+      inside = False
+      for line in f:
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+          lo, hi = (int(v, 16) for v in head.split("-"))
+          inside = lo <= address < hi
+        elif inside and head == "VmFlags:":
+          advised = "hg" in line.split()[1:]
+    print("returned", back, advised, sys.argv[1:], flush=True)
+""")
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or cpu_runtime._glibc_version() is None
+                    or cpu_runtime._glibc_version() < (2, 35)
+                    or cpu_runtime.transparent_huge_pages_mode() != "madvise"
+                    or cpu_runtime.accelerator_plugin_installed(),
+                    reason="glibc 2.35+ with transparent huge pages in madvise mode, CPU-only hosts")
+def test_restart_sets_the_tunable_once_and_malloc_then_advises_huge_pages():
+  def run(env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXAL_HUGE_PAGES")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", _RESTART_SCRIPT, "--flag=1", "x"], env=env, capture_output=True,
+                         text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return out.stdout.splitlines()
+
+  lines = run({"GLIBC_TUNABLES": "glibc.malloc.arena_test=4"})
+  # The first start restarts at once; the second finds the tunable, keeps the user's and the arguments.
+  assert lines == ["start glibc.malloc.arena_test=4",
+                   f"start glibc.malloc.arena_test=4:{cpu_runtime.HUGE_PAGES_TUNABLE}",
+                   "returned True True ['--flag=1', 'x']"], lines
+  assert run({"JAXAL_HUGE_PAGES": "0"}) == ["start -", "returned False False ['--flag=1', 'x']"]

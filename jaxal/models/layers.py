@@ -7,11 +7,17 @@ kh*kw shifted (strided) slices, concatenate them along channels, one matmul -- r
 80-200 GFLOP/s. 1x1 convolutions (a strided slice and a matmul) also win at every size
 measured. Elsewhere XLA's own convolution is kept.
 
+Where the input map has fewer pixels than the kernel (2x2 or 1x1 maps under a 3x3 kernel),
+most of im2col's patch is padding. There "auto" computes the convolution as the dense layer
+between pixels that it is (`dense_conv`): one matmul per (output pixel, input pixel) pair
+that a kernel tap joins, so no FLOP is spent on padding (2.25x fewer than im2col at 2x2;
+A(2,4)'s 2x2x512 conv, forward and both gradients, 38 -> 26 ms, NOTES §6h).
+
 `Conv` is `nn.Conv` itself (a subclass: same parameters `kernel` (kh, kw, cin, cout) and
 `bias`, same auto names `Conv_N`), so checkpoints and parameter counts do not change. Its
 `conv_impl` picks the algorithm at trace time from static shapes:
-* "auto" (default): im2col where `use_im2col` says so and the default backend is CPU,
-  XLA's convolution otherwise (GPUs and TPUs keep it);
+* "auto" (default): on the CPU backend, `dense_conv` where `use_dense` says so, im2col where
+  `use_im2col` does, XLA's convolution otherwise (GPUs and TPUs keep it);
 * "xla": always `lax.conv_general_dilated`;
 * "im2col": im2col wherever it applies (no dilation, no feature groups).
 `override(impl)` (a context manager) or the environment variable `JAXAL_CONV_IMPL` force an
@@ -26,6 +32,7 @@ the kernel gradient needs: training steps up to ~9% faster (NOTES §6f). `JAXAL_
 """
 
 import contextlib
+import functools
 import os
 from typing import Optional, Sequence
 
@@ -40,6 +47,11 @@ IMPLS = ("auto", "xla", "im2col")
 # measured on a 2-core CPU, batch 128 (benchmarks/NOTES.md §2): im2col won at 2x2 outputs
 # (25-60x), tied at 4x4 with stride 2 and lost at 4x4 with stride 1 and above.
 SMALL_MAP_PIXELS = 4
+# Most (output pixel, input pixel) pairs for which "auto" uses `dense_conv` (one matmul per
+# pair): measured at batch 128 (NOTES §6h), 16 pairs (2x2 maps, 3x3 stride 1) won 1.4-1.5x
+# over im2col and 1 pair (1x1 maps) 7x, while 25 pairs (4x4 -> 2x2, stride 2) lost 1.3x.
+# 0 turns it off (benchmarks/train_step.py --no-dense-convs).
+DENSE_MAX_PAIRS = 16
 _override: Optional[str] = None
 _fence_scope = False
 
@@ -114,13 +126,77 @@ def use_im2col(in_spatial: Sequence[int], kernel_spatial: Sequence[int], strides
   return int(np.prod(out)) <= SMALL_MAP_PIXELS
 
 
+def _explicit_pads(in_spatial, kernel_spatial, strides, padding):
+  if isinstance(padding, str):
+    return [tuple(p) for p in lax.padtype_to_pads(in_spatial, kernel_spatial, strides, padding)]
+  return [tuple(p) for p in padding]
+
+
+def _output_shape(in_spatial, kernel_spatial, strides, padding):
+  pads = _explicit_pads(in_spatial, kernel_spatial, strides, padding)
+  return [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, strides, pads)]
+
+
+@functools.lru_cache(maxsize=256)
+def _pixel_pairs(in_spatial, kernel_spatial, strides, padding):
+  pads = _explicit_pads(in_spatial, kernel_spatial, strides, padding)
+  out = [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, strides, pads)]
+  triples = []
+  for o, out_pixel in enumerate(np.ndindex(*out)):
+    for t, tap in enumerate(np.ndindex(*kernel_spatial)):
+      source = [q * s - p[0] + k for q, s, p, k in zip(out_pixel, strides, pads, tap)]
+      if all(0 <= v < n for v, n in zip(source, in_spatial)):
+        triples.append((o, int(np.ravel_multi_index(source, in_spatial)), t))
+  return tuple(out), tuple(triples)
+
+
+def pixel_pairs(in_spatial, kernel_spatial, strides, padding):
+  """The output map's shape and the (output pixel, input pixel, kernel tap) triples, as flat
+  row-major indices, of every tap that lands inside the input (padding excluded)."""
+  as_tuple = lambda v: tuple(int(d) for d in v)
+  padding = padding if isinstance(padding, str) else tuple(as_tuple(p) for p in padding)
+  return _pixel_pairs(as_tuple(in_spatial), as_tuple(kernel_spatial), as_tuple(strides), padding)
+
+
+def use_dense(in_spatial: Sequence[int], kernel_spatial: Sequence[int], strides: Sequence[int], padding) -> bool:
+  """The "auto" rule for `dense_conv` on CPU: few pixel pairs, and fewer than im2col's rows."""
+  if all(k == 1 for k in kernel_spatial):
+    return False  # a 1x1 kernel has no padding taps to skip: im2col's single matmul
+  if int(np.prod(_output_shape(in_spatial, kernel_spatial, strides, padding))) > DENSE_MAX_PAIRS:
+    return False  # (nearly) every output pixel has a pair of its own: too many
+  out, triples = pixel_pairs(in_spatial, kernel_spatial, strides, padding)
+  return 0 < len(triples) <= DENSE_MAX_PAIRS and len(triples) < int(np.prod(out)) * int(np.prod(kernel_spatial))
+
+
+def dense_conv(lhs, rhs, window_strides, padding, precision=None):
+  """Channels-last convolution as a sum of per-pixel matmuls: output pixel o gets
+  `x[:, p] @ kernel[tap]` for every input pixel p that a kernel tap joins to it.
+
+  Exact FLOPs (none on padding), no patches, no weight copies; XLA differentiates it into the
+  same kind of matmuls. Partial sums accumulate in float32 at least.
+  """
+  kernel_spatial, cin, cout = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
+  n, in_spatial = lhs.shape[0], lhs.shape[1:-1]
+  out, triples = pixel_pairs(in_spatial, kernel_spatial, tuple(window_strides), padding)
+  # Split, not indexed: the gradient of a split is one concatenate, of each index a padded copy.
+  pixels = [v.reshape(n, cin) for v in jnp.split(lhs.reshape(n, -1, cin), int(np.prod(in_spatial)), axis=1)]
+  taps = [v.reshape(cin, cout) for v in jnp.split(rhs.reshape(-1, cin, cout), int(np.prod(kernel_spatial)), axis=0)]
+  acc_dtype = jnp.promote_types(jnp.result_type(lhs, rhs), jnp.float32)
+  sums = [None] * int(np.prod(out))
+  for o, p, t in triples:
+    term = lax.dot_general(pixels[p], taps[t], (((1,), (0,)), ((), ())), precision=precision,
+                           preferred_element_type=acc_dtype)
+    sums[o] = term if sums[o] is None else sums[o] + term
+  zero = jnp.zeros((n, cout), acc_dtype)
+  y = jnp.stack([zero if v is None else v for v in sums], axis=1)
+  return y.reshape((n, *out, cout)).astype(jnp.result_type(lhs, rhs))
+
+
 def im2col_conv(lhs, rhs, window_strides, padding, precision=None):
   """Channels-last convolution as pad + shifted strided slices + one matmul."""
   kernel_spatial, cin, cout = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
   in_spatial = lhs.shape[1:-1]
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(in_spatial, kernel_spatial, window_strides, padding)
-  padding = [tuple(p) for p in padding]
+  padding = _explicit_pads(in_spatial, kernel_spatial, window_strides, padding)
   out = [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, window_strides, padding)]
   if any(p != (0, 0) for p in padding):
     # lax.pad also crops for negative padding, as the convolution does.
@@ -189,6 +265,8 @@ def _conv(impl: str, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_d
     return xla(lhs)
   strides = tuple(window_strides)
   on_cpu = jax.default_backend() == "cpu"
+  if impl == "auto" and on_cpu and use_dense(lhs.shape[1:-1], rhs.shape[:-2], strides, padding):
+    return dense_conv(lhs, rhs, strides, padding, precision)
   if impl == "auto" and not (on_cpu and use_im2col(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)):
     fence = on_cpu and fencing()
     return xla(fence_input(lhs, lax.stop_gradient(rhs)) if fence else lhs)
