@@ -126,8 +126,8 @@ def create(name, options, shape):
   return None
 
 
-def bench(name, options, x_uint8, y, repeats, threads=2):
-  """(train seconds, first-call seconds, eval seconds) per batch; None for unknown models."""
+def step_functions(name, options, x_uint8, y, threads=2):
+  """(train step, eval step) on the batch, each a no-argument callable; None for unknown models."""
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   model = create(name, options, x_uint8.shape[1:])
@@ -151,8 +151,16 @@ def bench(name, options, x_uint8, y, repeats, threads=2):
     with torch.no_grad():
       return model((xb.float() - 127.5) / 64.0).sum().item()
 
+  return train, evaluate
+
+
+def bench(name, options, x_uint8, y, repeats, threads=2):
+  """[(median seconds, first-call seconds)] for the train and eval steps; None for unknown models."""
+  fns = step_functions(name, options, x_uint8, y, threads)
+  if fns is None:
+    return None
   out = []
-  for fn in (train, evaluate):
+  for fn in fns:
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -165,17 +173,51 @@ def bench(name, options, x_uint8, y, repeats, threads=2):
   return out
 
 
+def _batch(shape, batch):
+  rng = np.random.default_rng(0)  # the batch train_step.py draws
+  x = rng.integers(0, 256, (int(batch),) + tuple(int(v) for v in shape.split(",")), dtype=np.uint8)
+  return x, (np.arange(int(batch)) % 10).astype(np.int32)
+
+
+def serve(name, options, shape, batch):
+  """Times one step per request, for train_step.py's paired timing.
+
+  Prints `{"first": [train s, eval s], "version": ...}` (or `null` without a twin) once both
+  steps have run once, then answers each stdin line "train" or "eval" with the seconds of one
+  call; "quit" or end of input stops.
+  """
+  x, y = _batch(shape, batch)
+  fns = step_functions(name, options, x, y)
+  if fns is None:
+    print("null", flush=True)
+    return
+  steps = dict(zip(("train", "eval"), fns))
+  first = []
+  for fn in fns:
+    t0 = time.perf_counter()
+    fn()
+    first.append(time.perf_counter() - t0)
+  print(json.dumps({"first": first, "version": torch.__version__}), flush=True)
+  for line in sys.stdin:
+    if line.strip() not in steps:
+      return
+    t0 = time.perf_counter()
+    steps[line.strip()]()
+    print(time.perf_counter() - t0, flush=True)
+
+
 def main():
   """`torch_models.py NAME OPTIONS_JSON H,W,C BATCH REPEATS`: prints the timings as JSON.
+  `torch_models.py --serve NAME OPTIONS_JSON H,W,C BATCH`: see `serve`.
 
   Run as its own process: next to JAX's thread pool in one process, PyTorch's OpenMP
   threads ran up to 9x slower (A(1,1) train 99 against 888 img/s).
   """
+  if sys.argv[1] == "--serve":
+    serve(sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5])
+    return
   name, options, shape, batch, repeats = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-  shape = tuple(int(v) for v in shape.split(","))
-  rng = np.random.default_rng(0)
-  x = rng.integers(0, 256, (int(batch),) + shape, dtype=np.uint8)
-  y = (np.arange(int(batch)) % 10).astype(np.int32)
+  x, y = _batch(shape, batch)
   timed = bench(name, options, x, y, int(repeats))
   print(json.dumps(None if timed is None else timed + [torch.__version__]))
 

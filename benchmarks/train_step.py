@@ -16,7 +16,11 @@ runs one eager step per call. `--dtype bfloat16` times mixed precision (bf16 com
 a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
 (SGD step and eval step, 2 threads, eager, in a subprocess): records with `framework` "torch", whose
 `gflops_per_image` is the JAX count of the same architecture and `compile_seconds` the
-first call. `--no-torch` skips them. `--malloc` sets the JAX process's allocator:
+first call. The two processes take turns, one call each (paired timing): on a shared machine
+the load changes within minutes (one model's JAX figure moved 1.2x between identical runs),
+so each PyTorch call is timed right after the JAX call it is compared with, and each JAX
+record gets `vs_torch_paired`, the median over the pairs of PyTorch's seconds over JAX's
+(above 1: JAX is faster), also the table's last column. `--no-torch` skips them. `--malloc` sets the JAX process's allocator:
 `hugepages` (the default, as `jaxal.main` runs: `jaxal.cpu_runtime.restart_with_huge_pages()`,
 NOTES §6h), `glibc` (glibc's defaults: the "before") or `resident`
 (`cpu_runtime.keep_buffers_resident()`, NOTES §6). The PyTorch process runs with glibc's
@@ -24,7 +28,8 @@ defaults, as a PyTorch user's would, unless `--torch-malloc same` gives it the J
 setting. Each record's `malloc` says which its process had.
 The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on the CPU,
 XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
-YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`. `--xla-convs`
+YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`; so does the eval
+step, as jaxal's scoring (`acquisition.scoring`) does. `--xla-convs`
 runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
 The training step fences its XLA convolutions' inputs on the CPU (`layers.fence_conv_inputs`,
 NOTES §6f), recorded as `fence_convs`; `--no-fence-convs` (`JAXAL_FENCE_CONVS=0`) times it without.
@@ -75,33 +80,58 @@ def flops(compiled) -> float:
   return float((analysis or {}).get("flops", float("nan")))
 
 
-def bench_torch(spec, batch, repeats, shape, x, y, jax_records, same_malloc=False):
-  """Records for the PyTorch twin of `spec`, or [] if there is none or torch is missing."""
-  del x, y  # the subprocess draws the same batch (seed 0)
-  if importlib.util.find_spec("torch") is None:  # not imported here: its threads stay out of JAX's process
-    return []
-  name, options = parse_model(spec)
-  # A separate process: beside JAX's thread pool PyTorch's OpenMP threads ran up to 9x slower.
-  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py")
-  env = dict(os.environ)
-  if not same_malloc:  # glibc's defaults, as a PyTorch user runs
-    env["JAXAL_KEEP_BUFFERS"] = "0"
-    env["GLIBC_TUNABLES"] = ":".join(t for t in env.get("GLIBC_TUNABLES", "").split(":")
-                                     if t and t != cpu_runtime.HUGE_PAGES_TUNABLE)
-  run = subprocess.run([sys.executable, script, name, json.dumps(options), ",".join(map(str, shape)), str(batch),
-                        str(repeats)], capture_output=True, text=True, check=True, env=env)
-  timed = json.loads(run.stdout.strip().splitlines()[-1])
-  if timed is None:
-    return []
-  version = timed.pop()
+class TorchPartner:
+  """The PyTorch twin of a model in its own process (`torch_models.py --serve`), timed one call
+  at a time between JAX's calls, so that both see the same load on the machine."""
+
+  def __init__(self, spec, shape, batch, same_malloc=False):
+    self.proc, self.first, self.version, self.env = None, None, None, dict(os.environ)
+    if importlib.util.find_spec("torch") is None:  # not imported here: its threads stay out of JAX's process
+      return
+    name, options = parse_model(spec)
+    if not same_malloc:  # glibc's defaults, as a PyTorch user runs
+      self.env["JAXAL_KEEP_BUFFERS"] = "0"
+      self.env["GLIBC_TUNABLES"] = ":".join(t for t in self.env.get("GLIBC_TUNABLES", "").split(":")
+                                            if t and t != cpu_runtime.HUGE_PAGES_TUNABLE)
+    # A separate process: beside JAX's thread pool PyTorch's OpenMP threads ran up to 9x slower.
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py")
+    self.proc = subprocess.Popen([sys.executable, script, "--serve", name, json.dumps(options),
+                                  ",".join(map(str, shape)), str(batch)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=self.env)
+    ready = json.loads(self.proc.stdout.readline())  # after both steps' first calls
+    if ready is None:
+      self.close()
+      return
+    self.first, self.version = ready["first"], ready["version"]
+
+  def time(self, step: str) -> float:
+    time.sleep(PAUSE_SECONDS)  # let JAX's threads go idle
+    self.proc.stdin.write(step + "\n")
+    self.proc.stdin.flush()
+    seconds = float(self.proc.stdout.readline())
+    time.sleep(PAUSE_SECONDS)  # and PyTorch's
+    return seconds
+
+  def close(self):
+    if self.proc is not None:
+      self.proc.stdin.close()
+      self.proc.wait()
+      self.proc = None
+
+
+PAUSE_SECONDS = 0.05
+
+
+def torch_records(partner, spec, shape, batch, jax_records, torch_times):
   out = []
-  for (seconds, first), jr in zip(timed, jax_records):
-    gf = jr["gflops_per_image"]
+  for jr, times in zip(jax_records, torch_times):
+    seconds, gf = float(np.median(times)), jr["gflops_per_image"]
+    first = partner.first[0 if jr["step"] == "train" else 1]
+    jr["vs_torch_paired"] = float(np.median(np.asarray(times) / np.asarray(jr.pop("_times"))))
     out.append({"model": spec, "framework": "torch", "step": jr["step"], "dtype": "float32",
                 "input_shape": list(shape), "batch": batch, "images_per_second": batch / seconds,
                 "compile_seconds": first, "gflops_per_image": gf, "gflops_per_second": gf * batch / seconds,
-                "device": "cpu", "torch_version": version,
-                "malloc": malloc_setting(env)})
+                "device": "cpu", "torch_version": partner.version, "malloc": malloc_setting(partner.env)})
   return out
 
 
@@ -126,9 +156,14 @@ def peak_tflops(device_kind: str, override: float = 0.0):
   return next((peak for name, peak in BF16_PEAK_TFLOPS if name in device_kind), None)
 
 
-def bench(spec, batch, repeats, shape, dtype, steps_per_call=1):
+def default_shape(spec):
+  return (28, 28, 1) if parse_model(spec)[0] == "small_cnn" else (32, 32, 3)
+
+
+def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None):
+  """JAX records of `spec` (each with `_times`, its per-step seconds) and the PyTorch partner's
+  per-step seconds for train and eval, each timed right after the JAX call of the same index."""
   name, options = parse_model(spec)
-  shape = shape or ((28, 28, 1) if name == "small_cnn" else (32, 32, 3))
   model = models.create(name, 10, **options)
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (batch,) + shape, dtype=np.uint8)
@@ -148,35 +183,38 @@ def bench(spec, batch, repeats, shape, dtype, steps_per_call=1):
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   train_flops = flops(compiled)
-  times = []
+  times, torch_times = [], ([], [])
   for i in range(repeats + 1):
     t0 = time.perf_counter()
     state, out = compiled(state, inputs, labels, idx, valid, jax.random.key(i), 0.01)
     jax.block_until_ready(out)
-    times.append(time.perf_counter() - t0)
-  med = float(np.median(times[1:]))
-  records.append(dict(step="train", seconds=med / steps_per_call, compile_seconds=compile_s,
-                      flops=train_flops / steps_per_call))
-  evaluate = jax.jit(lambda v, xb: model.apply(v, pre(xb), train=False)[0])
+    times.append((time.perf_counter() - t0) / steps_per_call)
+    if partner is not None and i > 0:
+      torch_times[0].append(partner.time("train"))
+  records.append(dict(step="train", times=times[1:], compile_seconds=compile_s, flops=train_flops / steps_per_call))
+  evaluate = jax.jit(lambda v, xb: model.apply(v, pre(xb), train=False)[0],
+                     compiler_options=cpu_runtime.train_compiler_options())  # as jaxal's scoring compiles
   t0 = time.perf_counter()
   compiled_eval = evaluate.lower(state.variables, inputs).compile()
   compile_s = time.perf_counter() - t0
   times = []
-  for _ in range(repeats + 1):
+  for i in range(repeats + 1):
     t0 = time.perf_counter()
     jax.block_until_ready(compiled_eval(state.variables, inputs))
     times.append(time.perf_counter() - t0)
-  records.append(dict(step="eval", seconds=float(np.median(times[1:])), compile_seconds=compile_s,
-                      flops=flops(compiled_eval)))
+    if partner is not None and i > 0:
+      torch_times[1].append(partner.time("eval"))
+  records.append(dict(step="eval", times=times[1:], compile_seconds=compile_s, flops=flops(compiled_eval)))
   out = []
   for r in records:
+    seconds = float(np.median(r["times"]))
     out.append({"model": spec, "framework": "jax", "step": r["step"], "dtype": dtype, "input_shape": list(shape),
-                "batch": batch, "images_per_second": batch / r["seconds"], "compile_seconds": r["compile_seconds"],
+                "batch": batch, "images_per_second": batch / seconds, "compile_seconds": r["compile_seconds"],
                 "gflops_per_image": r["flops"] / batch / 1e9,
-                "gflops_per_second": r["flops"] / r["seconds"] / 1e9, "device": jax.devices()[0].platform,
+                "gflops_per_second": r["flops"] / seconds / 1e9, "device": jax.devices()[0].platform,
                 "conv_impl": os.environ.get("JAXAL_CONV_IMPL", "auto"),
-                "steps_per_call": steps_per_call if r["step"] == "train" else 1})
-  return out, x, y, shape
+                "steps_per_call": steps_per_call if r["step"] == "train" else 1, "_times": r["times"]})
+  return out, torch_times
 
 
 def main():
@@ -225,15 +263,21 @@ def main():
   peak = peak_tflops(device.device_kind, args.peak_tflops) if use_table or args.peak_tflops > 0 else None
   shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
   records = []
-  print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'steps':>5} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9}")
+  print(f"{'model':<22} {'fw':<6} {'step':<6} {'dtype':<9} {'steps':>5} {'img/s':>9} {'compile s':>10} {'GFLOP/img':>10} {'GFLOP/s':>9} {'vs torch':>8}")
   for spec in args.models.split(","):
-    jax_records, x, y, spec_shape = bench(spec, args.batch, args.repeats, shape, args.dtype,
-                                            args.steps_per_call)
-    torch_records = [] if args.no_torch else bench_torch(spec, args.batch, args.repeats, spec_shape, x, y,
-                                                         jax_records, args.torch_malloc == "same")
+    spec_shape = shape or default_shape(spec)
+    partner = None if args.no_torch else TorchPartner(spec, spec_shape, args.batch, args.torch_malloc == "same")
+    partner = partner if partner is not None and partner.proc is not None else None
+    jax_records, torch_times = bench(spec, args.batch, args.repeats, spec_shape, args.dtype, args.steps_per_call,
+                                     partner)
+    twin_records = []
+    if partner is not None:
+      twin_records = torch_records(partner, spec, spec_shape, args.batch, jax_records, torch_times)
+      partner.close()
     for r in jax_records:
+      r.pop("_times", None)
       r["malloc"] = "resident" if resident else ("hugepages" if cpu_runtime.huge_pages_in_effect() else "glibc")
-    for r in jax_records + torch_records:
+    for r in jax_records + twin_records:
       r["xla_convs"] = xla_convs
       r["fence_convs"] = device.platform == "cpu" and os.environ.get("JAXAL_FENCE_CONVS", "") != "0"
       r["dense_convs"] = device.platform == "cpu" and layers.DENSE_MAX_PAIRS > 0
@@ -242,9 +286,10 @@ def main():
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)
       share = f" {r['fraction_of_peak']:>7.1%} of {peak:g} TFLOP/s" if "fraction_of_peak" in r else ""
+      paired = f"{r['vs_torch_paired']:.2f}x" if "vs_torch_paired" in r else ""
       print(f"{r['model']:<22} {r['framework']:<6} {r['step']:<6} {r['dtype']:<9} {r.get('steps_per_call', 1):>5} "
             f"{r['images_per_second']:>9.1f} "
-            f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f}{share}",
+            f"{r['compile_seconds']:>10.1f} {r['gflops_per_image']:>10.3f} {r['gflops_per_second']:>9.1f} {paired:>8}{share}",
             flush=True)
   if args.json:
     with open(args.json, "w") as f:

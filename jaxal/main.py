@@ -11,6 +11,14 @@ import os
 import pathlib
 import sys
 
+from jaxal import cpu_runtime
+
+if __name__ == "__main__":
+  # Before the imports below: on CPU-only Linux hosts this re-executes the command once, with
+  # glibc's huge-page tunable (`JAXAL_HUGE_PAGES=0` turns it off).
+  cpu_runtime.restart_with_huge_pages()
+
+# pylint: disable=wrong-import-position
 import jax
 from absl import app
 from absl import flags
@@ -18,7 +26,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxal import config as config_lib
-from jaxal import cpu_runtime
 from jaxal import file_oracle
 from jaxal import loop
 from jaxal import parallel
@@ -70,7 +77,6 @@ def execute(config, workdir: str, *, force: bool = False) -> int:
 
 
 if __name__ == "__main__":
-  cpu_runtime.restart_with_huge_pages()  # first: on CPU-only Linux hosts it re-executes this command once
   cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   app.run(main)

@@ -25,6 +25,14 @@ import os
 import pathlib
 import sys
 
+from jaxal import cpu_runtime
+
+if __name__ == "__main__":
+  # Before the imports below: on CPU-only Linux hosts this re-executes the command once, with
+  # glibc's huge-page tunable (`JAXAL_HUGE_PAGES=0` turns it off).
+  cpu_runtime.restart_with_huge_pages()
+
+# pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
 import ml_collections
@@ -222,8 +230,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from jaxal import cpu_runtime
-  cpu_runtime.restart_with_huge_pages()  # first: on CPU-only Linux hosts it re-executes this command once
   cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   _define_flags()

@@ -243,3 +243,54 @@ def test_restart_sets_the_tunable_once_and_malloc_then_advises_huge_pages():
                    f"start glibc.malloc.arena_test=4:{cpu_runtime.HUGE_PAGES_TUNABLE}",
                    "returned True True ['--flag=1', 'x']"], lines
   assert run({"JAXAL_HUGE_PAGES": "0"}) == ["start -", "returned False False ['--flag=1', 'x']"]
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or cpu_runtime._glibc_version() is None
+                    or cpu_runtime._glibc_version() < (2, 35)
+                    or cpu_runtime.transparent_huge_pages_mode() != "madvise"
+                    or cpu_runtime.accelerator_plugin_installed(),
+                    reason="glibc 2.35+ with transparent huge pages in madvise mode, CPU-only hosts")
+@pytest.mark.parametrize("module", ["jaxal.main", "jaxal.study"])
+def test_commands_restart_with_huge_pages_before_reading_the_config(tmp_path, module):
+  """The config file is read after the restart; it records the tunables it sees and stops."""
+  seen = tmp_path / "seen.txt"
+  config = tmp_path / "probe.py"
+  config.write_text(textwrap.dedent(f"""
+      import os, pathlib
+      def get_config():
+        pathlib.Path({str(seen)!r}).write_text(os.environ.get("GLIBC_TUNABLES", "-") + " " + str(os.getpid()))
+        raise SystemExit(0)
+  """))
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "JAXAL_HUGE_PAGES")}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.Popen([sys.executable, "-m", module, f"--config={config}"], env=env, cwd=root)
+  assert run.wait(timeout=120) == 0
+  tunables, pid = seen.read_text().split()
+  assert tunables == cpu_runtime.HUGE_PAGES_TUNABLE and int(pid) == run.pid  # the same process, restarted
+  seen.unlink()
+  env["JAXAL_HUGE_PAGES"] = "0"
+  subprocess.run([sys.executable, "-m", module, f"--config={config}"], env=env, cwd=root, check=True, timeout=120)
+  assert seen.read_text().split()[0] == "-"
+
+
+def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
+  _skip_unless_the_flag_applies()
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from jaxal import models  # pylint: disable=import-outside-toplevel
+  from jaxal.acquisition import scoring  # pylint: disable=import-outside-toplevel
+  from jaxal.data import pipeline  # pylint: disable=import-outside-toplevel
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  x = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)  # YNNPACK takes some convs
+  model, pre = models.create("preact_resnet20", 10), pipeline.make_preprocess(x, "image", "per_channel")
+  variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)),
+                         train=False)
+
+  def ynn_convolutions():
+    text = scoring._forward_chunk.current().lower(model, pre, variables, jnp.asarray(x)).compile().as_text()  # pylint: disable=protected-access
+    return len(re.findall(r"kind=kCustom[^\n]*conv_general_dilated", text))
+
+  monkeypatch.delenv("JAXAL_XLA_CONVS", raising=False)
+  assert ynn_convolutions() == 0
+  monkeypatch.setenv("JAXAL_XLA_CONVS", "0")
+  assert ynn_convolutions() >= 1
