@@ -35,8 +35,8 @@ function re-executes the interpreter, with the same arguments, `GLIBC_TUNABLES` 
 
 XLA:CPU hands convolutions to its YNNPACK library, whose weight-gradient convolutions are
 slower here than XLA's own (NOTES §6c). `train_compiler_options()` keeps YNNPACK to dots for
-the training steps only, per compiled program (the default; `JAXAL_XLA_CONVS=0` turns it
-off). `use_xla_convolutions()`, with `JAXAL_XLA_CONVS=1`, does the same for every program of
+the training steps and for scoring's forward passes (NOTES §6h), per compiled program (the
+default; `JAXAL_XLA_CONVS=0` turns it off). `use_xla_convolutions()`, with `JAXAL_XLA_CONVS=1`, does the same for every program of
 the process through `XLA_FLAGS` (which made the k-center kernels somewhat slower). The option
 is experimental, and XLA rejects one it does not know, so both apply only for the jaxlib
 series where it was measured (`XLA_CONVS_JAXLIB`), and never over a user's own setting.
