@@ -14,7 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 
 from jaxal.models.base import global_avg_pool
-from jaxal.models.layers import max_pool_3x3_s2
+from jaxal.models.pooling import max_pool_3x3_s2
 from jaxal.models.resnet_grid import BLOCKS, BatchNorm, Conv
 
 STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}

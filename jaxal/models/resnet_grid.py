@@ -18,7 +18,7 @@ import functools
 
 import flax.linen as nn
 
-from jaxal.models import batch_norm, layers
+from jaxal.models import batch_norm, layers, pooling
 from jaxal.models.base import global_avg_pool
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
@@ -100,7 +100,7 @@ class ResNetGrid(nn.Module):
     block_cls = BLOCKS[self.block]
     x = Conv(self.width, (3, 3), name="stem_conv")(x)
     x = nn.relu(BatchNorm(use_running_average=not train, name="stem_bn")(x))
-    x = layers.max_pool_3x3_s2(x)  # nn.max_pool 3x3/2 SAME; faster backward on CPU
+    x = pooling.max_pool_3x3_s2(x)  # nn.max_pool 3x3/2 SAME; faster backward on CPU
     for s in range(self.stacks):
       for b in range(self.blocks):
         strides = 2 if (s > 0 and b == 0) else 1

@@ -11,7 +11,8 @@ and in MC-dropout mode.
 import flax.linen as nn
 
 from jaxal.models.batch_norm import BatchNorm
-from jaxal.models.layers import Conv, max_pool_2x2
+from jaxal.models.layers import Conv
+from jaxal.models.pooling import max_pool_2x2
 
 
 class SmallCNN(nn.Module):
