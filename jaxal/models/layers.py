@@ -11,7 +11,7 @@ Where the input map has fewer pixels than the kernel (2x2 or 1x1 maps under a 3x
 most of im2col's patch is padding. There "auto" computes the convolution as the dense layer
 between pixels that it is (`dense_conv`): one matmul per (output pixel, input pixel) pair
 that a kernel tap joins, so no FLOP is spent on padding (2.25x fewer than im2col at 2x2;
-A(2,4)'s 2x2x512 conv, forward and both gradients, 38 -> 26 ms, NOTES §6h).
+A(2,4)'s 2x2x512 conv, forward and both gradients, 38.7 -> 21.1 ms, NOTES §6h).
 
 `Conv` is `nn.Conv` itself (a subclass: same parameters `kernel` (kh, kw, cin, cout) and
 `bias`, same auto names `Conv_N`), so checkpoints and parameter counts do not change. Its
@@ -48,8 +48,9 @@ IMPLS = ("auto", "xla", "im2col")
 # (25-60x), tied at 4x4 with stride 2 and lost at 4x4 with stride 1 and above.
 SMALL_MAP_PIXELS = 4
 # Most (output pixel, input pixel) pairs for which "auto" uses `dense_conv` (one matmul per
-# pair): measured at batch 128 (NOTES §6h), 16 pairs (2x2 maps, 3x3 stride 1) won 1.4-1.5x
-# over im2col and 1 pair (1x1 maps) 7x, while 25 pairs (4x4 -> 2x2, stride 2) lost 1.3x.
+# pair): measured at batch 128 (NOTES §6h), 16 pairs (2x2 maps, 3x3 stride 1) won 1.5-1.8x
+# over im2col and 1 pair (1x1 maps) 7x; 25 pairs (4x4 -> 2x2, stride 2) tied, and 100-121
+# (4x4 and 8x8 maps) won 1.1-1.3x per conv but doubled A(2,4)'s compile for 3% of its step.
 # 0 turns it off (benchmarks/train_step.py --no-dense-convs).
 DENSE_MAX_PAIRS = 16
 _override: Optional[str] = None
@@ -140,7 +141,7 @@ def _output_shape(in_spatial, kernel_spatial, strides, padding):
 @functools.lru_cache(maxsize=256)
 def _pixel_pairs(in_spatial, kernel_spatial, strides, padding):
   pads = _explicit_pads(in_spatial, kernel_spatial, strides, padding)
-  out = [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, strides, pads)]
+  out = _output_shape(in_spatial, kernel_spatial, strides, padding)
   triples = []
   for o, out_pixel in enumerate(np.ndindex(*out)):
     for t, tap in enumerate(np.ndindex(*kernel_spatial)):
@@ -172,8 +173,8 @@ def dense_conv(lhs, rhs, window_strides, padding, precision=None):
   """Channels-last convolution as a sum of per-pixel matmuls: output pixel o gets
   `x[:, p] @ kernel[tap]` for every input pixel p that a kernel tap joins to it.
 
-  Exact FLOPs (none on padding), no patches, no weight copies; XLA differentiates it into the
-  same kind of matmuls. Partial sums accumulate in float32 at least.
+  Exact FLOPs (none on padding) and no patches; XLA differentiates it into the same kind of
+  matmuls. Partial sums accumulate in float32 at least.
   """
   kernel_spatial, cin, cout = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
   n, in_spatial = lhs.shape[0], lhs.shape[1:-1]
