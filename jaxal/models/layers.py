@@ -119,12 +119,7 @@ def use_im2col(in_spatial: Sequence[int], kernel_spatial: Sequence[int], strides
   """The "auto" rule on CPU: 1x1 kernels always, others when the output map is tiny."""
   if all(k == 1 for k in kernel_spatial):
     return True
-  if isinstance(padding, str):
-    pads = lax.padtype_to_pads(in_spatial, kernel_spatial, strides, padding)
-  else:
-    pads = padding
-  out = [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, strides, pads)]
-  return int(np.prod(out)) <= SMALL_MAP_PIXELS
+  return int(np.prod(_output_shape(in_spatial, kernel_spatial, strides, padding))) <= SMALL_MAP_PIXELS
 
 
 def _explicit_pads(in_spatial, kernel_spatial, strides, padding):
