@@ -60,9 +60,28 @@ def test_tfds_text_on_mock_data(name, test_split):
   assert ds.vocab_size > 2 and (ds.train.inputs > 0).any()
 
 
-def test_tfds_missing_dataset_names_the_field(tmp_path):
-  with pytest.raises(datasets.DataError, match="cifar10"):
+def test_tfds_missing_dataset_is_refused_without_a_download(tmp_path, monkeypatch):
+  def no_download(*args, **kwargs):
+    raise AssertionError("jaxal tried to download a TFDS dataset at run time")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+  with pytest.raises(datasets.DataError) as info:
     datasets.load(data_cfg(source="tfds", name="cifar10", data_dir=str(tmp_path)))
+  message = str(info.value)
+  assert "'cifar10' is not prepared" in message and str(tmp_path) in message
+  assert "tfds build cifar10 --file_format=array_record" in message and "data.data_dir" in message
+
+
+def test_tfds_prepared_but_unreadable_names_the_format(tmp_path, monkeypatch):
+  # A dataset prepared as TFRecord files exists but `tfds.data_source` cannot open it.
+  def tfrecord_only(*args, **kwargs):
+    raise NotImplementedError("Random access data source for file format FileFormat.TFRECORD is not supported")
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+  monkeypatch.setattr(tfds, "data_source", tfrecord_only)
+  with pytest.raises(datasets.DataError) as info:
+    datasets.load(data_cfg(source="tfds", name="cifar10", data_dir=str(tmp_path)))
+  message = str(info.value)
+  assert "cifar10[train]" in message and "TFRECORD" in message and "array_record" in message
+  assert "not prepared" not in message
 
 
 def test_idx_real_mnist_test(shared_data):

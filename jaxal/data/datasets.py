@@ -6,8 +6,8 @@ a stable id per example (file path, row number or TFDS id) for exporting queries
 
 Sources (`config.data.source`):
 * `digits`: scikit-learn's bundled 8x8 digits, no download.
-* `tfds`: `tfds.data_source(name, split=..., data_dir=...)` on a prepared data_dir;
-  needs no TensorFlow.
+* `tfds`: `tfds.data_source(name, split=..., data_dir=...)` on a data_dir prepared in the
+  array_record format; needs no TensorFlow and never downloads (no network at run time).
 * `idx`: MNIST-style idx files, gzipped or not.
 * `npz`: NumPy `.npz` archives with configurable array keys (loaded with
   `allow_pickle=False`).
@@ -70,6 +70,19 @@ _TFDS_TEXT_KEYS = {
 }
 
 
+def _unreadable_tfds_message(builder, cfg, split_name: str, error: Exception) -> str:
+  """Why `tfds.data_source` could not open `split_name`, and how to prepare the data."""
+  where = f"data.data_dir={cfg.data_dir!r}" if cfg.data_dir else "the default data_dir (data.data_dir is empty)"
+  prepare = (f"prepare it where there is network: `tfds build {cfg.name} --file_format=array_record "
+             f"--data_dir=DIR`, then set --config.data.data_dir=DIR")
+  if not builder.is_prepared():
+    return (f"data.name: TFDS dataset {cfg.name!r} is not prepared under {where} "
+            f"(looked in {builder.data_dir}); jaxal does not download at run time: {prepare}")
+  return (f"TFDS {cfg.name}[{split_name}] under {where} ({builder.data_dir}) cannot be opened for random "
+          f"access ({type(error).__name__}: {error}); tfds.data_source reads the array_record format: "
+          f"{prepare}")
+
+
 def load_tfds_split(cfg) -> tuple[Split, Split | None, list[str]]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   kwargs = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
@@ -83,10 +96,10 @@ def load_tfds_split(cfg) -> tuple[Split, Split | None, list[str]]:
 
   def read(split_name: str) -> Split:
     try:
-      source = tfds.data_source(cfg.name, split=split_name, **kwargs)
+      # download=False: a missing dataset is an error here, never a download at run time.
+      source = tfds.data_source(cfg.name, split=split_name, download=False, **kwargs)
     except Exception as e:
-      raise DataError(f"TFDS {cfg.name}[{split_name}]: cannot open data source under "
-                      f"data_dir={cfg.data_dir!r} (prepare it first): {e}") from None
+      raise DataError(_unreadable_tfds_message(builder, cfg, split_name, e)) from None
     n = len(source)
     if cfg.max_examples:
       n = min(n, cfg.max_examples)
