@@ -5,6 +5,7 @@ checks names, types and ranges and raises `ConfigError` naming the offending fie
 """
 
 import pathlib
+import sys
 
 import ml_collections
 
@@ -133,6 +134,50 @@ def load_config_file(path) -> ml_collections.ConfigDict:
 
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for `jaxal.main` and `jaxal.study` (`app.run(..., flags_parser=)`).
+
+  A bad flag, a config file that does not load, or a `--config.*` override naming no field
+  exits with code 2 and one line naming the flag, instead of a traceback.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    args = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      flags.FLAGS.config.get("", None)  # ml_collections raises a failed load only when the config is read
+    return args
+  except flags.Error as e:
+    message = _one_line(str(e))
+  except (AttributeError, KeyError) as e:  # ml_collections: an override's path has no such field
+    message = _unknown_field_message(e, argv)
+  except Exception as e:  # pylint: disable=broad-except  (the config file itself: missing, SyntaxError, ...)
+    flag = next((a for a in argv[1:] if a.startswith("--config=")), "--config")
+    message = f"{flag}: the config file does not load: {_one_line(f'{type(e).__name__}: {e}')}"
+  sys.stderr.write(f"error: {message}\nPass --helpshort or --helpfull to see the flags.\n")
+  sys.exit(2)
+
+
+def _one_line(message: str) -> str:
+  """A multi-line message (ml_collections puts tracebacks in them) as its first and last lines."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return " ... ".join([lines[0], lines[-1]]) if len(lines) > 1 else (lines[0] if lines else message)
+
+
+def _unknown_field_message(error: Exception, argv: list[str]) -> str:
+  chain, e = [], error
+  while e is not None:
+    chain.append(e)
+    e = e.__context__
+  keys = [e.args[0] for e in chain if isinstance(e, KeyError) and e.args and isinstance(e.args[0], str)]
+  field = next((k for k in reversed(keys) if "\n" not in k), None)
+  hint = next((line for e in chain for line in str(e).replace("\\n", "\n").split("\n") if "Did you mean" in line), "")
+  overrides = [a for a in argv[1:] if a.startswith("--config.")]
+  flag = next((a for a in overrides if field and field in a.split("=", 1)[0].split(".")[1:]), None)
+  where = f"{flag}: " if flag else ""
+  hint = " " + hint.strip().strip("'\"") if hint else ""
+  return f"{where}the config has no field {field!r}.{hint}" if field else f"{where}{error}"
 
 
 def use_mnist_test(c, test_size: int = 2000) -> None:

@@ -79,4 +79,4 @@ def execute(config, workdir: str, *, force: bool = False) -> int:
 if __name__ == "__main__":
   cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
   cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -82,3 +82,29 @@ def test_main_fills_the_persistent_compilation_cache(tmp_path):
   done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
   assert done.returncode == 0, done.stderr
   assert cache.is_dir() and len(list(cache.iterdir())) >= 3, sorted(p.name for p in cache.iterdir())
+
+
+@pytest.mark.parametrize("module, args, expected", [
+    ("jaxal.main", ["--config=configs/digits_demo.py", "--config.train.epochz=3"],
+     ["--config.train.epochz=3: the config has no field 'epochz'", 'Did you mean "epochs"']),
+    ("jaxal.main", ["--config=configs/digits_demo.py", "--config.train.epochs=abc"],
+     ["--config.train.epochs=abc", "invalid literal for int()"]),
+    ("jaxal.main", ["--config=configs/no_such_config.py"],
+     ["--config=configs/no_such_config.py: the config file does not load", "No such file or directory"]),
+    ("jaxal.main", ["--config={bad}"], ["--config=", "ValueError: broken on purpose"]),
+    ("jaxal.main", ["--config={syntax}"], ["the config file does not load: SyntaxError"]),
+    ("jaxal.study", ["--config=configs/study_mnist_cpu.py", "--root={tmp}", "--config.seedz=1"],
+     ["--config.seedz=1: the config has no field 'seedz'"]),
+])
+def test_bad_command_lines_get_one_line_and_exit_code_2(tmp_path, module, args, expected):
+  (tmp_path / "bad.py").write_text("def get_config():\n  raise ValueError('broken on purpose')\n")
+  (tmp_path / "syntax.py").write_text("def get_config(:\n")
+  args = [a.format(bad=tmp_path / "bad.py", syntax=tmp_path / "syntax.py", tmp=tmp_path) for a in args]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXAL_HUGE_PAGES": "0"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, cwd=root,
+                        check=False)
+  assert done.returncode == 2, done.stderr
+  assert "Traceback" not in done.stderr, done.stderr
+  first = done.stderr.splitlines()[0]
+  assert first.startswith("error: ") and all(e in first for e in expected), done.stderr
