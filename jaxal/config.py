@@ -166,6 +166,7 @@ def _one_line(message: str) -> str:
 
 
 def _unknown_field_message(error: Exception, argv: list[str]) -> str:
+  """The override that names no field, the field, and ml_collections' "Did you mean" hint."""
   chain, e = [], error
   while e is not None:
     chain.append(e)
