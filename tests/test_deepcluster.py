@@ -8,6 +8,7 @@ import pytest
 from jaxal import models
 from jaxal.data import augment
 from jaxal.data import pipeline
+from jaxal.pretrain import backbone_cache
 from jaxal.pretrain import deepcluster as dc
 
 
@@ -219,14 +220,13 @@ def pretrained_run(tmp_path_factory):
 
 def test_loop_pretrains_once_and_starts_every_round_from_it(pretrained_run):
   import json
-  from jaxal import loop
   workdir, history, starts = pretrained_run
   assert [r["num_labeled"] for r in history] == [20, 40]
   assert all(r["pretrain"] == "deepcluster" for r in history)
   assert history[0]["compiles"] > 0 and history[1]["compiles"] == 0
   meta = json.loads((workdir / "pretrained.json").read_text())
   assert len(meta["history"]) == 2 and meta["history"][0]["nonempty_clusters"] <= 50  # k = 5 x 10 digits
-  stored = loop._load_tree(workdir / "pretrained.npz")
+  stored = backbone_cache.load_tree(workdir / "pretrained.npz")
   assert set(stored) == {"params", "batch_stats"} and "classifier" not in stored["params"]
   assert len(starts) == 2
   for start in starts:
@@ -301,7 +301,7 @@ def test_runs_share_a_backbone_through_the_cache(tmp_path, monkeypatch):
   from jaxal import loop
   cache = str(tmp_path / "cache")
   cfg = lambda **kw: _loop_config(**{"al.num_rounds": 1, "pretrain.cache_dir": cache, **kw})
-  fp = loop.pretrain_fingerprint
+  fp = backbone_cache.pretrain_fingerprint
   assert fp(cfg()) == fp(cfg(**{"acquisition.name": "random", "train.epochs": 5}))
   assert fp(cfg()) != fp(cfg(seed=1)) and fp(cfg()) != fp(cfg(**{"pretrain.epochs": 3}))
   loop.run(cfg(), tmp_path / "a")
@@ -312,7 +312,7 @@ def test_runs_share_a_backbone_through_the_cache(tmp_path, monkeypatch):
 
   monkeypatch.setattr(dc, "pretrain", no_pretraining)
   loop.run(cfg(**{"acquisition.name": "random"}), tmp_path / "b")
-  a, b = loop._load_tree(tmp_path / "a" / "pretrained.npz"), loop._load_tree(tmp_path / "b" / "pretrained.npz")
+  a, b = backbone_cache.load_tree(tmp_path / "a" / "pretrained.npz"), backbone_cache.load_tree(tmp_path / "b" / "pretrained.npz")
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert (tmp_path / "b" / "pretrained.json").exists()

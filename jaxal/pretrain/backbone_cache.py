@@ -1,0 +1,92 @@
+"""The run's pretrained backbone: computed once per workdir, optionally shared through a cache.
+
+`pretrained_backbone` is called by the loop before round 0; `save_tree`/`load_tree` store a
+nested dict of arrays as npz (never pickle).
+"""
+
+import hashlib
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+
+from jaxal import parallel
+from jaxal import workdir as workdir_lib
+from jaxal.pretrain import deepcluster
+
+PRETRAIN_KEY = 2**31 - 1  # fold_in tag of the pretraining key (rounds use 0, 1, 2, ...)
+
+
+def save_tree(path: pathlib.Path, tree) -> None:
+  """Writes a nested dict of arrays to `path` (npz, keys joined by '/'), atomically."""
+  flat = {"/".join(str(getattr(k, "key", k)) for k in kp): np.asarray(v)
+          for kp, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, **flat)
+  tmp.replace(path)
+
+
+def load_tree(path: pathlib.Path) -> dict:
+  tree = {}
+  with np.load(path) as f:
+    for name in f.files:
+      node = tree
+      *parents, leaf = name.split("/")
+      for p in parents:
+        node = node.setdefault(p, {})
+      node[leaf] = f[name]
+  return tree
+
+
+def pretrain_fingerprint(config) -> str:
+  """A hash of what determines the pretrained backbone: data, model, pretraining, seed."""
+  what = {"data": config.data.to_dict(), "model": config.model.to_dict(), "seed": config.seed,
+          "pretrain": {k: v for k, v in config.pretrain.to_dict().items() if k != "cache_dir"},
+          "steps_per_call": config.train.steps_per_call, "chunk_size": config.acquisition.chunk_size}
+  return hashlib.sha256(json.dumps(what, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, log):
+  """The run's pretrained backbone variables: computed once, then read from the workdir.
+
+  `WORKDIR/pretrained.npz` holds the backbone (the k-way head dropped) and
+  `WORKDIR/pretrained.json` the per-epoch history; a resumed run reads them back. With
+  `pretrain.cache_dir`, runs that differ only in what pretraining never sees (the
+  acquisition, the AL budget, training settings) share one backbone, found there by
+  `pretrain_fingerprint`.
+  """
+  p = config.pretrain
+  if p.name == "none":
+    return None
+  path = workdir / "pretrained.npz"
+  if path.exists():
+    log(config, f"pretraining: reusing {path}")
+    return load_tree(path)
+  cached = None
+  if p.cache_dir:
+    cached = pathlib.Path(p.cache_dir) / pretrain_fingerprint(config)
+    if (cached / "pretrained.npz").exists() and (cached / "pretrained.json").exists():
+      log(config, f"pretraining: reusing {cached}")
+      if parallel.is_primary():
+        for name in ("pretrained.json", "pretrained.npz"):  # the npz last: it marks the workdir done
+          shutil.copyfile(cached / name, workdir / (name + ".tmp"))
+          (workdir / (name + ".tmp")).replace(workdir / name)
+      return load_tree(cached / "pretrained.npz")
+  log(config, f"pretraining ({p.name}, {p.style}): {p.epochs} epochs on {len(data.pool)} pool inputs")
+  trainer = trainer_for(config.model.name, dict(config.model.options))
+  result = deepcluster.pretrain(
+      trainer, data.pool_inputs, data.dataset.num_classes, jax.random.fold_in(base_key, PRETRAIN_KEY),
+      preprocess=data.preprocess, epochs=p.epochs, kmeans_iters=p.kmeans_iters,
+      clusters_per_class=p.clusters_per_class, style=p.style, lr=p.lr, batch_size=p.batch_size,
+      momentum=p.momentum, weight_decay=p.weight_decay, steps_per_call=config.train.steps_per_call,
+      chunk_size=config.acquisition.chunk_size, mesh=mesh, verbose=config.output.verbose)
+  if parallel.is_primary():
+    meta = json.dumps({"name": p.name, "style": p.style, "seconds": round(result.seconds, 3),
+                       "collapsed": result.collapsed, "history": result.history})
+    for where in ([cached] if cached else []) + [workdir]:
+      where.mkdir(parents=True, exist_ok=True)
+      workdir_lib.atomic_write_text(where / "pretrained.json", meta)
+      save_tree(where / "pretrained.npz", result.variables)  # last: its presence means complete
+  return result.variables
