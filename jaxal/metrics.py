@@ -1,6 +1,7 @@
 """Evaluation metrics of the three papers (ALGORITHMS.md §6)."""
 
 import numpy as np
+import scipy.stats
 
 
 def auc_gain(sizes, err_passive, err_active) -> float:
@@ -24,34 +25,27 @@ def auc_gain(sizes, err_passive, err_active) -> float:
   return (passive - area(a)) / passive
 
 
-def rankdata(x) -> np.ndarray:
-  """Ranks 1..n with ties given their average rank (scipy's 'average' method)."""
-  x = np.asarray(x, np.float64)
-  order = np.argsort(x, kind="stable")
-  sorted_x = x[order]
-  # Boundaries of runs of equal values.
-  starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-  ends = np.r_[starts[1:], x.size]
-  avg = (starts + ends + 1) / 2.0  # mean of 1-based positions start+1..end
-  ranks = np.empty(x.size, np.float64)
-  ranks[order] = np.repeat(avg, ends - starts)
-  return ranks
-
-
 def pearson(a, b) -> float:
-  """Pearson's r; NaN when either input is constant."""
-  a = np.asarray(a, np.float64)
-  b = np.asarray(b, np.float64)
-  if a.shape != b.shape or a.ndim != 1:
-    raise ValueError("pearson needs two 1-D arrays of the same length")
-  a, b = a - a.mean(), b - b.mean()
-  denom = np.sqrt(np.sum(a * a) * np.sum(b * b))
-  return float(np.sum(a * b) / denom) if denom > 0 else float("nan")
+  """Pearson's r; NaN when either input is constant (scipy warns and returns NaN; we stay quiet)."""
+  a, b = _paired_1d(a, b, "pearson")
+  if np.ptp(a) == 0 or np.ptp(b) == 0:
+    return float("nan")
+  return float(scipy.stats.pearsonr(a, b).statistic)
 
 
 def spearman(a, b) -> float:
-  """Spearman's rho: Pearson's r of the ranks, ties averaged (as scipy.stats.spearmanr)."""
-  return pearson(rankdata(a), rankdata(b))
+  """Spearman's rho, ties averaged; NaN when either input is constant."""
+  a, b = _paired_1d(a, b, "spearman")
+  if np.ptp(a) == 0 or np.ptp(b) == 0:
+    return float("nan")
+  return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def _paired_1d(a, b, name):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or a.ndim != 1:
+    raise ValueError(f"{name} needs two 1-D arrays of the same length")
+  return a, b
 
 
 def topk_overlap(scores_a, scores_b, k: int) -> float:

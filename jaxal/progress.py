@@ -1,20 +1,21 @@
-"""Minimal progress output for long loops (no global state)."""
+"""Progress bars with an ETA for long loops (tqdm; no global state)."""
 
 import sys
-import time
 from typing import Iterable, TypeVar
+
+import tqdm
 
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], label: str, *, enabled: bool = True, every_seconds: float = 2.0):
-  """Yields `items`, printing `label: i/n` at most every `every_seconds` and at the end."""
-  items = list(items)
-  n = len(items)
-  start = last = time.perf_counter()
-  for i, item in enumerate(items):
-    yield item
-    now = time.perf_counter()
-    if enabled and (now - last >= every_seconds or i + 1 == n):
-      last = now
-      print(f"  {label}: {i + 1}/{n} ({now - start:.1f}s)", file=sys.stderr, flush=True)
+def track(items: Iterable[T], label: str, *, enabled: bool = True, every_seconds: float = 2.0,
+          total: int | None = None):
+  """Yields `items` lazily, showing `label`, the count, the rate and an ETA on stderr.
+
+  At most one refresh every `every_seconds`. `total` defaults to `len(items)` where the
+  iterable has one; without it tqdm shows the count and rate only.
+  """
+  if total is None and hasattr(items, "__len__"):
+    total = len(items)
+  return tqdm.tqdm(items, desc=f"  {label}", total=total, disable=not enabled, file=sys.stderr,
+                   mininterval=every_seconds, leave=True, dynamic_ncols=True)

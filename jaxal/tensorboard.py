@@ -73,18 +73,14 @@ def log_round(workdir, record: dict) -> None:
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
-  """`{tag: [(step, value), ...]}` from the event files under `logdir` (for tests and notebooks)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  import struct  # pylint: disable=g-import-not-at-top
+  """`{tag: [(step, value), ...]}` from the event files under `logdir`, read with TensorBoard's
+  own event loader (`pip install tensorboard`, in the `tensorboard` extra)."""
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   out = {}
   for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
-    data = path.read_bytes()
-    pos = 0
-    while pos + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      payload = data[pos + 12:pos + 12 + length]
-      pos += 12 + length + 4  # length, its crc, payload, payload crc
-      event = event_pb2.Event.FromString(payload)
-      for v in event.summary.value:
-        out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
+    for event in event_file_loader.EventFileLoader(str(path)).Load():
+      for v in event.summary.value:  # the loader turns simple_value into a scalar tensor
+        value = v.simple_value if v.WhichOneof("value") == "simple_value" else tensor_util.make_ndarray(v.tensor)
+        out.setdefault(v.tag, []).append((int(event.step), float(value)))
   return {tag: sorted(points) for tag, points in out.items()}
