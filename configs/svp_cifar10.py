@@ -10,7 +10,7 @@ The selection model (`model`) is a pre-activation ResNet-20 trained every round;
 random (2%), then 4,000 (8%), then 5,000 (10%) per round up to 25,000 (50%). Training: SGD
 with momentum 0.9, weight decay 5e-4, batch 128, 181 epochs at lr 0.01 (1 epoch warm-up),
 0.1 (90), 0.01 (45), 0.001 (45); random crops with 4-pixel padding and flips; CIFAR-10
-per-channel normalization. A cheaper proxy trains fewer epochs, e.g. the README's 50-epoch
+per-channel normalization. A cheaper proxy trains fewer epochs, e.g. docs/papers.md's 50-epoch
 schedule: `--config.train.epochs=50 --config.train.lr_schedule=0:0.01,1:0.1,46:0.01`.
 Speed-up and agreement: `python -m jaxal.svp_report --baseline runs/svp_c10_base --proxy runs/svp_c10_proxy`.
 """
