@@ -83,7 +83,7 @@ def _empty_class(root):
   (root / "b").mkdir(parents=True)
 
 
-def _h5_case(keys_ok=True, junk=False):
+def _h5_case(keys_ok=True, junk=False, x_key=None):
   def make(tmp):
     path = tmp / "d.h5"
     if junk:
@@ -93,9 +93,41 @@ def _h5_case(keys_ok=True, junk=False):
       with h5py.File(path, "w") as f:
         f["x"] = np.zeros((4, 2, 2), np.uint8)
         f["y"] = np.array([0, 1, 0, 1])
-    return {"data.source": "hdf5", "data.path": str(path), "data.x_key": "x" if keys_ok else "images",
-            "data.y_key": "y", "data.test_size": 1}
+        f["train/data"] = np.zeros((4, 2, 2), np.uint8)
+    return {"data.source": "hdf5", "data.path": str(path),
+            "data.x_key": x_key or ("x" if keys_ok else "images"), "data.y_key": "y", "data.test_size": 1}
   return make
+
+
+def _npz_bytes(save=np.savez, **arrays):
+  import io
+  buffer = io.BytesIO()
+  save(buffer, **arrays)
+  return buffer.getvalue()
+
+
+_GOOD_NPZ = _npz_bytes(x=np.arange(64, dtype=np.uint8).reshape(4, 4, 4), y=np.arange(4) % 2)
+
+
+def _corrupt_member():
+  """A compressed archive whose `x` member has flipped bytes; its zip directory stays intact."""
+  import io
+  import zipfile
+  raw = _npz_bytes(np.savez_compressed, x=np.arange(64, dtype=np.uint8).reshape(4, 4, 4), y=np.arange(4) % 2)
+  info = zipfile.ZipFile(io.BytesIO(raw)).getinfo("x.npy")
+  at = info.header_offset + 30 + len(info.filename) + info.compress_size // 2
+  return raw[:at] + bytes(b ^ 0xFF for b in raw[at:at + 8]) + raw[at + 8:]
+
+
+def _npy_bytes():
+  import io
+  buffer = io.BytesIO()
+  np.save(buffer, np.zeros((4, 2, 2), np.uint8))
+  return buffer.getvalue()
+
+
+def _raw_npz_case(raw):
+  return lambda t: {"data.source": "npz", "data.path": _write(t / "d.npz", raw), "data.test_size": 1}
 
 
 FILE_CASES = {
@@ -118,6 +150,9 @@ FILE_CASES = {
     "npz_length_mismatch": (_npz_case(x=np.zeros((5, 2, 2), np.uint8), y=np.arange(4) % 2), "5 inputs but 4 labels"),
     "npz_not_a_zip": (lambda t: {"data.source": "npz", "data.path": _write(t / "d.npz", b"PK? no"),
                                  "data.test_size": 1}, "d.npz"),
+    "npz_truncated": (_raw_npz_case(_GOOD_NPZ[:len(_GOOD_NPZ) // 2]), "d.npz: cannot read npz archive"),
+    "npz_corrupt_member": (_raw_npz_case(_corrupt_member()), "d.npz: cannot read array 'x'"),
+    "npz_is_renamed_npy": (_raw_npz_case(_npy_bytes()), "d.npz: holds a single .npy array"),
     "npz_single_class": (_npz_case(x=np.zeros((6, 2, 2), np.uint8), y=np.zeros(6, int)), "at least 2"),
     "folder_mixed_sizes": (_folder_case(_mixed_sizes), "differs from"),
     "folder_corrupt_png": (_folder_case(_corrupt_png), "cannot decode"),
@@ -129,6 +164,9 @@ FILE_CASES = {
     "csv_short_row": (_csv_case("text,label\nhello,0\noops\nbye,1\n"), "t.csv:3"),
     "csv_empty": (_csv_case(""), "empty CSV"),
     "csv_header_only": (_csv_case("text,label\n"), "no rows"),
+    "csv_empty_text": (_csv_case("text,label\nhello,0\n,1\nbye,1\n"), "t.csv:3: empty text in column 'text'"),
+    "csv_blank_text": (_csv_case("text,label\n  \t ,0\nhi,1\nbye,1\n"), "t.csv:2: empty text"),
+    "csv_empty_label": (_csv_case("text,label\nhello,0\nhi, \nbye,1\n"), "t.csv:3: empty label"),
     "csv_bad_utf8": (lambda t: {"data.source": "csv", "data.path": _write(t / "t.csv", b"text,label\n\xff\xfe,0\n"),
                                 "data.test_size": 1}, "t.csv"),
     "csv_unknown_label": (_csv_case("text,label\na,x\nb,y\nc,z\n",
@@ -142,6 +180,7 @@ FILE_CASES = {
                            "c.json"),
     "hdf5_missing_key": (_h5_case(keys_ok=False), "no dataset 'images'"),
     "hdf5_not_hdf5": (_h5_case(junk=True), "d.h5"),
+    "hdf5_key_is_group": (_h5_case(x_key="train"), "d.h5: 'train' is a group, not a dataset; it holds ['data']"),
 }
 
 CONFIG_CASES = {
@@ -156,7 +195,8 @@ CONFIG_CASES = {
     "zero_lr": ({"train.lr_schedule": "0:0"}, "train.lr_schedule"),
     "negative_shift": ({"augment.max_shift": -1}, "augment.max_shift"),
     "bad_source": ({"data.source": "s3"}, "data.source"),
-    "test_size_too_big": ({"data.test_size": 5000}, "cannot carve"),
+    "test_size_too_big": ({"data.test_size": 5000}, "data.test_size=5000: cannot carve"),
+    "validation_size_too_big": ({"data.validation_size": 5000}, "data.validation_size"),
     "too_few_classes": ({"data.num_classes": 3}, "out of range for 3 classes"),
     "bad_model_option": ({"model.options.blocks": 0}, "model"),
 }
@@ -174,6 +214,7 @@ def test_malformed_files(name, tmp_path, capsys):
   code, err = _run(tmp_path, capsys, make(tmp_path))
   assert code == 2, err
   assert expected in err and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1, err
   assert not (tmp_path / "work" / "checkpoints").exists()
 
 
@@ -183,8 +224,72 @@ def test_bad_configs(name, tmp_path, capsys):
   code, err = _run(tmp_path, capsys, overrides)
   assert code == 2, err
   assert expected in err and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1, err
   assert not (tmp_path / "work" / "checkpoints").exists()
 
 
 def test_there_are_at_least_thirty_cases():
   assert len(FILE_CASES) + len(CONFIG_CASES) >= 30
+
+
+# --------------------------------------------------------------------------- read right, not refused
+
+
+def _old_ascii_words(text):
+  """The word rule before Unicode support, which ASCII text must keep."""
+  import re
+  return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def test_words_split_ascii_exactly_as_before():
+  from jaxal.data import tokenize
+  rng = np.random.default_rng(0)
+  alphabet = np.array(list("aZz09 '_-.,!?\t\n\"()Kk") + [chr(c) for c in range(128)])
+  for _ in range(2000):
+    text = "".join(rng.choice(alphabet, rng.integers(0, 40)))
+    assert tokenize._unicode_words(text) == _old_ascii_words(text), repr(text)
+    assert tokenize._words(text) == _old_ascii_words(text), repr(text)
+
+
+def test_words_keep_every_script():
+  from jaxal.data import tokenize
+  assert tokenize._words("Héllo WÖRLD, don't") == ["héllo", "wörld", "don't"]
+  assert tokenize._words("我爱北京") == ["我", "爱", "北", "京"]  # no spaces: one token per character
+  assert tokenize._words("東京タワーは tall。") == ["東", "京", "タ", "ワ", "ー", "は", "tall"]
+  assert tokenize._words("مَرْحَبًا بِكُم") == ["مَرْحَبًا", "بِكُم"]  # vowel marks stay inside the word
+  assert tokenize._words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+  assert tokenize._words("foo_bar ٣٤") == ["foo", "bar", "٣٤"]
+  assert tokenize._words("great 😀 film 𠀀𠀁") == ["great", "film", "𠀀", "𠀁"]  # beyond the BMP
+
+
+def _data_cfg(**kw):
+  from jaxal import config as config_lib
+  c = config_lib.base_config().data
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def test_chinese_and_arabic_csv_get_distinct_word_ids(tmp_path):
+  from jaxal.data import datasets
+  rows = ["猫 喜欢 鱼", "狗 喜欢 骨头", "مرحبا بالعالم", "كتاب جديد"] * 2
+  body = "".join(f"{t},{i % 2}\n" for i, t in enumerate(rows))
+  path = _write(tmp_path / "t.csv", "text,label\n" + body)
+  ds = datasets.load(_data_cfg(source="csv", path=path, test_path=path, max_length=8))
+  ids = {tuple(r[r > 0]) for r in np.concatenate([ds.train.inputs, ds.test.inputs])}
+  assert all(len(r) >= 2 for r in ids)  # before: every row was all padding
+  assert len(ids) == 4  # four distinct texts, four distinct id rows
+  assert ds.vocab_size == 2 + len(set("猫喜欢鱼狗骨头")) + 4
+
+
+def test_csv_with_byte_order_mark_loads(tmp_path):
+  from jaxal.data import datasets
+  path = tmp_path / "t.csv"
+  path.write_bytes("\ufeffid,text,label\n1,good,yes\n2,bad,no\n3,fine,yes\n4,awful,no\n".encode("utf-8"))
+  names = tmp_path / "c.json"
+  names.write_bytes('\ufeff["no", "yes"]'.encode("utf-8"))
+  ds = datasets.load(_data_cfg(source="csv", path=str(path), test_size=2, class_names_path=str(names)))
+  assert ds.class_names == ["no", "yes"]
+  texts, labels, _ = datasets.read_csv_text(path, "text", "label", True)
+  assert texts == ["good", "bad", "fine", "awful"] and labels == ["yes", "no", "yes", "no"]
+  assert datasets.read_csv_text(path, "id", "label", True)[0] == ["1", "2", "3", "4"]

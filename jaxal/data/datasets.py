@@ -11,8 +11,10 @@ Sources (`config.data.source`):
 * `idx`: MNIST-style idx files, gzipped or not.
 * `npz`: NumPy `.npz` archives with configurable array keys (loaded with
   `allow_pickle=False`).
-* `image_folder`: a folder of class subfolders holding PNG/JPEG images.
-* `csv`: text in a CSV file with configurable text and label columns.
+* `image_folder`: a folder of class subfolders holding PNG/JPEG images, read as grayscale
+  or RGB whatever their PIL mode (palette, 16-bit, CMYK, alpha: see `files._decode_image`).
+* `csv`: text in a UTF-8 CSV file (a byte-order mark is dropped) with configurable text and
+  label columns; an empty text or label is an error naming `file:line`.
 * `hdf5`: HDF5 datasets with configurable keys (needs `h5py`).
 
 Every loader reports bad input as `DataError`, naming the file and the reason.
@@ -140,11 +142,16 @@ SOURCES: dict[str, Callable] = {
 # --------------------------------------------------------------------------- assembly
 
 
-def carve(split: Split, size: int, seed: int, stratify: bool = True) -> tuple[Split, Split]:
-  """Splits off `size` examples at random (class-stratified); returns `(rest, carved)`."""
+def carve(split: Split, size: int, seed: int, stratify: bool = True, *,
+          field: str = "") -> tuple[Split, Split]:
+  """Splits off `size` examples at random (class-stratified); returns `(rest, carved)`.
+
+  `field` names the config field that asked for `size` (e.g. `data.validation_size`) in the error.
+  """
   n = len(split)
   if not 0 < size < n:
-    raise DataError(f"cannot carve {size} examples from a split of {n}")
+    where = f"{field}={size}: " if field else ""
+    raise DataError(f"{where}cannot carve {size} examples from a split of {n} (need 1 to {n - 1})")
   rng = np.random.default_rng(seed)
   if stratify:
     order = _stratified_order(split.labels, rng)
@@ -180,7 +187,7 @@ def load(cfg) -> Dataset:
     if not cfg.test_size:
       raise DataError(f"data.test_size: the {cfg.source} source has no test split here; "
                       "set data.test_size to carve one from the training data")
-    train, test = carve(train, cfg.test_size, cfg.seed)
+    train, test = carve(train, cfg.test_size, cfg.seed, field="data.test_size")
   modality = "text" if train.inputs.dtype == object or cfg.modality == "text" else "image"
   vocab_size = 0
   if train.inputs.dtype == object:  # raw texts -> token ids

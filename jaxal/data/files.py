@@ -8,6 +8,8 @@ import csv
 import gzip
 import json
 import pathlib
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -54,19 +56,32 @@ def load_idx_split(cfg):
   return train, test, []
 
 
+def _read_npz_arrays(p: pathlib.Path, keys) -> list[np.ndarray]:
+  """The arrays `keys` of the archive `p`; a truncated, corrupt or non-npz file is a `DataError`."""
+  try:
+    archive = np.load(p, allow_pickle=False)
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise DataError(f"{p}: cannot read npz archive (truncated, or not a zip file?): {e}") from None
+  if isinstance(archive, np.ndarray):
+    raise DataError(f"{p}: holds a single .npy array {archive.dtype} {archive.shape}, not an .npz archive "
+                    "of named arrays (write one with np.savez(path, x=images, y=labels))")
+  with archive:
+    for key in keys:
+      if key not in archive.files:
+        raise DataError(f"{p}: no array {key!r}; the archive holds {sorted(archive.files)}")
+    arrays = []
+    for key in keys:
+      try:
+        arrays.append(archive[key])
+      except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{p}: cannot read array {key!r} (truncated or corrupt archive): {e}") from None
+  return arrays
+
+
 def load_npz_split(cfg):
   def read(path_field, x_key, y_key):
     p = require_file(getattr(cfg, path_field), path_field)
-    try:
-      with np.load(p, allow_pickle=False) as archive:
-        for key in (x_key, y_key):
-          if key not in archive.files:
-            raise DataError(f"{p}: no array {key!r}; the archive holds {sorted(archive.files)}")
-        x, y = archive[x_key], archive[y_key]
-    except (ValueError, OSError) as e:
-      if isinstance(e, DataError):
-        raise
-      raise DataError(f"{p}: cannot read npz archive: {e}") from None
+    x, y = _read_npz_arrays(p, (x_key, y_key))
     if cfg.modality == "text":
       inputs = np.asarray(x)
       if not np.issubdtype(inputs.dtype, np.integer) or inputs.ndim != 2:
@@ -87,10 +102,50 @@ def load_npz_split(cfg):
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def _decode_image(im, path: pathlib.Path, image_size) -> np.ndarray:
+  """An opened PIL image as uint8 `(h, w, 1 or 3)`: grayscale stays one channel, colour is RGB.
+
+  Modes: L and RGB as they are; RGBA and LA lose their alpha channel (no compositing);
+  palette (P, PA) becomes the RGB colours of its palette, alpha dropped as for RGBA;
+  1 (bilevel) becomes L 0/255; CMYK (and any other mode) PIL's `convert("RGB")`;
+  16-bit grayscale (I;16, I) is scaled to 8 bits, `round(v * 255 / 65535)`, never wrapped.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if im.mode in _SIXTEEN_BIT_MODES:
+    wide = np.asarray(im).astype(np.int64)
+    if wide.size and (wide.min() < 0 or wide.max() > 65535):
+      raise DataError(f"{path}: {im.mode} pixel values [{wide.min()}, {wide.max()}] are outside 16 bits")
+    im = Image.fromarray(np.round(wide * (255 / 65535)).astype(np.uint8), "L")
+  elif im.mode in ("P", "PA"):
+    im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+  elif im.mode == "1":
+    im = im.convert("L")
+  elif im.mode not in ("L", "LA", "RGB", "RGBA"):
+    im = im.convert("RGB")
+  if image_size:
+    im = im.resize(tuple(image_size)[::-1])
+  arr = np.asarray(im)
+  if arr.ndim == 2:
+    arr = arr[..., None]
+  return arr[..., :1] if arr.shape[-1] == 2 else arr[..., :3]
+
+
+def _same_channels(*stacks: np.ndarray) -> list[np.ndarray]:
+  """Gray `(..., 1)` images beside colour ones become RGB (the gray value in all three channels)."""
+  if len({s.shape[-1] for s in stacks}) < 2:
+    return list(stacks)
+  return [np.repeat(s, 3, axis=-1) if s.shape[-1] == 1 else s for s in stacks]
 
 
 def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_size=()):
-  """Reads `root/<class>/<image>`; returns `(images, labels, ids, class_names)`."""
+  """Reads `root/<class>/<image>`; returns `(images, labels, ids, class_names)`.
+
+  Every image becomes uint8 grayscale or RGB (see `_decode_image` for each PIL mode);
+  when a folder mixes grayscale and colour images, all of them become RGB.
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if not root.is_dir():
     raise DataError(f"{root}: not a folder of class subfolders")
@@ -103,7 +158,7 @@ def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_s
   if unknown:
     raise DataError(f"{root}: class folders {unknown} are not in the training classes {class_names}")
   images, labels, ids = [], [], []
-  shape = None
+  size = None
   for label, name in enumerate(class_names):
     folder = root / name
     if not folder.is_dir():
@@ -115,25 +170,22 @@ def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_s
       try:
         with Image.open(f) as im:
           im.load()
-          if image_size:
-            im = im.resize(tuple(image_size)[::-1])
-          arr = np.asarray(im)
+          arr = _decode_image(im, f, image_size)
+      except DataError:
+        raise
       except Exception as e:  # PIL raises many kinds for corrupt files
         raise DataError(f"{f}: cannot decode image: {e}") from None
-      if arr.ndim == 2:
-        arr = arr[..., None]
-      if arr.shape[-1] == 4:
-        arr = arr[..., :3]
-      if shape is None:
-        shape = arr.shape
-      elif arr.shape != shape:
-        raise DataError(f"{f}: image shape {arr.shape} differs from {shape} "
+      if size is None:
+        size = arr.shape[:2]
+      elif arr.shape[:2] != size:
+        raise DataError(f"{f}: image size {arr.shape[:2]} differs from {size} of the first image "
                         "(set data.image_size to resize)")
-      images.append(arr.astype(np.uint8))
+      images.append(arr)
       labels.append(label)
       ids.append(str(f))
   if not images:
     raise DataError(f"{root}: no PNG/JPEG images found")
+  images = _same_channels(*images)
   return np.stack(images), np.array(labels, np.int32), np.array(ids), class_names
 
 
@@ -144,14 +196,15 @@ def load_image_folder_split(cfg):
   test = None
   if cfg.test_path:
     tx, ty, tids, _ = read_image_folder(require_file(cfg.test_path, "test_path"), names, cfg.image_size)
-    test = Split(tx, ty, tids)
+    x, tx = _same_channels(x, tx)  # gray train beside colour test (or the reverse): both RGB
+    train, test = Split(x, y, ids), Split(tx, ty, tids)
   return train, test, names
 
 
 def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, header: bool):
   """Reads `(texts, raw_labels, ids)`; columns are names (with a header) or 0-based indices."""
   try:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drops the BOM Excel writes
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"{path}: cannot read CSV: {e}") from None
@@ -178,6 +231,10 @@ def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, heade
       continue
     if max(ti, li) >= len(row):
       raise DataError(f"{path}:{line}: expected at least {max(ti, li) + 1} columns, got {len(row)}")
+    if not row[ti].strip():
+      raise DataError(f"{path}:{line}: empty text in column {text_column!r}")
+    if not row[li].strip():
+      raise DataError(f"{path}:{line}: empty label in column {label_column!r}")
     texts.append(row[ti])
     labels.append(row[li].strip())
     ids.append(f"{path.name}:{line}")
@@ -192,8 +249,8 @@ def load_csv_split(cfg):
   if cfg.class_names_path:
     cp = require_file(cfg.class_names_path, "class_names_path")
     try:
-      names = [str(c) for c in json.loads(cp.read_text())]
-    except (ValueError, TypeError) as e:
+      names = [str(c) for c in json.loads(cp.read_text(encoding="utf-8-sig"))]
+    except (ValueError, TypeError, OSError) as e:
       raise DataError(f"{cp}: class names must be a JSON list of strings: {e}") from None
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -232,7 +289,10 @@ def load_hdf5_split(cfg):
       with h5py.File(p, "r") as f:
         for key in (x_key, y_key):
           if key not in f:
-            raise DataError(f"{p}: no dataset {key!r}")
+            raise DataError(f"{p}: no dataset {key!r}; the file's top level holds {sorted(f.keys())}")
+          if not isinstance(f[key], h5py.Dataset):
+            raise DataError(f"{p}: {key!r} is a group, not a dataset; it holds {sorted(f[key].keys())} "
+                            "(set data.x_key / data.y_key to dataset paths such as 'train/data')")
         x, y = f[x_key][()], f[y_key][()]
     except OSError as e:
       raise DataError(f"{p}: cannot read HDF5 file: {e}") from None
