@@ -22,8 +22,11 @@ elif (pathlib.Path.cwd().parent / "jaxal").is_dir():
   sys.path.insert(0, str(pathlib.Path.cwd().parent))
 
 import jax
-# A persistent compilation cache: runs after the first reuse its compiled steps.
-jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(tempfile.gettempdir()) / "jaxal_xla_cache"))
+# A persistent compilation cache: runs after the first reuse its compiled steps. It is yours alone
+# (in your home, not a shared /tmp where others could plant compiled code for you to load).
+XLA_CACHE = pathlib.Path.home() / ".cache" / "jaxal" / "xla"
+XLA_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+jax.config.update("jax_compilation_cache_dir", str(XLA_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 WORK = pathlib.Path(tempfile.mkdtemp(prefix="jaxal_"))  # every run directory of this notebook
 print("jax", jax.__version__, jax.devices(), "work in", WORK)'''

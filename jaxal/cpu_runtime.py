@@ -122,7 +122,9 @@ def restart_with_huge_pages() -> bool:
   already in effect. Skipped with `JAXAL_HUGE_PAGES=0`, off Linux, for glibc older than
   2.35, unless the kernel's huge pages are in "madvise" mode, when an accelerator plugin is
   installed, and when the command line is unknown. Call it before any work: the process
-  starts again from the top.
+  starts again from the top. When the exec itself fails (OSError, e.g. a sandbox that
+  forbids it), it warns in one line on stderr and returns False with `GLIBC_TUNABLES` as it
+  was: the run goes on in place, with small pages.
   """
   if huge_pages_in_effect():
     return True
@@ -134,11 +136,20 @@ def restart_with_huge_pages() -> bool:
   argv = getattr(sys, "orig_argv", None)
   if not argv or not sys.executable or accelerator_plugin_installed():
     return False
-  os.environ["GLIBC_TUNABLES"] = with_huge_pages_tunable(os.environ.get("GLIBC_TUNABLES", ""))
+  before = os.environ.get("GLIBC_TUNABLES")
+  os.environ["GLIBC_TUNABLES"] = with_huge_pages_tunable(before or "")
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execv(sys.executable, [sys.executable] + list(argv[1:]))
-  return False  # not reached
+  try:
+    os.execv(sys.executable, [sys.executable] + list(argv[1:]))
+  except OSError as e:  # small pages, same results
+    if before is None:
+      del os.environ["GLIBC_TUNABLES"]
+    else:
+      os.environ["GLIBC_TUNABLES"] = before
+    print(f"warning: cannot restart with huge pages ({e}); running without them (JAXAL_HUGE_PAGES=0 skips this)",
+          file=sys.stderr, flush=True)
+  return False
 
 
 YNN_DOTS_ONLY = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT"

@@ -13,7 +13,8 @@ not queried, labels outside the class list, duplicated rows, and missing rows (a
 with `oracle.allow_partial`). Labels already given never change: a row for a point outside this
 round's queries is an error, and when an earlier round's answer file is edited after it was
 applied (`labels/applied.json` records each file's SHA-256) a `LabelsIgnoredWarning` says the
-edit is ignored. Only CSV and JSON are read and written.
+edit is ignored. Only CSV and JSON are read and written; CSVs are UTF-8, read with or without
+the byte-order mark that Excel writes.
 """
 
 import csv
@@ -64,7 +65,8 @@ class FileOracle:
     """Returns `(answered indices, labels)` from this round's answer file.
 
     Raises:
-      LabelsPending: no answers yet; the queries file (and contact sheet) is written once.
+      LabelsPending: no answers yet; the queries file is written once, its contact sheet is
+        drawn again when missing (a run killed between the two).
       LabelFileError: the answer file has problems; nothing is applied.
     """
     indices = np.asarray(indices, np.int64)
@@ -77,6 +79,8 @@ class FileOracle:
       return self._accept(round, query, indices)
     if not query.exists():
       self._write_queries(query, indices, predictions)
+    elif self.images is not None and not query.with_suffix(".png").exists():  # killed before the sheet
+      contact_sheet(self.images[indices], self._captions(indices, predictions), query.with_suffix(".png"))
     raise LabelsPending(
         f"{len(indices)} points need labels for round {round}. Fill in the 'label' column of {query} "
         f"(or write {labels_file} with 'id,label' rows), using the class names "
@@ -114,27 +118,32 @@ class FileOracle:
     names = self.class_names
     return ", ".join(names[:20]) + (f", ... ({len(names)} classes)" if len(names) > 20 else "")
 
+  def _guesses(self, indices, predictions) -> list[tuple[str, str]]:
+    """The model's `(predicted class, confidence)` per query, as written; empty in round 0."""
+    if predictions is None:
+      return [("", "")] * len(indices)
+    return [(self.class_names[int(predictions["predicted_class"][k])], f"{float(predictions['confidence'][k]):.4f}")
+            for k in range(len(indices))]
+
+  def _captions(self, indices, predictions) -> list[str]:
+    return [f"{int(i)}" + (f"\n{pred[:10]}? {float(conf):.2f}" if pred else "")
+            for i, (pred, conf) in zip(indices, self._guesses(indices, predictions))]
+
   def _write_queries(self, path: pathlib.Path, indices, predictions):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    captions = []
     with open(tmp, "w", newline="", encoding="utf-8") as f:
       w = csv.writer(f)
       w.writerow(["index", "id", "predicted", "confidence", "label"])
-      for k, i in enumerate(indices):
-        pred, conf = "", ""
-        if predictions is not None:
-          pred = self.class_names[int(predictions["predicted_class"][k])]
-          conf = f"{float(predictions['confidence'][k]):.4f}"
+      for i, (pred, conf) in zip(indices, self._guesses(indices, predictions)):
         w.writerow([int(i), self.ids[i], pred, conf, ""])
-        captions.append(f"{int(i)}" + (f"\n{pred[:10]}? {float(conf):.2f}" if pred else ""))
     tmp.replace(path)
-    if self.images is not None:
-      contact_sheet(self.images[indices], captions, path.with_suffix(".png"))
+    if self.images is not None:  # after the CSV: `reveal` redraws a sheet that is missing
+      contact_sheet(self.images[indices], self._captions(indices, predictions), path.with_suffix(".png"))
 
   @staticmethod
   def _has_answers(path: pathlib.Path) -> bool:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       return any((row.get("label") or "").strip() for row in csv.DictReader(f))
 
   def _read(self, path: pathlib.Path, queried: np.ndarray):
@@ -143,7 +152,7 @@ class FileOracle:
     queried_set = set(queried.tolist())
     problems, answers, seen_at = [], {}, {}
     try:
-      with open(path, newline="", encoding="utf-8") as f:
+      with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "label" not in fields or not ({"id", "index"} & set(fields)):
@@ -216,8 +225,10 @@ def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, c
       ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
       ax.set_title(captions[k], fontsize=7)
   fig.tight_layout()
-  fig.savefig(path)
+  tmp = path.with_name(path.name + ".tmp")  # a kill mid-write leaves no partial sheet behind
+  fig.savefig(tmp, format="png")
   plt.close(fig)
+  tmp.replace(path)
 
 
 def make_file_oracle(config, workdir, data):

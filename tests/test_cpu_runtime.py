@@ -294,3 +294,30 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
   assert ynn_convolutions() == 0
   monkeypatch.setenv("JAXAL_XLA_CONVS", "0")
   assert ynn_convolutions() >= 1
+
+
+def test_restart_runs_in_place_when_exec_is_refused(monkeypatch, capsys):
+  """An unprivileged sandbox may refuse exec: one warning line, then the run goes on."""
+  calls = []
+
+  def refused(*args):
+    calls.append(args)
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(os, "execv", refused)
+  monkeypatch.setattr(cpu_runtime.platform, "system", lambda: "Linux")
+  monkeypatch.setattr(cpu_runtime, "_glibc_version", lambda: (2, 39))
+  monkeypatch.setattr(cpu_runtime, "transparent_huge_pages_mode", lambda: "madvise")
+  monkeypatch.setattr(cpu_runtime, "accelerator_plugin_installed", lambda: False)
+  monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "jaxal.main", "--workdir=w"], raising=False)
+  monkeypatch.setenv("JAXAL_HUGE_PAGES", "1")
+  for before in ("glibc.malloc.arena_test=4", None):
+    if before is None:
+      monkeypatch.delenv("GLIBC_TUNABLES")
+    else:
+      monkeypatch.setenv("GLIBC_TUNABLES", before)
+    assert cpu_runtime.restart_with_huge_pages() is False
+    assert os.environ.get("GLIBC_TUNABLES") == before  # huge pages are not in effect: say so to children too
+    assert calls[-1] == (sys.executable, [sys.executable, "-m", "jaxal.main", "--workdir=w"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: cannot restart with huge pages (")
+    assert "Permission denied" in err and not cpu_runtime.huge_pages_in_effect()

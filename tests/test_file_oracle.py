@@ -163,3 +163,50 @@ def test_editing_applied_answers_warns_and_changes_nothing(tmp_path):
   with pytest.warns(file_oracle.LabelsIgnoredWarning, match=r"round_000.csv: round 0's answers changed"):
     with pytest.raises(oracle.LabelsPending):
       o.reveal(np.array([3]), round=1)
+
+
+@pytest.mark.parametrize("body", ["id,label\nimg3,one\nimg4,two\n", "index,label\n3,one\n4,two\n"])
+def test_label_files_with_a_byte_order_mark_are_read(tmp_path, body):
+  """Excel saves "CSV UTF-8" with a byte-order mark; the header is still `id` / `index`."""
+  o = _oracle(tmp_path)
+  o.label_path(0).parent.mkdir(parents=True)
+  o.label_path(0).write_text(body, encoding="utf-8-sig")
+  assert o.label_path(0).read_bytes().startswith(b"\xef\xbb\xbf")
+  idx, labels = o.reveal(np.array([3, 4]), round=0)
+  assert idx.tolist() == [3, 4] and labels.tolist() == [1, 2]
+
+
+def test_queries_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+  o = _oracle(tmp_path)
+  with pytest.raises(oracle.LabelsPending):
+    o.reveal(np.array([3, 4]), round=0)
+  rows = fill_queries(o.query_path(0), lambda i: {"img3": "one", "img4": "two"}[i])
+  rows[1]["id"] = "img5"  # a wrong id, caught only when the `index` column is seen
+  with open(o.query_path(0), "w", newline="", encoding="utf-8-sig") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  with pytest.raises(file_oracle.LabelFileError, match=r"round_000.csv:3: id 'img5' does not belong to index 4"):
+    o.reveal(np.array([3, 4]), round=0)
+
+
+def test_contact_sheet_is_drawn_again_after_a_kill(tmp_path, monkeypatch):
+  """Killed while the sheet is saved (after the CSV): no partial PNG stays, the rerun draws it."""
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  images = np.random.default_rng(0).integers(0, 255, (10, 8, 8, 1), np.uint8)
+  o = file_oracle.FileOracle(tmp_path, np.array([f"img{i}" for i in range(10)]), NAMES, images)
+  sheet = o.query_path(0).with_suffix(".png")
+
+  def killed(fig, fname, **kwargs):
+    pathlib.Path(fname).write_bytes(b"\x89PNG half")
+    raise KeyboardInterrupt
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed)
+  with pytest.raises(KeyboardInterrupt):
+    o.reveal(np.array([1, 2]), round=0)
+  assert o.query_path(0).exists() and not sheet.exists()
+  monkeypatch.undo()
+  for _ in range(2):  # and again when someone deleted it
+    with pytest.raises(oracle.LabelsPending):
+      o.reveal(np.array([1, 2]), round=0)
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and sheet.stat().st_size > 1000
+    sheet.unlink()

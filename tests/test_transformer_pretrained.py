@@ -6,6 +6,7 @@ checkpoints written by `transformers` check the name mapping of each family.
 """
 
 import csv
+import json
 import pathlib
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxal import config as config_lib
 from jaxal import loop
 from jaxal import models
 from jaxal.data import tokenize
@@ -257,3 +259,35 @@ def test_pretrained_minilm_through_the_loop(tmp_path):
   history = loop.run(c, tmp_path / "run")
   assert history[0]["num_labeled"] == 20
   assert history[0]["test_accuracy"] > 0.8  # pretrained sentence features: three intents are easy
+
+
+BERT_CONFIG = {"model_type": "bert", "vocab_size": 50, "num_hidden_layers": 1, "hidden_size": 8,
+               "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 20}
+
+
+@pytest.mark.parametrize("version,refused", [("2.5.1+cpu", True), ("1.13.1", True), ("2.6.0", False), ("10.0.0", False)])
+def test_pytorch_bin_is_refused_for_torch_before_2_6(tmp_path, monkeypatch, version, refused):
+  """Before torch 2.6, `torch.load(weights_only=True)` could still run code from the pickle."""
+  torch = pytest.importorskip("torch")
+  (tmp_path / "config.json").write_text(json.dumps(BERT_CONFIG))
+  (tmp_path / "pytorch_model.bin").write_bytes(b"an untrusted pickle")
+  loads = []
+  monkeypatch.setattr(torch, "__version__", version)
+  monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k) or {"w": torch.ones(2)})
+  if not refused:
+    assert hf_checkpoint.read_state_dict(tmp_path)["w"].tolist() == [1.0, 1.0]
+    assert loads == [{"map_location": "cpu", "weights_only": True}]
+    return
+  with pytest.raises(hf_checkpoint.CheckpointError) as e:
+    hf_checkpoint.read_state_dict(tmp_path)
+  message = str(e.value)
+  assert loads == [] and "\n" not in message
+  assert f"pytorch_model.bin is a PyTorch pickle, which torch {version} (older than 2.6)" in message
+  assert "convert it to model.safetensors" in message
+  # through the config check, before any compute: one `error: model.options: ...` line (exit 2)
+  c = config_lib.base_config()
+  c.model.name = "bert"
+  c.model.options = {"pretrained": str(tmp_path)}
+  with pytest.raises(config_lib.ConfigError, match=r"^model\.options: .*older than 2\.6.*safetensors") as e:
+    config_lib.validate(c)
+  assert "\n" not in str(e.value) and loads == []

@@ -2,7 +2,8 @@
 
 `read_state_dict(path)` reads `model.safetensors` (also sharded, via its index) with the
 `safetensors` numpy API, or `pytorch_model.bin` with torch (imported only then, with
-`weights_only=True`). `to_flax` maps Hugging Face names onto the encoder's parameter paths
+`weights_only=True`, and refused for torch older than 2.6, where that flag could still run
+code from the file). `to_flax` maps Hugging Face names onto the encoder's parameter paths
 and raises `CheckpointError` naming missing and unexpected keys and shape mismatches.
 Nothing is downloaded: the path is a local directory.
 """
@@ -151,6 +152,25 @@ def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
   return {k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in state.items()}
 
 
+SAFE_TORCH = (2, 6)  # torch.load(weights_only=True) runs no code from the file from here on (CVE-2025-32434)
+_CONVERT = ("convert it to model.safetensors (with torch 2.6+ and transformers: "
+            "AutoModel.from_pretrained(DIR).save_pretrained(DIR)), which needs no torch")
+
+
+def _safe_torch(file: pathlib.Path):
+  """torch, when it can read the pickle `file` safely; else a one-line `CheckpointError`."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise CheckpointError(f"{file} is a PyTorch pickle and reading it needs torch {SAFE_TORCH[0]}.{SAFE_TORCH[1]}+; "
+                          f"install it or {_CONVERT}") from None
+  m = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+  if not m or (int(m.group(1)), int(m.group(2))) < SAFE_TORCH:
+    raise CheckpointError(f"{file} is a PyTorch pickle, which torch {torch.__version__} (older than "
+                          f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}) cannot read safely: {_CONVERT}")
+  return torch
+
+
 def read_state_dict(path) -> dict[str, np.ndarray]:
   """Reads the weights of the checkpoint directory `path` into numpy arrays."""
   d = _directory(path)
@@ -163,11 +183,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
       state.update(_read_safetensors(f))
     return state
   if (d / "pytorch_model.bin").is_file():
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      raise ImportError(f"{d / 'pytorch_model.bin'} is a PyTorch file and reading it needs torch "
-                        "(pip install torch); a model.safetensors needs only safetensors") from None
+    torch = _safe_torch(d / "pytorch_model.bin")
     state = torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
   raise FileNotFoundError(f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {d}")
