@@ -41,7 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from jaxal import acquisition, models  # noqa: E402
-from jaxal.acquisition.scoring import Predictor  # noqa: E402
+from jaxal.inference import Predictor  # noqa: E402
 
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",
                      "mnist_test")

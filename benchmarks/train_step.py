@@ -29,7 +29,7 @@ setting. Each record's `malloc` says which its process had.
 The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on the CPU,
 XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
 YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`; so does the eval
-step, as jaxal's scoring (`acquisition.scoring`) does. `--xla-convs`
+step, as jaxal's scoring (`jaxal.inference`) does. `--xla-convs`
 runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
 The training step fences its XLA convolutions' inputs on the CPU (`layers.fence_conv_inputs`,
 NOTES §6f), recorded as `fence_convs`; `--no-fence-convs` (`JAXAL_FENCE_CONVS=0`) times it without.

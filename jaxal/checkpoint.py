@@ -1,14 +1,25 @@
-"""Per-round checkpoints with orbax, and resume.
+"""Per-round checkpoints with orbax, resume, and healing of damaged checkpoints.
 
 After every round the loop saves, under `workdir/checkpoints/<round>`: the pool state
 (labeled mask, revealed labels, round), the run's PRNG key data, the round's model
 variables, and JSON metadata (the round history and whether the run is finished).
 Orbax writes to a temporary directory and renames it when complete, so a crash never
-leaves a half-written checkpoint that looks valid.
+leaves a half-written checkpoint that looks valid; disks and people can still damage one.
+
+Resuming heals: an unreadable latest checkpoint is moved aside to `<step>.corrupt-<UTC time>`
+(a name orbax does not read as a step), because orbax skips `save(step)` for any step at or
+below its latest one and would otherwise keep the damaged folder forever. When no checkpoint
+can be read, or `rounds.jsonl` holds rounds that no checkpoint backs, the run refuses
+(`CheckpointDamaged`) instead of silently starting over from round 0.
 """
 
+import contextlib
+import json
+import logging
 import pathlib
+import shutil
 import sys
+import time
 
 import jax
 import numpy as np
@@ -17,13 +28,45 @@ import orbax.checkpoint as ocp
 from jaxal.data.pool import PoolState
 
 
+class CheckpointDamaged(RuntimeError):
+  """No checkpoint of a run can be read, or the run's files disagree with its checkpoint."""
+
+
+def _describe(error: Exception) -> str:
+  return f"{type(error).__name__}: " + " ".join(str(error).split())[:200]
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs an ERROR line per damaged file it meets; the caller reports the damage in one line."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _rounds_lines(workdir: pathlib.Path) -> list[str]:
+  """The non-blank lines of `rounds.jsonl` (none when it is missing)."""
+  path = workdir / "rounds.jsonl"
+  return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 class RunCheckpoints:
   """Saves and restores a run's per-round state."""
 
   def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 3):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.workdir = pathlib.Path(workdir).absolute()
+    self.directory = self.workdir / "checkpoints"
+    self._max_to_keep = max_to_keep
+    self.manager = self._open_manager()
+
+  def _open_manager(self) -> ocp.CheckpointManager:
+    with _quiet_orbax():  # it reads every step's metadata file; restoring reports a damaged one
+      return ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -37,24 +80,118 @@ class RunCheckpoints:
     )
     if variables:  # the step-0 checkpoint (initial queries) has no model yet
       items["model"] = ocp.args.StandardSave(jax.tree_util.tree_map(np.asarray, variables))
+    stale = self._set_aside_steps_from(step)
     self.manager.save(step, args=ocp.args.Composite(**items))
     self.manager.wait_until_finished()
+    if stale and jax.process_index() == 0:
+      for folder in stale:  # only now that the redone step is on disk
+        shutil.rmtree(folder, ignore_errors=True)
+
+  def _set_aside_steps_from(self, step: int) -> list[pathlib.Path]:
+    """Renames steps >= `step` (a redone round: an extended run) to `<s>.superseded-<time>`.
+
+    Orbax skips `save(s)` for any `s` at or below its latest step, so a stale step would
+    never be replaced; renaming instead of deleting keeps it on disk until its successor is.
+    """
+    stale_steps = sorted(s for s in self.manager.all_steps() if s >= step)
+    if not stale_steps:
+      return []
+    moved = [self._move_aside(s, "superseded") for s in stale_steps] if jax.process_index() == 0 else []
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes("jaxal_checkpoint_supersede")
+    self.manager.close()
+    self.manager = self._open_manager()
+    return moved
 
   def restore(self, step: int | None = None) -> tuple[PoolState, np.ndarray, dict] | None:
-    """`(pool, rng key data, meta)` of `step`, or of the latest readable step.
+    """`(pool, rng key data, meta)` of `step`, or of the latest readable step (for readers).
 
     Without `step`, a latest checkpoint that cannot be read (corrupted or partial files) is
     reported and skipped in favour of the one before it. Returns None when there is none.
+    A run resumes with `resume()` instead, which also heals the directory.
     """
     if step is not None:
-      return self._restore_step(step)
+      try:
+        with _quiet_orbax():
+          return self._restore_step(step)
+      except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
+        raise CheckpointDamaged(f"checkpoint {self.directory / str(step)} is unreadable ({_describe(e)})") from e
     for candidate in sorted(self.manager.all_steps(), reverse=True):
       try:
-        return self._restore_step(candidate)
+        with _quiet_orbax():
+          return self._restore_step(candidate)
       except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
-        print(f"warning: checkpoint {self.directory / str(candidate)} is unreadable ({type(e).__name__}: "
-              f"{str(e)[:200]}); falling back to the previous one", file=sys.stderr, flush=True)
+        print(f"warning: checkpoint {self.directory / str(candidate)} is unreadable ({_describe(e)}); "
+              "falling back to the previous one", file=sys.stderr, flush=True)
     return None
+
+  def resume(self, *, primary: bool) -> tuple[PoolState, np.ndarray, dict] | None:
+    """The latest readable checkpoint of a run that goes on; None for a fresh run.
+
+    Unreadable later steps are moved aside (by the `primary` process only) and the manager
+    reopened, so the redone rounds save those steps afresh. Raises CheckpointDamaged, moving
+    nothing, when step folders exist but none can be read, or when there is none but
+    `rounds.jsonl` holds rounds.
+    """
+    damaged, restored = [], None
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        with _quiet_orbax():
+          restored = self._restore_step(step)
+        break
+      except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
+        damaged.append((step, e))
+    if restored is None and damaged:
+      folders = ", ".join(f"{self.directory / str(s)} ({_describe(e)})" for s, e in damaged)
+      raise CheckpointDamaged(f"no checkpoint of this run can be read: {folders}. Nothing was changed; restore "
+                              f"{self.directory} from a backup, or start over in a new --workdir")
+    if restored is None and _rounds_lines(self.workdir):
+      raise CheckpointDamaged(f"{self.workdir / 'rounds.jsonl'} holds rounds but {self.directory} has no checkpoint "
+                              "to resume them from. Nothing was changed; restore the checkpoints from a backup, "
+                              "or start over in a new --workdir")
+    if primary:
+      for step, error in damaged:
+        moved = self._move_aside(step)
+        print(f"warning: checkpoint {self.directory / str(step)} is unreadable ({_describe(error)}); moved it "
+              f"aside to {moved.name}; the run redoes the rounds after checkpoint {restored[0].round}",
+              file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+      ocp.multihost.sync_global_processes("jaxal_checkpoint_resume")  # every process sees the moves
+    if damaged or jax.process_count() > 1:
+      self.manager.close()  # it still lists the moved steps, and orbax skips saving a step <= latest
+      self.manager = self._open_manager()
+    return restored
+
+  def _move_aside(self, step: int, why: str = "corrupt") -> pathlib.Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = self.directory / f"{step}.{why}-{stamp}"
+    n = 1
+    while target.exists():
+      target = self.directory / f"{step}.{why}-{stamp}-{n}"
+      n += 1
+    (self.directory / str(step)).rename(target)
+    return target
+
+  def latest(self) -> tuple[PoolState, np.ndarray, dict] | None:
+    """`(pool, rng key data, meta)` of the latest step, never a fallback; None when there is none.
+
+    Raises CheckpointDamaged when the latest step is unreadable or `rounds.jsonl` disagrees
+    with its round history.
+    """
+    step = self.latest_step()
+    if step is None:
+      return None
+    restored = self.restore(step)
+    saved = [json.dumps(r, sort_keys=True) for r in restored[2]["history"]]
+    try:
+      written = [json.dumps(json.loads(line), sort_keys=True) for line in _rounds_lines(self.workdir)]
+    except json.JSONDecodeError:
+      written = None
+    if saved != written:
+      written = "unparsable" if written is None else len(written)
+      raise CheckpointDamaged(f"{self.workdir / 'rounds.jsonl'} ({written} rounds) disagrees with checkpoint "
+                              f"{self.directory / str(step)} ({len(saved)} rounds)")
+    return restored
 
   def _restore_step(self, step: int):
     restored = self.manager.restore(step, args=ocp.args.Composite(

@@ -20,6 +20,8 @@ def export_labels(workdir, out=None) -> pathlib.Path:
   """Writes the labeled set of `workdir`'s latest checkpoint as CSV; returns its path.
 
   Example ids and class names come from reloading the run's data with its saved config.
+  Refuses (SystemExit) when that checkpoint is unreadable or `rounds.jsonl` disagrees with
+  it, rather than export an older checkpoint's smaller set.
   """
   from jaxal import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxal import loop  # pylint: disable=g-import-not-at-top
@@ -29,8 +31,14 @@ def export_labels(workdir, out=None) -> pathlib.Path:
     raise SystemExit(f"error: {workdir} has no config.json; is it a jaxal run directory?")
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
   ckpts = checkpoint.RunCheckpoints(workdir)
-  restored = ckpts.restore()
-  ckpts.close()
+  try:
+    restored = ckpts.latest()  # never a silent fallback: the labels must match rounds.jsonl
+  except checkpoint.CheckpointDamaged as e:
+    raise SystemExit(f"error: {e}. Rerun the run command on {workdir} first (python -m jaxal.main "
+                     "--config=... --workdir=...): it moves a damaged latest checkpoint aside, redoes its round "
+                     "and rewrites rounds.jsonl") from None
+  finally:
+    ckpts.close()
   if restored is None:
     raise SystemExit(f"error: {workdir} has no checkpoint yet")
   pool = restored[0]
@@ -64,7 +72,13 @@ def main(argv=None):
   sub.add_parser("svp-report", help="SVP's Table 1 (see python -m jaxal.svp_report -h)")
   args = parser.parse_args(argv)
   if args.command == "export-labels":
-    print(export_labels(args.workdir, args.out))
+    try:
+      print(export_labels(args.workdir, args.out))
+    except SystemExit as e:
+      if not isinstance(e.code, str):
+        raise
+      print(e.code, file=sys.stderr)  # a refusal: one line and exit code 2, as jaxal.main
+      raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

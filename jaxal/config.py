@@ -31,7 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
       x_key="", y_key="", test_x_key="", test_y_key="",  # npz / hdf5 array keys
       image_shape=(0,), image_size=(0,),  # reshape flat rows / resize folder images; (0,) = off
       modality="image",
-      text_column="text", label_column="label", csv_header=True, class_names_path="",
+      text_column="text",     # csv: a column, or several joined with text_separator: "title,body"
+      text_separator=" ", label_column="label", csv_header=True,
+      class_names_path="",    # csv: a JSON list (.json) or one class name per line (any other file)
       tokenizer="words", max_length=64,
       num_classes=0,          # 0 = infer
       test_size=0,            # carve a test split from train when the source has none
@@ -198,16 +200,20 @@ def _check(cond: bool, field: str, message: str):
 
 def validate(config) -> None:
   """Raises `ConfigError` for any bad field; runs before data loading and compute."""
-  from jaxal import acquisition, models, search  # pylint: disable=g-import-not-at-top
+  from jaxal import acquisition, pretrain, search  # pylint: disable=g-import-not-at-top
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
 
-  from jaxal import oracle  # pylint: disable=g-import-not-at-top
+  from jaxal import config_schema, oracle  # pylint: disable=g-import-not-at-top
   for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "pretrain", "oracle",
                   "parallel", "output"):
     _check(section in config, section, "missing section")
+  config_schema.check(config, base_config())  # misspelt fields, and every number's range
   d, t, al = config.data, config.train, config.al
   _check(d.source in datasets.SOURCES, "data.source", f"unknown source {d.source!r}; known: {sorted(datasets.SOURCES)}")
   _check(d.source != "tfds" or bool(d.name), "data.name", "a TFDS dataset name is required")
+  unused = [f"data.{k}: {why}, so it would be ignored" for k, why in datasets.unused_fields(d, base_config().data)]
+  if unused:  # a field the source never reads is a mistake, not a setting
+    raise ConfigError("; ".join(unused))
   _check(d.normalization in ("per_channel", "scalar", "none"), "data.normalization",
          f"must be per_channel, scalar or none, got {d.normalization!r}")
   _check(d.modality in ("image", "text"), "data.modality", f"must be image or text, got {d.modality!r}")
@@ -215,12 +221,7 @@ def validate(config) -> None:
     _check(int(d[field]) >= 0, f"data.{field}", f"must be >= 0, got {d[field]}")
   _check(d.max_length >= 1, "data.max_length", "must be >= 1")
 
-  _check(config.model.name in models.available(), "model.name",
-         f"unknown model {config.model.name!r}; known: {models.available()}")
-  try:
-    models.create(config.model.name, 2, **dict(config.model.options))
-  except ValueError as e:
-    raise ConfigError(f"model.options: {e}") from None
+  _check_model(config.model.name, config.model.options, "model")
 
   _check(t.optimizer in ("sgd", "adam"), "train.optimizer", f"must be sgd or adam, got {t.optimizer!r}")
   _check(t.weight_decay_on in ("conv", "kernels", "all", "none"), "train.weight_decay_on",
@@ -259,6 +260,7 @@ def validate(config) -> None:
 
   _check(config.acquisition.name in acquisition.ACQUISITIONS, "acquisition.name",
          f"unknown acquisition {config.acquisition.name!r}; known: {sorted(acquisition.ACQUISITIONS)}")
+  acquisition.check_options(config.acquisition.name, dict(config.acquisition.options))
   _check(config.acquisition.chunk_size >= 1, "acquisition.chunk_size", "must be >= 1")
   _check(config.oracle.name in oracle.ORACLES, "oracle.name",
          f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
@@ -267,7 +269,7 @@ def validate(config) -> None:
   _check(config.parallel.num_devices >= 0, "parallel.num_devices", "must be >= 0")
   tg = config.target
   if tg.name:
-    _check(tg.name in models.available(), "target.name", f"unknown model {tg.name!r}; known: {models.available()}")
+    _check_model(tg.name, tg.options, "target")
   _check(tg.epochs >= 0, "target.epochs", "must be >= 0")
   if tg.lr_schedule:
     try:
@@ -284,12 +286,12 @@ def validate(config) -> None:
   _check(s.steps >= 1, "search.steps", "must be >= 1")
   _check(s.epochs >= 0, "search.epochs", "must be >= 0")
   _check(0 < s.train_fraction < 1, "search.train_fraction", "must be in (0, 1)")
-  _check(s.name != "inas" or config.model.name == "resnet_grid", "model.name",
-         "iNAS searches the resnet_grid family; set model.name='resnet_grid'")
-  if s.name == "pdarts":
-    _validate_pdarts(config)
+  if search.SEARCHES[s.name].validate is not None:  # e.g. iNAS and P-DARTS check their model
+    search.SEARCHES[s.name].validate(config)
   p = config.pretrain
-  _check(p.name in ("none", "deepcluster"), "pretrain.name", f"must be none or deepcluster, got {p.name!r}")
+  _check(p.name in pretrain.PRETRAINS, "pretrain.name", f"must be one of {sorted(pretrain.PRETRAINS)}, got {p.name!r}")
+  if pretrain.PRETRAINS[p.name].validate is not None:
+    pretrain.PRETRAINS[p.name].validate(config)
   _check(p.style in ("simeoni", "deepcluster"), "pretrain.style", f"must be simeoni or deepcluster, got {p.style!r}")
   for field in ("epochs", "kmeans_iters", "clusters_per_class", "batch_size"):
     _check(isinstance(p[field], int) and p[field] >= 1, f"pretrain.{field}", f"must be an integer >= 1, got {p[field]!r}")
@@ -301,32 +303,21 @@ def validate(config) -> None:
          f"pretraining initializes one fixed architecture; it cannot be combined with search.name={s.name!r}")
 
 
-def _validate_pdarts(config) -> None:
-  s, p = config.search, config.search.pdarts
-  _check(s.mode in ("joint", "spo", "upo"), "search.mode", f"must be joint, spo or upo, got {s.mode!r}")
-  _check(config.model.name == "darts_net", "model.name", "P-DARTS trains darts_net; set model.name='darts_net'")
-  stages = len(p.layers)
-  _check(stages >= 1 and len(p.drop_ops) == stages and len(p.skip_dropout) == stages, "search.pdarts.layers",
-         "layers, drop_ops and skip_dropout need one entry per stage")
-  _check(all(int(v) >= 1 for v in p.layers), "search.pdarts.layers", "cells per stage must be >= 1")
-  ops = [8]
-  for d in p.drop_ops:
-    ops.append(ops[-1] - int(d))
-  _check(all(int(d) >= 1 for d in p.drop_ops) and ops[-1] == 1 and min(ops[:-1]) >= 2, "search.pdarts.drop_ops",
-         f"must take the 8 ops down to 1, with >= 2 on during every stage; got ops {ops}")
-  _check(all(0 <= float(v) < 1 for v in p.skip_dropout), "search.pdarts.skip_dropout", "rates must be in [0, 1)")
-  for field in ("channels", "nodes", "epochs", "batch_size"):
-    _check(int(p[field]) >= 1, f"search.pdarts.{field}", "must be >= 1")
-  _check(0 <= p.warmup_epochs <= p.epochs, "search.pdarts.warmup_epochs", "must be in [0, epochs]")
-  _check(0 < p.train_portion < 1, "search.pdarts.train_portion", "must be in (0, 1)")
-  _check(p.max_skips >= 0, "search.pdarts.max_skips", "must be >= 0")
-  _check(isinstance(p.upo_size, int) and p.upo_size >= 0, "search.pdarts.upo_size",
-         f"must be an integer >= 0 (0 = the whole pool), got {p.upo_size!r}")
-  for field in ("lr", "arch_lr", "grad_clip"):
-    _check(p[field] > 0, f"search.pdarts.{field}", "must be > 0")
-  for field in ("weight_decay", "arch_weight_decay"):
-    _check(p[field] >= 0, f"search.pdarts.{field}", "must be >= 0")
-  _check(0 <= p.momentum < 1, "search.pdarts.momentum", "must be in [0, 1)")
+def _check_model(name: str, options, section: str) -> None:
+  """`name` is registered or imports as "module:attr", and its factory takes `options`."""
+  from jaxal import models  # pylint: disable=g-import-not-at-top
+  try:
+    models.factory(name)
+  except ValueError as e:
+    raise ConfigError(f"{section}.name: {e}") from None
+  try:
+    if models.validator(name) is not None:  # the model's own registered check
+      models.validator(name)(dict(options))
+    models.create(name, 2, **dict(options))
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(f"{section}.options: {e}") from None
 
 
 def validate_against_data(config, pool_size: int) -> None:

@@ -26,11 +26,13 @@ from jaxal import oracle as oracle_lib
 from jaxal import parallel
 from jaxal import proxy
 from jaxal import report
+from jaxal import run_lock
 from jaxal import search
 from jaxal import tensorboard
 from jaxal import workdir as workdir_lib
 from jaxal.data import augment as augment_lib
 from jaxal.data import datasets
+from jaxal.data import fingerprint
 from jaxal.data import pipeline
 from jaxal.data import pool as pool_lib
 from jaxal.pretrain import backbone_cache
@@ -67,7 +69,8 @@ def load_data(config, mesh=None) -> RunData:
   dataset = datasets.load(config.data)
   pool, validation = dataset.train, None
   if config.data.validation_size:
-    pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1)
+    pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1,
+                                       field="data.validation_size")
   preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
   put = lambda x: jnp.asarray(x) if mesh is None else parallel.replicate(np.asarray(x), mesh)
   return RunData(dataset, pool, validation, put(pool.inputs), put(dataset.test.inputs),
@@ -94,7 +97,8 @@ class Progress:
 
 
 def _restore(ckpts, step=None) -> Progress | None:
-  restored = ckpts.restore(step)
+  """Checkpoint `step`, or the latest readable one (healing the directory; see `checkpoint`)."""
+  restored = ckpts.restore(step) if step is not None else ckpts.resume(primary=parallel.is_primary())
   if restored is None:
     return None
   pool, _, meta = restored
@@ -166,12 +170,14 @@ def _budget(config, pool: pool_lib.PoolState, schedule) -> int:
   return max(0, min(budget, int((~pool.labeled_mask).sum())))
 
 
-def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dict]:
+def run(config, workdir: str | pathlib.Path, *, force: bool = False, accept_data_change: bool = False) -> list[dict]:
   """Runs (or resumes) the active-learning loop; returns the round records.
 
   Raises:
     oracle.LabelsPending: when a person must label exported queries; state is saved and
       rerunning the same call continues.
+    workdir.WorkdirConflict: another run holds the workdir (`run_lock`), or its config or
+      data (`data.fingerprint`; `accept_data_change` goes on with new data) differ.
   """
   config_lib.validate(config)
   if config.output.tensorboard:
@@ -180,11 +186,29 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False) -> list[dic
   config_lib.validate_against_devices(config, parallel.num_devices(mesh))
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with run_lock.hold(workdir):  # one run per workdir; taken before anything is written or loaded
+    return _run_locked(config, workdir, mesh, force=force, accept_data_change=accept_data_change)
+
+
+def _run_locked(config, workdir, mesh, *, force, accept_data_change) -> list[dict]:
+  """`run` once the workdir is ours: checks the config and the data against the workdir's."""
+  config_path = workdir / "config.json"
+  saved_config = config_path.read_text() if config_path.exists() else None
   if parallel.is_primary():
     workdir_lib.check_or_write_config(workdir, config, force=force)
 
   data = load_data(config, mesh)
   config_lib.validate_against_data(config, len(data.pool))
+  try:
+    fingerprint.check_or_write(workdir, fingerprint.of_splits(pool=data.pool, validation=data.validation,
+                                                              test=data.dataset.test),
+                               accept=accept_data_change, write=parallel.is_primary())
+  except fingerprint.DataChanged:
+    if parallel.is_primary() and saved_config is not None:  # a refused run leaves the workdir as it was
+      workdir_lib.atomic_write_text(config_path, saved_config)
+    elif parallel.is_primary():
+      config_path.unlink(missing_ok=True)
+    raise
   oracle = oracle_lib.make_oracle(config, workdir, data)
   ckpts = checkpoint_lib.RunCheckpoints(workdir)
   try:
@@ -211,7 +235,7 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
   def trainer_for(name: str, options: dict, train_cfg=None) -> trainer_lib.Trainer:
     """One trainer (one set of compiled functions) per architecture and training config."""
     train_cfg = train_cfg or config.train
-    if name in models.TAKES_VOCAB and "vocab_size" not in options:
+    if models.takes_vocab(name) and "vocab_size" not in options:
       options = {**options, "vocab_size": data.dataset.vocab_size}
     key = (name, tuple(sorted(options.items())), workdir_lib.config_to_json(train_cfg))
     if key not in trainers:

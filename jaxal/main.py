@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxal import checkpoint
 from jaxal import config as config_lib
 from jaxal import file_oracle
 from jaxal import loop
@@ -32,6 +33,7 @@ from jaxal import parallel
 from jaxal import oracle as oracle_lib
 from jaxal import workdir as workdir_lib
 from jaxal.data import datasets
+from jaxal.train import trainer as trainer_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots "
@@ -39,6 +41,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, roun
 _ORACLE = flags.DEFINE_string("oracle", None, "Who labels the queries: 'simulated' (true labels) or 'files' "
                                "(people fill in exported CSVs). Sets config.oracle.name.")
 _FORCE = flags.DEFINE_bool("force", False, "Continue a workdir whose saved config differs from this one.")
+_ACCEPT_DATA_CHANGE = flags.DEFINE_bool("accept_data_change", False, "Continue a workdir whose data differs from "
+                                         "the data its run started with (data_fingerprint.json).")
 _VERBOSE_LOGS = flags.DEFINE_bool("log_all", False, "Show INFO logs of the libraries (orbax, ...).")
 flags.mark_flags_as_required(["config"])
 
@@ -58,22 +62,39 @@ def main(argv):
     with config.unlocked():
       config.oracle.name = _ORACLE.value
   workdir = _WORKDIR.value or os.path.join("workdirs", pathlib.Path(flags.FLAGS["config"].config_filename).stem)
-  sys.exit(execute(config, workdir, force=_FORCE.value))
+  sys.exit(execute(config, workdir, force=_FORCE.value, accept_data_change=_ACCEPT_DATA_CHANGE.value))
 
 
-USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict, file_oracle.LabelFileError)
+USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict, file_oracle.LabelFileError,
+               checkpoint.CheckpointDamaged)
 
 
-def execute(config, workdir: str, *, force: bool = False) -> int:
+def execute(config, workdir: str, *, force: bool = False, accept_data_change: bool = False) -> int:
   """Runs the loop; returns the exit code (0 done or waiting for labels, 2 bad input)."""
   try:
-    loop.run(config, workdir, force=force)
+    loop.run(config, workdir, force=force, accept_data_change=accept_data_change)
   except oracle_lib.LabelsPending as e:
     print(str(e))  # not an error: the run waits for people to label the exported queries
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except trainer_lib.TrainingDiverged as e:  # a config problem (the lr), found only by training
+    print(f"error: {_diverged_message(e, workdir)}", file=sys.stderr)
+    return 2
+  except OSError as e:  # the workdir is a file, read-only or full; a path cannot be read
+    print(f"error: {workdir_lib.os_error_message(e, workdir)}", file=sys.stderr)
+    return 2
   return 0
+
+
+def _diverged_message(error, workdir) -> str:
+  """Names the round: the loop rewrites `rounds.jsonl` from its checkpoint before training, so
+  its line count is the round that diverged (nothing of that round is saved)."""
+  try:
+    where = f"round {len(workdir_lib.read_rounds(workdir))}: "
+  except (OSError, ValueError):
+    where = ""
+  return f"{where}{error}; nothing of this round was saved"
 
 
 if __name__ == "__main__":

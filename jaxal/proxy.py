@@ -12,6 +12,7 @@ the selection model is the target.
 
 import copy
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -19,12 +20,24 @@ from jaxal import acquisition
 from jaxal import metrics
 from jaxal import models
 
-# Acquisitions with per-point scores, for rank correlations (others: selection overlap only).
-SCORES = {
-    "least_confidence": acquisition.least_confidence,
-    "margin": acquisition.margin,
-    "entropy": acquisition.entropy,
-}
+
+class _ScoresView(Mapping):
+  """Read-only, live: acquisition name -> its registered `score` (compatibility; the
+  registry's `score=` metadata is the source). Those get rank correlations, others overlap only."""
+
+  def __getitem__(self, name):
+    if name not in acquisition.ACQUISITIONS or acquisition.ACQUISITIONS[name].score is None:
+      raise KeyError(name)
+    return acquisition.ACQUISITIONS[name].score
+
+  def __iter__(self):
+    return (name for name, entry in acquisition.ACQUISITIONS.items() if entry.score is not None)
+
+  def __len__(self):
+    return sum(1 for _ in self)
+
+
+SCORES = _ScoresView()
 
 
 def target_train_config(config):
@@ -80,8 +93,8 @@ def agreement(config, pool, proxy_predictor, target_predictor, picked, key) -> d
   unlabeled = ~pool.labeled_mask
   budget = int(picked.size)
   name = config.acquisition.name
-  if name in SCORES:
-    score = SCORES[name]
+  score = acquisition.ACQUISITIONS[name].score
+  if score is not None:
     proxy_scores = np.asarray(score(proxy_predictor.probs()))[unlabeled]
     target_scores = np.asarray(score(target_predictor.probs()))[unlabeled]
     return {"spearman": metrics.spearman(proxy_scores, target_scores),

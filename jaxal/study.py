@@ -5,7 +5,7 @@
 
 A study config is a run config plus a `study` section: `models` (name -> model options),
 `acquisitions`, `seeds`, optionally `pretrain` (comma lists; pretrain names are
-`pretrain.name` values, "none" or "deepcluster", default "none") and optionally `settings`
+`pretrain.name` values, e.g. "none" or "deepcluster", default "none") and optionally `settings`
 (name -> nested config overrides, e.g. `init5000=dict(al=dict(initial_size=5000))` or
 `augment=dict(augment=dict(flip=True))`: the axes for initial size, acquisition size,
 augmentation, or a search method; an `options` dict in an override replaces the whole
@@ -41,10 +41,8 @@ from ml_collections import config_flags
 from jaxal import checkpoint as checkpoint_lib
 from jaxal import config as config_lib
 from jaxal import loop
+from jaxal import pretrain as pretrain_lib
 from jaxal import study_report
-
-
-PRETRAINS = ("none", "deepcluster")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +70,9 @@ def pretrain_axis(config) -> list[str]:
   """The `study.pretrain` comma list (default "none"); unknown names raise `ConfigError`."""
   names = [p.strip() for p in str(config.study.get("pretrain", "none")).split(",") if p.strip()]
   for p in names:
-    if p not in PRETRAINS:
-      raise config_lib.ConfigError(f"study.pretrain: unknown pretraining {p!r}; known: {list(PRETRAINS)}")
+    if p not in pretrain_lib.PRETRAINS:  # the registry: built-in and registered pretrainings
+      raise config_lib.ConfigError(f"study.pretrain: unknown pretraining {p!r}; "
+                                   f"known: {sorted(pretrain_lib.PRETRAINS)}")
   if not names:
     raise config_lib.ConfigError("study.pretrain: empty; use 'none', 'deepcluster' or 'none,deepcluster'")
   return names

@@ -10,7 +10,10 @@ import pathlib
 
 
 # Fields that do not change results; a rerun may change them freely.
-IGNORED_PREFIXES = ("output.", "parallel.", "pretrain.cache_dir")
+# `oracle.*` says who labels, not what is learned (as `--oracle` may switch it).
+IGNORED_PREFIXES = ("output.", "parallel.", "pretrain.cache_dir", "oracle.")
+# What the step-0 checkpoint (the initial set awaiting labels) depends on.
+STEP0_FIELDS = ("seed", "al.initial_size", "al.balanced_initial")  # and every `data.` field
 
 
 class WorkdirConflict(RuntimeError):
@@ -18,12 +21,34 @@ class WorkdirConflict(RuntimeError):
 
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
+  """Writes via `path.tmp`; an OSError (read-only, full disk) names `path` and leaves no `.tmp`."""
   tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  tmp.replace(path)
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    tmp.replace(path)
+  except OSError as e:
+    try:
+      tmp.unlink(missing_ok=True)
+    except OSError:
+      pass
+    if e.errno is None:
+      raise
+    raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+def os_error_message(error: OSError, workdir) -> str:
+  """One line for an OSError of a run: the workdir that is a file, or the path and the reason."""
+  path = pathlib.Path(workdir)
+  for candidate in (path, *path.parents):
+    if candidate.exists():
+      if not candidate.is_dir():
+        where = f"workdir {path}" + (f": {candidate}" if candidate != path else "")
+        return f"{where} is a file, not a directory; pass another --workdir"
+      break
+  return f"{error.filename or path}: {error.strerror or error}"
 
 
 def config_to_json(config) -> str:
@@ -35,16 +60,46 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   path = workdir / "config.json"
   new = config_to_json(config)
   if path.exists() and not force:
-    old = json.loads(path.read_text())
+    old = _read_saved_config(path)
     diff = [d for d in _diff(old, json.loads(new), defaults=_defaults()) if not d.startswith(IGNORED_PREFIXES)]
     if _pretrain_off(old) and _pretrain_off(json.loads(new)):  # unused settings change nothing
       diff = [d for d in diff if not d.startswith("pretrain")]
-    if diff:
+    if diff and not _round0_unfinished(workdir, diff):
       shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
       raise WorkdirConflict(
           f"{workdir} holds a run with a different config ({shown}). "
           "Use another --workdir, or pass --force to continue this run with the new config.")
   atomic_write_text(path, new)
+
+
+def _read_saved_config(path: pathlib.Path) -> dict:
+  try:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+  except (ValueError, UnicodeDecodeError) as e:  # truncated or overwritten
+    raise WorkdirConflict(f"{path} is damaged ({type(e).__name__}: {e}); restore it, use another --workdir, "
+                          "or pass --force to replace it with this config") from None
+  if not isinstance(saved, dict):
+    raise WorkdirConflict(f"{path} is damaged (a JSON {type(saved).__name__}, not a config); restore it, "
+                          "use another --workdir, or pass --force to replace it with this config")
+  return saved
+
+
+def _round0_unfinished(workdir: pathlib.Path, diff: list[str]) -> bool:
+  """True for a run that never finished round 0 (e.g. it stopped at bad data or a diverging lr),
+  so a corrected config may take it over: no round records and no checkpoint past step 0, and
+  when step 0 (the initial set) exists, the changes leave it as it is."""
+  rounds = workdir / "rounds.jsonl"
+  try:
+    if rounds.exists() and rounds.read_text(encoding="utf-8").strip():
+      return False
+  except (OSError, UnicodeDecodeError):
+    return False
+  checkpoints = workdir / "checkpoints"
+  steps = {int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()} if checkpoints.is_dir() else set()
+  if steps - {0}:
+    return False
+  fields = [d.split(": ", 1)[0] for d in diff]
+  return not steps or not any(f in STEP0_FIELDS or f.startswith("data.") for f in fields)
 
 
 def _pretrain_off(config: dict) -> bool:

@@ -39,9 +39,12 @@ def test_export_labels_as_a_module(run_dir, tmp_path):
   assert all(data.pool.ids[int(r["index"])] == r["id"] for r in rows)
 
 
-def test_export_labels_refuses_a_non_run_directory(tmp_path):
-  with pytest.raises(SystemExit, match="no config.json"):
+def test_export_labels_refuses_a_non_run_directory(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
     cli.main(["export-labels", str(tmp_path)])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "no config.json" in err and len(err.strip().splitlines()) == 1
 
 
 def test_report_subcommand(run_dir, tmp_path, capsys):

@@ -278,7 +278,7 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jaxal import models  # pylint: disable=import-outside-toplevel
-  from jaxal.acquisition import scoring  # pylint: disable=import-outside-toplevel
+  from jaxal import inference  # pylint: disable=import-outside-toplevel
   from jaxal.data import pipeline  # pylint: disable=import-outside-toplevel
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   x = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)  # YNNPACK takes some convs
@@ -287,7 +287,7 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
                          train=False)
 
   def ynn_convolutions():
-    text = scoring._forward_chunk.current().lower(model, pre, variables, jnp.asarray(x)).compile().as_text()  # pylint: disable=protected-access
+    text = inference._forward_chunk.current().lower(model, pre, variables, jnp.asarray(x)).compile().as_text()  # pylint: disable=protected-access
     return len(re.findall(r"kind=kCustom[^\n]*conv_general_dilated", text))
 
   monkeypatch.delenv("JAXAL_XLA_CONVS", raising=False)

@@ -7,7 +7,7 @@ import pytest
 
 from jaxal import acquisition
 from jaxal import models
-from jaxal.acquisition.scoring import Predictor
+from jaxal.inference import Predictor
 
 
 def softmax64(z):

@@ -11,7 +11,7 @@ import pytest
 from jaxal import loop
 from jaxal import models
 from jaxal.acquisition import mc_dropout
-from jaxal.acquisition import scoring
+from jaxal import inference
 from jaxal.data import pipeline
 from jaxal.models import transformer
 from tests.conftest import tiny_config
@@ -130,7 +130,7 @@ def test_bald_sees_the_encoder_dropout():
     m = models.create("bert", 3, **dict(TINY, hidden_dropout=rate, attention_dropout=rate))
     v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
     v["params"]["classifier"]["kernel"] *= 50.0  # logits large enough for the passes to disagree visibly
-    predictor = scoring.Predictor(m, v, ids, pipeline.make_preprocess(ids, "text", "none"), chunk_size=4)
+    predictor = inference.Predictor(m, v, ids, pipeline.make_preprocess(ids, "text", "none"), chunk_size=4)
     stats = predictor.mc_statistics(8, jax.random.key(3))
     scores[rate] = np.asarray(mc_dropout.bald_from_stats(stats["mean_probs"], stats["mean_entropy"]))
   assert (scores[0.1] > 1e-4).all()

@@ -7,9 +7,13 @@ Public scores (higher = query first):
 Set selectors: `kcenter_greedy(embeddings, labeled_mask, budget)` and
 `badge(probs, embeddings, labeled_mask, budget, key)`.
 
-Every acquisition the loop can use is registered by name in `ACQUISITIONS` as
-`fn(view, budget, key) -> indices` and called through `acquire(name, view, budget, key)`.
-Options (`config.acquisition.options`, passed as `view.options`):
+Every acquisition the loop can use is registered by name in `ACQUISITIONS` (a read-only
+mapping of `base.Acquisition` entries) and called through `acquire(name, view, budget, key)`.
+Add your own with `register(name, fn, needs=..., score=..., defaults=..., validate=...)`,
+where `fn(view, budget, key) -> indices`; then set `acquisition.name = name`.
+Options (`config.acquisition.options`, passed as `view.options` with the defaults filled in;
+one section serves every acquisition of a study, so a key that some registered
+acquisition declares is accepted and the others ignore it; other keys are refused):
 * `mc_samples` (T, default 100) for `bald` and `mc_variance`;
 * `mc_head_only` (default: automatic, i.e. head-only when the backbone has no dropout) to
   force the full-model (`False`) or head-only (`True`) MC path;
@@ -23,27 +27,33 @@ Options (`config.acquisition.options`, passed as `view.options`):
 which keeps confident rows ordered in float32; the others score from probabilities.
 """
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxal import config as config_lib
 from jaxal.acquisition.badge_seeding import badge
-from jaxal.acquisition.base import PoolView, score_based, top_k_selectable
+from jaxal.acquisition.base import NEEDS, Acquisition, PoolView, score_based, top_k_selectable
 from jaxal.acquisition.kcenter import kcenter_greedy
 from jaxal.acquisition.mc_dropout import (bald, bald_from_stats, mc_pred_class_variance, predictive_entropy,
                                           variation_ratio, variation_ratio_mode)
 from jaxal.acquisition.random import random_acquire
-from jaxal.acquisition.scoring import Predictor
 from jaxal.acquisition.uncertainty import entropy, least_confidence, least_confidence_from_logits, margin
+from jaxal.inference import Predictor
 
-__all__ = ["ACQUISITIONS", "PoolView", "Predictor", "acquire", "badge", "bald", "bald_from_stats", "entropy",
+from jaxal.registry import Registry
+
+__all__ = ["ACQUISITIONS", "Acquisition", "PoolView", "Predictor", "acquire", "check_options", "register",
+           "unregister", "badge", "bald", "bald_from_stats", "entropy",
            "kcenter_greedy", "least_confidence", "least_confidence_from_logits", "margin", "mc_pred_class_variance",
            "predictive_entropy", "top_k_selectable", "variation_ratio", "variation_ratio_mode"]
 
 
 def _mc_stats(view: PoolView, key):
-  head_only = view.options.get("mc_head_only", None)
-  return view.predictor.mc_statistics(int(view.options.get("mc_samples", 100)), key, head_only=head_only)
+  head_only = view.options["mc_head_only"]
+  return view.predictor.mc_statistics(int(view.options["mc_samples"]), key, head_only=head_only)
 
 
 def least_confidence_acquire(view: PoolView, budget: int, key) -> np.ndarray:
@@ -70,12 +80,12 @@ def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   """Greedy k-center on penultimate embeddings, the labeled points as initial centers."""
   del key
   _, embeddings = view.predictor.outputs()
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[view.options.get("kcenter_dtype", "float32")]
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[view.options["kcenter_dtype"]]
   centers = view.labeled_mask | ~view.selectable_mask  # held-out points are never picked
   sharding = getattr(view.predictor, "sharding", None)
   return kcenter_greedy(embeddings, centers, budget, storage_dtype=dtype,
                         mesh=None if sharding is None else sharding.mesh,
-                        prune=bool(view.options.get("kcenter_prune", True)))
+                        prune=bool(view.options["kcenter_prune"]))
 
 
 def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
@@ -86,23 +96,77 @@ def badge_acquire(view: PoolView, budget: int, key) -> np.ndarray:
                mesh=None if sharding is None else sharding.mesh)
 
 
-ACQUISITIONS = {
-    "random": random_acquire,
-    "least_confidence": least_confidence_acquire,
-    "margin": score_based(margin),
-    "entropy": score_based(entropy),
-    "bald": bald_acquire,
-    "mc_variance": mc_variance_acquire,
-    "coreset": coreset_acquire,
-    "badge": badge_acquire,
-}
+ACQUISITIONS = Registry("acquisition")
+
+
+def register(name: str, fn: Callable, *, needs=("probs",), score: Callable | None = None,
+             defaults: dict | None = None, validate: Callable[[dict], None] | None = None) -> None:
+  """Adds acquisition `name` (see `base.Acquisition` for the metadata); duplicates raise ValueError."""
+  needs = tuple(needs)
+  if not callable(fn):
+    raise ValueError(f"acquisition {name!r}: fn must be callable, got {fn!r}")
+  if not set(needs) <= set(NEEDS):
+    raise ValueError(f"acquisition {name!r}: needs {needs} must be drawn from {NEEDS}")
+  if score is not None and "probs" not in needs:
+    raise ValueError(f"acquisition {name!r}: a score of the probabilities needs ('probs',)")
+  ACQUISITIONS.add(name, Acquisition(fn, needs, score, dict(defaults or {}), validate))
+
+
+def unregister(name: str) -> None:
+  ACQUISITIONS.remove(name)
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+  if not cond:
+    raise config_lib.ConfigError(f"acquisition.options.{key}: {message}")
+
+
+def _validate_mc(options: dict) -> None:
+  t = options["mc_samples"]
+  _check(isinstance(t, int) and not isinstance(t, bool) and t >= 1, "mc_samples",
+         f"must be an integer >= 1, got {t!r}")
+  _check(options["mc_head_only"] in (None, True, False), "mc_head_only",
+         f"must be True, False or None (automatic), got {options['mc_head_only']!r}")
+
+
+def _validate_kcenter(options: dict) -> None:
+  _check(options["kcenter_dtype"] in ("float32", "bfloat16"), "kcenter_dtype",
+         f"must be float32 or bfloat16, got {options['kcenter_dtype']!r}")
+  _check(isinstance(options["kcenter_prune"], bool), "kcenter_prune",
+         f"must be True or False, got {options['kcenter_prune']!r}")
+
+
+_MC = dict(needs=("mc_probs",), defaults={"mc_samples": 100, "mc_head_only": None}, validate=_validate_mc)
+register("random", random_acquire, needs=())
+register("least_confidence", least_confidence_acquire, needs=("logits", "probs"), score=least_confidence)
+register("margin", score_based(margin), score=margin)
+register("entropy", score_based(entropy), score=entropy)
+register("bald", bald_acquire, **_MC)
+register("mc_variance", mc_variance_acquire, **_MC)
+register("coreset", coreset_acquire, needs=("embeddings",),
+         defaults={"kcenter_dtype": "float32", "kcenter_prune": True}, validate=_validate_kcenter)
+register("badge", badge_acquire, needs=("probs", "embeddings"))
+
+
+def check_options(name: str, options: dict) -> None:
+  """Raises `ConfigError` naming `acquisition.options.<key>` for a key no registered
+  acquisition declares, or for a value acquisition `name`'s own check refuses."""
+  declared = {key for entry in ACQUISITIONS.values() for key in entry.defaults}
+  for key in options:
+    _check(key in declared, key, f"unknown option for acquisition {name!r}; its options: "
+           f"{sorted(ACQUISITIONS[name].defaults)}, all acquisitions': {sorted(declared)}")
+  entry = ACQUISITIONS[name]
+  if entry.validate is not None:
+    entry.validate({**entry.defaults, **options})
 
 
 def acquire(name: str, view: PoolView, budget: int, key: jax.Array) -> np.ndarray:
   """Runs acquisition `name`; returns `budget` distinct selectable indices."""
   if name not in ACQUISITIONS:
-    raise ValueError(f"unknown acquisition {name!r}; known: {', '.join(sorted(ACQUISITIONS))}")
-  picked = np.asarray(ACQUISITIONS[name](view, budget, key), dtype=np.int32)
+    raise ValueError(ACQUISITIONS.unknown(name))
+  entry = ACQUISITIONS[name]
+  view = PoolView(view.labeled_mask, view.selectable_mask, view.predictor, {**entry.defaults, **view.options})
+  picked = np.asarray(entry(view, budget, key), dtype=np.int32)
   if picked.shape != (budget,) or len(set(picked.tolist())) != budget:
     raise AssertionError(f"acquisition {name!r} returned {picked.shape} indices, not {budget} distinct")
   if not view.selectable_mask[picked].all():

@@ -4,6 +4,9 @@ An acquisition is a function `(view: PoolView, budget: int, key) -> indices`: it
 `budget` distinct pool indices, all selectable. Score-based acquisitions compute a score
 per point (higher = query first) and hand selection to `top_k_selectable`; set-based ones
 (core-set, BADGE) select directly. The loop only ever calls `acquire(name, ...)`.
+
+`Acquisition` is a registry entry: the function plus what jaxal must know about it (what
+it reads from the predictor, its options and their defaults, its per-point score).
 """
 
 import dataclasses
@@ -32,6 +35,34 @@ class PoolView:
   selectable_mask: np.ndarray
   predictor: Predictor | None
   options: dict = dataclasses.field(default_factory=dict)
+
+
+# What an acquisition may read from `PoolView.predictor`.
+NEEDS = ("probs", "logits", "mc_probs", "embeddings")
+
+
+@dataclasses.dataclass(frozen=True)
+class Acquisition:
+  """A registered acquisition; calling it calls `fn(view, budget, key)`.
+
+  Attributes:
+    fn: `(view, budget, key) -> indices`.
+    needs: what it reads from the predictor, a subset of `NEEDS` (empty: nothing, e.g. random).
+    score: `probs (n, C) -> (n,)` scores whose top-`budget` it selects, when it is score-based
+      on softmax probabilities; SVP then reports proxy-target rank correlations.
+    defaults: its options (`acquisition.options.<key>`) and their default values; `acquire`
+      fills in the defaults, and config validation refuses keys no acquisition declares.
+    validate: `options dict (defaults filled in) -> None`, raising `config.ConfigError`.
+  """
+
+  fn: Callable
+  needs: tuple[str, ...] = ("probs",)
+  score: Callable | None = None
+  defaults: dict = dataclasses.field(default_factory=dict)
+  validate: Callable[[dict], None] | None = None
+
+  def __call__(self, view: PoolView, budget: int, key) -> np.ndarray:
+    return self.fn(view, budget, key)
 
 
 def top_k_selectable(scores: Array, selectable_mask: np.ndarray, budget: int) -> np.ndarray:

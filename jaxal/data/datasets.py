@@ -10,12 +10,16 @@ Sources (`config.data.source`):
   array_record format; needs no TensorFlow and never downloads (no network at run time).
 * `idx`: MNIST-style idx files, gzipped or not.
 * `npz`: NumPy `.npz` archives with configurable array keys (loaded with
-  `allow_pickle=False`).
+  `allow_pickle=False`); the labels may sit in a second archive (`data.labels_path`).
 * `image_folder`: a folder of class subfolders holding PNG/JPEG images, read as grayscale
   or RGB whatever their PIL mode (palette, 16-bit, CMYK, alpha: see `files._decode_image`).
 * `csv`: text in a UTF-8 CSV file (a byte-order mark is dropped) with configurable text and
-  label columns; an empty text or label is an error naming `file:line`.
-* `hdf5`: HDF5 datasets with configurable keys (needs `h5py`).
+  label columns (several text columns are joined); an empty text or label is an error naming
+  `file:line`. Class names come from a JSON list (`.json`) or a one-name-per-line file.
+* `hdf5`: HDF5 datasets with configurable keys (needs `h5py`); labels may sit in a second file.
+
+`FIELDS_READ` lists the `data.*` fields each source reads; `config.validate` refuses a field
+changed from its default that the source would ignore.
 
 Every loader reports bad input as `DataError`, naming the file and the reason.
 """
@@ -32,10 +36,8 @@ from jaxal.data.files import (load_csv_split, load_hdf5_split, load_idx_split, l
                               load_npz_split, read_idx, read_image_folder, read_csv_text)
 from jaxal.data.types import DataError, Dataset, Split, make_ids
 
-__all__ = ["DataError", "Dataset", "Split", "SOURCES", "carve", "load", "read_idx", "read_image_folder",
-           "read_csv_text"]
-
-
+__all__ = ["DataError", "Dataset", "Split", "SOURCES", "FIELDS_READ", "carve", "load", "read_idx",
+           "read_image_folder", "read_csv_text", "unused_fields"]
 
 
 def read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +138,53 @@ SOURCES: dict[str, Callable] = {
     "csv": load_csv_split,
     "hdf5": load_hdf5_split,
 }
+
+# The `data.*` fields each source reads (`load` reads COMMON_FIELDS for all of them).
+COMMON_FIELDS = ("source", "name", "seed", "num_classes", "test_size", "validation_size", "max_train",
+                 "shuffle_train")
+_IMAGES = ("normalization",)  # text inputs skip normalization (pipeline.make_preprocess)
+_TEXTS = ("tokenizer", "max_length", "modality")  # raw texts become token ids in `load`
+_FILES = ("path", "labels_path", "test_path", "test_labels_path")
+_KEYS = ("x_key", "y_key", "test_x_key", "test_y_key")
+FIELDS_READ: dict[str, tuple[str, ...]] = {
+    "digits": _IMAGES,
+    "tfds": _IMAGES + _TEXTS + ("data_dir", "train_split", "test_split", "label_key", "image_key", "text_keys",
+                                "max_examples"),
+    "idx": _IMAGES + _FILES + ("image_shape",),
+    "npz": _IMAGES + _FILES + _KEYS + ("image_shape", "modality"),  # modality "text": token-id arrays
+    "image_folder": _IMAGES + ("path", "test_path", "image_size"),
+    "csv": _TEXTS + ("path", "test_path", "text_column", "text_separator", "label_column", "csv_header",
+                     "class_names_path"),
+    "hdf5": _IMAGES + _FILES + _KEYS + ("image_shape",),
+}
+
+
+def _own_test_split(cfg) -> str:
+  """The field that gives `cfg.source` a test split of its own, or "" when it has none."""
+  if cfg.source == "tfds":
+    return "data.test_split" if cfg.test_split else ""
+  if cfg.source in ("npz", "hdf5") and cfg.test_x_key and not cfg.test_path:
+    return "data.test_x_key"
+  return "data.test_path" if cfg.test_path and cfg.source != "digits" else ""
+
+
+def unused_fields(cfg, defaults) -> list[tuple[str, str]]:
+  """`(field, why)` for each field of `cfg` changed from `defaults` that `cfg.source` never reads."""
+  read = set(COMMON_FIELDS) | set(FIELDS_READ.get(cfg.source, ()))
+  changed = [k for k in defaults if k in cfg and _plain(cfg[k]) != _plain(defaults[k])]
+  out = [(k, f"the {cfg.source} source does not read it") for k in changed if k not in read]
+  test_split = _own_test_split(cfg)
+  if "test_size" in changed and test_split:
+    out.append(("test_size", f"the {cfg.source} source has a test split ({test_split})"))
+  has_test = cfg.test_path or (cfg.source in ("npz", "hdf5") and cfg.test_x_key)
+  for k in ("test_labels_path", "test_y_key"):
+    if k in changed and k in read and not has_test:
+      out.append((k, f"the {cfg.source} source reads no test split (data.test_path is empty)"))
+  return out
+
+
+def _plain(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 

@@ -78,10 +78,37 @@ def _read_npz_arrays(p: pathlib.Path, keys) -> list[np.ndarray]:
   return arrays
 
 
+def labels_field(cfg, inputs_field: str, own_field: str) -> str:
+  """The field naming the file that holds a split's labels (npz, hdf5).
+
+  A split's own labels file (`data.labels_path`, `data.test_labels_path`) when set; a test
+  split read from `data.path` (`data.test_x_key`) shares `data.labels_path`; otherwise the
+  labels sit beside the inputs.
+  """
+  if getattr(cfg, own_field):
+    return own_field
+  if inputs_field == "path" and cfg.labels_path:
+    return "labels_path"
+  return inputs_field
+
+
+def _read_pair(cfg, inputs_field, own_labels_field, x_key, y_key, read_arrays):
+  """x from the inputs file and y from the labels file (maybe the same one).
+
+  Returns `(x, y, inputs path, the pair's name for errors, the labels' name for errors)`."""
+  p = require_file(getattr(cfg, inputs_field), inputs_field)
+  field = labels_field(cfg, inputs_field, own_labels_field)
+  if field == inputs_field:
+    x, y = read_arrays(p, (x_key, y_key))
+    return x, y, p, str(p), f"{p}[{y_key}]"
+  lp = require_file(getattr(cfg, field), field)
+  (x,), (y,) = read_arrays(p, (x_key,)), read_arrays(lp, (y_key,))
+  return x, y, p, f"{p}[{x_key}] and {lp}[{y_key}]", f"{lp}[{y_key}]"
+
+
 def load_npz_split(cfg):
-  def read(path_field, x_key, y_key):
-    p = require_file(getattr(cfg, path_field), path_field)
-    x, y = _read_npz_arrays(p, (x_key, y_key))
+  def read(path_field, own_labels_field, x_key, y_key):
+    x, y, p, pair, y_source = _read_pair(cfg, path_field, own_labels_field, x_key, y_key, _read_npz_arrays)
     if cfg.modality == "text":
       inputs = np.asarray(x)
       if not np.issubdtype(inputs.dtype, np.integer) or inputs.ndim != 2:
@@ -90,14 +117,15 @@ def load_npz_split(cfg):
       inputs = inputs.astype(np.int32)
     else:
       inputs = to_uint8_images(x, f"{p}[{x_key}]", cfg.image_shape)
-    labels = to_labels(y, f"{p}[{y_key}]")
-    check_pair(inputs, labels, str(p))
+    labels = to_labels(y, y_source)
+    check_pair(inputs, labels, pair)
     return Split(inputs, labels, make_ids(f"{p.name}/", len(labels)))
 
-  train = read("path", cfg.x_key or "x", cfg.y_key or "y")
+  train = read("path", "labels_path", cfg.x_key or "x", cfg.y_key or "y")
   test = None
   if cfg.test_path or cfg.test_x_key:
-    test = read("test_path" if cfg.test_path else "path", cfg.test_x_key or "x", cfg.test_y_key or "y")
+    test = read("test_path" if cfg.test_path else "path", "test_labels_path", cfg.test_x_key or "x",
+                cfg.test_y_key or "y")
   return train, test, []
 
 
@@ -201,8 +229,25 @@ def load_image_folder_split(cfg):
   return train, test, names
 
 
-def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, header: bool):
-  """Reads `(texts, raw_labels, ids)`; columns are names (with a header) or 0-based indices."""
+def text_column_specs(text_column: str, head: list[str] | None = None) -> list[str]:
+  """`data.text_column` as a list of columns: "text", or several joined by commas ("title,body").
+
+  A header column whose name is the whole string (commas and all) is still that one column.
+  """
+  if head is not None and text_column in head:
+    return [text_column]
+  specs = [spec.strip() for spec in text_column.split(",")]
+  if not all(specs):
+    raise DataError(f"data.text_column: {text_column!r} has an empty column name (use 'title,body' for several)")
+  return specs
+
+
+def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, header: bool, separator: str = " "):
+  """Reads `(texts, raw_labels, ids)`; columns are names (with a header) or 0-based indices.
+
+  Several text columns ("title,body") are joined with `separator`, skipping blank ones; a row
+  whose text columns are all blank is an error naming `file:line`.
+  """
   try:
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drops the BOM Excel writes
       rows = list(csv.reader(f))
@@ -219,23 +264,26 @@ def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, heade
         return int(spec)
       raise DataError(f"{path}: no column {spec!r}; the header has {head}")
   else:
-    first_line = 1
+    head, first_line = None, 1
     def col(spec):
       if not spec.isdigit():
         raise DataError(f"{path}: data.csv_header is False, so columns must be indices, got {spec!r}")
       return int(spec)
-  ti, li = col(text_column), col(label_column)
+  text_indices, li = [col(spec) for spec in text_column_specs(text_column, head)], col(label_column)
+  needed = max(text_indices + [li]) + 1
+  columns = "columns" if len(text_indices) > 1 else "column"
   texts, labels, ids = [], [], []
   for line, row in enumerate(rows, start=first_line):
     if not row:
       continue
-    if max(ti, li) >= len(row):
-      raise DataError(f"{path}:{line}: expected at least {max(ti, li) + 1} columns, got {len(row)}")
-    if not row[ti].strip():
-      raise DataError(f"{path}:{line}: empty text in column {text_column!r}")
+    if needed > len(row):
+      raise DataError(f"{path}:{line}: expected at least {needed} columns, got {len(row)}")
+    parts = [row[i] for i in text_indices if row[i].strip()]
+    if not parts:
+      raise DataError(f"{path}:{line}: empty text in {columns} {text_column!r}")
     if not row[li].strip():
       raise DataError(f"{path}:{line}: empty label in column {label_column!r}")
-    texts.append(row[ti])
+    texts.append(separator.join(parts))
     labels.append(row[li].strip())
     ids.append(f"{path.name}:{line}")
   if not texts:
@@ -243,18 +291,54 @@ def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, heade
   return texts, labels, np.array(ids)
 
 
+def read_class_names(path: pathlib.Path) -> list[str]:
+  """Class names from a `.json` file (a JSON list) or any other file (one name per line).
+
+  Lines lose surrounding whitespace, as CSV labels do, and the file its byte-order mark; blank
+  lines at the end are ignored, a blank line between names is an error naming `file:line`.
+  """
+  try:
+    text = path.read_text(encoding="utf-8-sig")
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: cannot read class names: {e}") from None
+  if path.suffix.lower() == ".json":
+    try:
+      names = json.loads(text)
+    except ValueError as e:
+      raise DataError(f"{path}: class names must be a JSON list of strings: {e}") from None
+    if not isinstance(names, list):
+      raise DataError(f"{path}: class names must be a JSON list of strings, got a JSON {type(names).__name__}")
+    names = [str(c) for c in names]
+  else:
+    names = [line.strip() for line in text.splitlines()]
+    while names and not names[-1]:
+      names.pop()
+    if names and names[0].startswith("[") and _is_json_list(text):
+      raise DataError(f"{path}: holds a JSON list; name the file .json, or write one class name per line")
+    blank = next((number for number, name in enumerate(names, start=1) if not name), None)
+    if blank:
+      raise DataError(f"{path}:{blank}: blank line between class names (one name per line)")
+  if not names:
+    raise DataError(f"{path}: no class names")
+  duplicated = sorted({n for n in names if names.count(n) > 1})
+  if duplicated:
+    raise DataError(f"{path}: duplicate class names {duplicated}")
+  return names
+
+
+def _is_json_list(text: str) -> bool:
+  try:
+    return isinstance(json.loads(text), list)
+  except ValueError:
+    return False
+
+
 def load_csv_split(cfg):
   train_path = require_file(cfg.path, "path")
-  texts, raw, ids = read_csv_text(train_path, cfg.text_column, cfg.label_column, cfg.csv_header)
+  separator = cfg.get("text_separator", " ")
+  texts, raw, ids = read_csv_text(train_path, cfg.text_column, cfg.label_column, cfg.csv_header, separator)
   if cfg.class_names_path:
-    cp = require_file(cfg.class_names_path, "class_names_path")
-    try:
-      names = [str(c) for c in json.loads(cp.read_text(encoding="utf-8-sig"))]
-    except (ValueError, TypeError, OSError) as e:
-      raise DataError(f"{cp}: class names must be a JSON list of strings: {e}") from None
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-      raise DataError(f"{cp}: duplicate class names {duplicated}")
+    names = read_class_names(require_file(cfg.class_names_path, "class_names_path"))
   else:
     names = sorted(set(raw), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
   index = {n: i for i, n in enumerate(names)}
@@ -272,40 +356,41 @@ def load_csv_split(cfg):
   test = None
   if cfg.test_path:
     tp = require_file(cfg.test_path, "test_path")
-    ttexts, traw, tids = read_csv_text(tp, cfg.text_column, cfg.label_column, cfg.csv_header)
+    ttexts, traw, tids = read_csv_text(tp, cfg.text_column, cfg.label_column, cfg.csv_header, separator)
     test = Split(np.array(ttexts, dtype=object), to_labels(traw, tp, tids), tids)
   return train, test, names
 
 
-def load_hdf5_split(cfg):
+def _read_hdf5_arrays(p: pathlib.Path, keys) -> list[np.ndarray]:
+  """The datasets `keys` (paths such as 'train/data') of the HDF5 file `p`."""
   try:
     import h5py  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise DataError("data.source='hdf5' needs h5py: pip install 'jaxal[hdf5]'") from None
+  try:
+    with h5py.File(p, "r") as f:
+      for key in keys:
+        if key not in f:
+          raise DataError(f"{p}: no dataset {key!r}; the file's top level holds {sorted(f.keys())}")
+        if not isinstance(f[key], h5py.Dataset):
+          raise DataError(f"{p}: {key!r} is a group, not a dataset; it holds {sorted(f[key].keys())} "
+                          "(set data.x_key / data.y_key to dataset paths such as 'train/data')")
+      return [f[key][()] for key in keys]
+  except OSError as e:
+    raise DataError(f"{p}: cannot read HDF5 file: {e}") from None
 
-  def read(path_field, x_key, y_key):
-    p = require_file(getattr(cfg, path_field), path_field)
-    try:
-      with h5py.File(p, "r") as f:
-        for key in (x_key, y_key):
-          if key not in f:
-            raise DataError(f"{p}: no dataset {key!r}; the file's top level holds {sorted(f.keys())}")
-          if not isinstance(f[key], h5py.Dataset):
-            raise DataError(f"{p}: {key!r} is a group, not a dataset; it holds {sorted(f[key].keys())} "
-                            "(set data.x_key / data.y_key to dataset paths such as 'train/data')")
-        x, y = f[x_key][()], f[y_key][()]
-    except OSError as e:
-      raise DataError(f"{p}: cannot read HDF5 file: {e}") from None
+
+def load_hdf5_split(cfg):
+  def read(path_field, own_labels_field, x_key, y_key):
+    x, y, p, pair, y_source = _read_pair(cfg, path_field, own_labels_field, x_key, y_key, _read_hdf5_arrays)
     inputs = to_uint8_images(x, f"{p}[{x_key}]", cfg.image_shape)
-    labels = to_labels(np.asarray(y).reshape(-1), f"{p}[{y_key}]")
-    check_pair(inputs, labels, str(p))
+    labels = to_labels(np.asarray(y).reshape(-1), y_source)
+    check_pair(inputs, labels, pair)
     return Split(inputs, labels, make_ids(f"{p.name}/{x_key}/", len(labels)))
 
-  train = read("path", cfg.x_key or "train/data", cfg.y_key or "train/target")
+  train = read("path", "labels_path", cfg.x_key or "train/data", cfg.y_key or "train/target")
   test = None
   if cfg.test_path or cfg.test_x_key:
-    test = read("test_path" if cfg.test_path else "path", cfg.test_x_key or "test/data",
+    test = read("test_path" if cfg.test_path else "path", "test_labels_path", cfg.test_x_key or "test/data",
                 cfg.test_y_key or "test/target")
   return train, test, []
-
-

@@ -2,72 +2,151 @@
 
 `create(name, num_classes, **options)` returns a Linen `Classifier` (see `base.py`);
 `describe(module, input_shape)` returns its parameter count and depth.
-Families are imported lazily, only when their name is asked for.
+
+Your own model plugs in without changing jaxal: write a backbone factory (a callable,
+e.g. a Flax module class, that takes the model options and returns a Linen module with
+`__call__(x, *, train, mc_dropout) -> embedding` and a `depth`), then either
+`register("my_net", MyNet)` and set `model.name = "my_net"`, or set
+`model.name = "my_package.my_module:MyNet"` (imported on use). jaxal adds the head.
+Built-in families are imported lazily, only when their name is asked for.
 """
 
+import dataclasses
 import importlib
 import math
-from typing import Any
+from collections.abc import Set
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxal.models.base import Classifier
+from jaxal.registry import Registry
 
-# name -> "module:backbone factory". Model families add their names here.
-_REGISTRY: dict[str, str] = {
-    "resnet_grid": "jaxal.models.resnet_grid:ResNetGrid",
-    "small_cnn": "jaxal.models.small_cnn:SmallCNN",
-    "resnet18": "jaxal.models.resnet:resnet18",
-    "resnet34": "jaxal.models.resnet:resnet34",
-    "resnet50": "jaxal.models.resnet:resnet50",
-    "vgg11": "jaxal.models.vgg:vgg11",
-    "vgg16": "jaxal.models.vgg:vgg16",
-    "vgg19": "jaxal.models.vgg:vgg19",
-    "preact_resnet20": "jaxal.models.preact_resnet:preact_resnet20",
-    "preact_resnet56": "jaxal.models.preact_resnet:preact_resnet56",
-    "preact_resnet110": "jaxal.models.preact_resnet:preact_resnet110",
-    "preact_resnet164": "jaxal.models.preact_resnet:preact_resnet164",
-    "fasttext": "jaxal.models.fasttext:FastText",
-    "text_cnn": "jaxal.models.text_cnn:TextCNN",
-    "vdcnn9": "jaxal.models.vdcnn:vdcnn9",
-    "vdcnn29": "jaxal.models.vdcnn:vdcnn29",
-    "bert": "jaxal.models.transformer:bert",
-    "distilbert": "jaxal.models.transformer:distilbert",
-    "roberta": "jaxal.models.transformer:roberta",
-    "darts_net": "jaxal.models.darts:darts_net",
-    "plain_cnn": "jaxal.models.plain_cnn:PlainCNN",
-    "depth_dropout": "jaxal.models.depth_dropout:DepthDropoutCNN",
-    "bbdropout": "jaxal.models.bbdropout:BBDropoutCNN",
-}
 
-# Text models whose embedding table is sized from the dataset's vocabulary.
-TAKES_VOCAB = frozenset({"fasttext", "text_cnn", "vdcnn9", "vdcnn29", "bert", "distilbert", "roberta"})
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """A registered backbone factory and what the loop must know about it.
+
+  Attributes:
+    factory: `options -> backbone module`, or a "module:attr" string imported on use.
+    takes_vocab: the loop passes `vocab_size` (the dataset's vocabulary) unless set.
+    validate: optional `options dict -> None` that raises `config.ConfigError`.
+  """
+
+  factory: Callable | str
+  takes_vocab: bool = False
+  validate: Callable[[dict], None] | None = None
+
+
+_REGISTRY = Registry("model")
+
+
+def register(name: str, factory: Callable | str, *, takes_vocab: bool = False,
+             validate: Callable[[dict], None] | None = None) -> None:
+  """Adds backbone `factory` as model `name`; a name already registered raises ValueError."""
+  if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
+    raise ValueError(f"model {name!r}: factory must be callable or a 'module:attr' string, got {factory!r}")
+  _REGISTRY.add(name, ModelEntry(factory, bool(takes_vocab), validate))
+
+
+def unregister(name: str) -> None:
+  _REGISTRY.remove(name)
+
+
+for _name, _path in {
+    "resnet_grid": "resnet_grid:ResNetGrid", "small_cnn": "small_cnn:SmallCNN",
+    "resnet18": "resnet:resnet18", "resnet34": "resnet:resnet34", "resnet50": "resnet:resnet50",
+    "vgg11": "vgg:vgg11", "vgg16": "vgg:vgg16", "vgg19": "vgg:vgg19",
+    "preact_resnet20": "preact_resnet:preact_resnet20", "preact_resnet56": "preact_resnet:preact_resnet56",
+    "preact_resnet110": "preact_resnet:preact_resnet110", "preact_resnet164": "preact_resnet:preact_resnet164",
+    "darts_net": "darts:darts_net", "plain_cnn": "plain_cnn:PlainCNN",
+    "depth_dropout": "depth_dropout:DepthDropoutCNN", "bbdropout": "bbdropout:BBDropoutCNN",
+}.items():
+  register(_name, f"jaxal.models.{_path}")
+for _name, _path in {  # text models: the embedding table is sized from the dataset's vocabulary
+    "fasttext": "fasttext:FastText", "text_cnn": "text_cnn:TextCNN",
+    "vdcnn9": "vdcnn:vdcnn9", "vdcnn29": "vdcnn:vdcnn29",
+    "bert": "transformer:bert", "distilbert": "transformer:distilbert", "roberta": "transformer:roberta",
+}.items():
+  register(_name, f"jaxal.models.{_path}", takes_vocab=True)
+del _name, _path
+
+
+class _TakesVocabView(Set):
+  """Read-only, live: the registered names whose entry has `takes_vocab` (use `takes_vocab(name)`)."""
+
+  def __contains__(self, name) -> bool:
+    return name in _REGISTRY and _REGISTRY[name].takes_vocab
+
+  def __iter__(self):
+    return (name for name, entry in _REGISTRY.items() if entry.takes_vocab)
+
+  def __len__(self) -> int:
+    return sum(1 for _ in self)
+
+
+TAKES_VOCAB = _TakesVocabView()  # compatibility: was a hand-kept frozenset
 
 
 def available() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def _import(path: str) -> Callable:
+  """The attribute that "module:attr" names; ValueError (one line) when it does not import."""
+  module_name, _, attr = path.partition(":")
+  if not module_name or not attr:
+    raise ValueError(f"{path!r} is not of the form 'module:attr'")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except Exception as e:  # pylint: disable=broad-except  (ImportError, AttributeError, or the module's own error)
+    detail = (str(e).strip().splitlines() or [""])[-1]
+    raise ValueError(f"cannot import model factory {path!r}: {type(e).__name__}: {detail}") from None
+  if not callable(factory):
+    raise ValueError(f"model factory {path!r} is not callable")
+  return factory
+
+
+def factory(name: str) -> Callable:
+  """The backbone factory of a registered name or of a "module:attr" name (imported here)."""
+  if name in _REGISTRY:
+    entry = _REGISTRY[name].factory
+    return _import(entry) if isinstance(entry, str) else entry
+  if ":" in name:
+    return _import(name)
+  raise ValueError(_REGISTRY.unknown(name) + " (or name your own as 'module:Factory')")
+
+
+def takes_vocab(name: str) -> bool:
+  """Whether the loop passes the dataset's `vocab_size`: the registry's flag, or a
+  "module:attr" factory's own `takes_vocab` attribute."""
+  if name in _REGISTRY:
+    return _REGISTRY[name].takes_vocab
+  return bool(getattr(factory(name), "takes_vocab", False))
+
+
+def validator(name: str) -> Callable[[dict], None] | None:
+  """The registered options check of model `name`, if any."""
+  return _REGISTRY[name].validate if name in _REGISTRY else None
+
+
 def create(name: str, num_classes: int, **options: Any) -> Classifier:
   """Builds model `name` with `num_classes` outputs.
 
   Args:
-    name: a registered model name (see `available()`).
+    name: a registered model name (see `available()`), or "module:attr" naming a factory.
     num_classes: size of the output layer.
     **options: backbone options (e.g. `blocks`, `stacks`, `width`), plus `dropout`,
       the rate of the dropout layer before the classifier.
   Returns:
     An (unbound) Linen `Classifier`.
   """
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(available())}")
-  module_name, attr = _REGISTRY[name].split(":")
-  factory = getattr(importlib.import_module(module_name), attr)
+  build = factory(name)
   options = dict(options)
   dropout = float(options.pop("dropout", 0.0))
   try:
-    backbone = factory(**options)
+    backbone = build(**options)
   except TypeError as e:
     raise ValueError(f"bad options for model {name!r}: {e}") from None
   wrapper = getattr(backbone, "classifier_class", Classifier)  # e.g. one averaging structure samples

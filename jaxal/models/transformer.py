@@ -150,7 +150,7 @@ class TransformerEncoder(nn.Module):
 
   @property
   def dropout_in_backbone(self) -> bool:
-    """MC-dropout must run the whole encoder, not just the head (see acquisition/scoring.py)."""
+    """MC-dropout must run the whole encoder, not just the head (see jaxal/inference.py)."""
     return self.hidden_dropout > 0 or self.attention_dropout > 0
 
   @property

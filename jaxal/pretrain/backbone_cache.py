@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from jaxal import parallel
+from jaxal import pretrain as pretrain_lib
 from jaxal import workdir as workdir_lib
-from jaxal.pretrain import deepcluster
 
 PRETRAIN_KEY = 2**31 - 1  # fold_in tag of the pretraining key (rounds use 0, 1, 2, ...)
 
@@ -58,7 +58,8 @@ def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, l
   `pretrain_fingerprint`.
   """
   p = config.pretrain
-  if p.name == "none":
+  pretraining = pretrain_lib.PRETRAINS[p.name]
+  if pretraining.fn is None:
     return None
   path = workdir / "pretrained.npz"
   if path.exists():
@@ -76,15 +77,12 @@ def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, l
       return load_tree(cached / "pretrained.npz")
   log(config, f"pretraining ({p.name}, {p.style}): {p.epochs} epochs on {len(data.pool)} pool inputs")
   trainer = trainer_for(config.model.name, dict(config.model.options))
-  result = deepcluster.pretrain(
-      trainer, data.pool_inputs, data.dataset.num_classes, jax.random.fold_in(base_key, PRETRAIN_KEY),
-      preprocess=data.preprocess, epochs=p.epochs, kmeans_iters=p.kmeans_iters,
-      clusters_per_class=p.clusters_per_class, style=p.style, lr=p.lr, batch_size=p.batch_size,
-      momentum=p.momentum, weight_decay=p.weight_decay, steps_per_call=config.train.steps_per_call,
-      chunk_size=config.acquisition.chunk_size, mesh=mesh, verbose=config.output.verbose)
+  result = pretraining.fn(config=config, trainer=trainer, data=data, key=jax.random.fold_in(base_key, PRETRAIN_KEY),
+                          mesh=mesh)
   if parallel.is_primary():
-    meta = json.dumps({"name": p.name, "style": p.style, "seconds": round(result.seconds, 3),
-                       "collapsed": result.collapsed, "history": result.history})
+    meta = json.dumps({"name": p.name, "style": p.style, "seconds": round(float(getattr(result, "seconds", 0.0)), 3),
+                       "collapsed": bool(getattr(result, "collapsed", False)),
+                       "history": list(getattr(result, "history", []))})
     for where in ([cached] if cached else []) + [workdir]:
       where.mkdir(parents=True, exist_ok=True)
       workdir_lib.atomic_write_text(where / "pretrained.json", meta)

@@ -42,7 +42,7 @@ import ml_collections
 import numpy as np
 
 from jaxal import parallel
-from jaxal.acquisition.scoring import Predictor
+from jaxal.inference import Predictor
 from jaxal.data import augment as augment_lib
 from jaxal.train import optim
 from jaxal.train import step as step_lib

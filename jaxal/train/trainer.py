@@ -18,8 +18,8 @@ import numpy as np
 
 from jaxal import models as models_lib
 from jaxal import cpu_runtime, parallel
-from jaxal.acquisition.scoring import Predictor
 from jaxal.data import augment as augment_lib
+from jaxal.inference import Predictor
 from jaxal.train import optim
 from jaxal.train import step as step_lib
 
@@ -136,7 +136,7 @@ class Trainer:
     val_acc = None
     stopped = False
     start = time.perf_counter()
-    epoch = 0
+    epoch, lr = 0, optim.lr_at_epoch(0, self.lr_schedule)
     for epoch in range(num_epochs):
       idx = epoch_indices(labeled, cfg.epoch_size, cfg.batch_size, rng)
       steps = idx.shape[0]
@@ -156,7 +156,7 @@ class Trainer:
       loss = float(sums[0]) / steps
       acc = float(sums[1]) / (steps * cfg.batch_size)
       if not math.isfinite(loss):
-        raise TrainingDiverged(f"training loss became {loss} at epoch {epoch + 1} (lr {lr:g}); "
+        raise TrainingDiverged(f"training diverged: the loss became {loss} at epoch {epoch + 1} (lr {lr:g}); "
                                "lower train.lr_schedule or check the data")
       if use_val:
         val_acc = self.accuracy(state, *validation)
@@ -178,6 +178,13 @@ class Trainer:
         break
     if best_state is not None:
       state = best_state
+    # Each loss above precedes its step's update, so the last update (with one step, the only
+    # one) shows in no loss: the trained model must still give finite outputs.
+    logits, _ = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=cfg.eval_chunk_size,
+                          rows=labeled[:cfg.eval_chunk_size], sharding=self.batch_sharding).outputs()
+    if not np.isfinite(logits).all():
+      raise TrainingDiverged(f"training diverged: the model's outputs became NaN or inf by epoch {epoch + 1} "
+                             f"(lr {lr:g}); lower train.lr_schedule or check the data")
     if use_val:
       val_acc = best_acc
     return FitResult(state, epoch + 1, loss, acc, val_acc, stopped)
