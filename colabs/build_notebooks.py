@@ -239,11 +239,11 @@ for _ in range(c.al.num_rounds):  # each pass answers one round's queries
     md("## The result\n\n`jaxal export-labels RUN` (or `cli.export_labels`) writes the labeled set with ids "
        "and class names; `rounds.jsonl` has one line per round."),
     code('''\
+from jaxal import checkpoint
 from jaxal import cli
-from jaxal import workdir as workdir_lib
 
 print(cli.export_labels(RUN).read_text()[:400])
-for r in workdir_lib.read_rounds(RUN):
+for r in checkpoint.read_rounds(RUN):
   print(f"round {r['round']}: {r['num_labeled']} labels, test accuracy {r['test_accuracy']:.3f}")'''),
     md("From a terminal the same cycle is:\n\n"
        "```bash\n"

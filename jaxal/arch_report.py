@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
-from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
 def architecture_by_round(history: list[dict]) -> dict:
@@ -135,7 +135,7 @@ def main(argv=None):
   parser.add_argument("--out", default="", help="output PNG (default RUN/architecture.png)")
   args = parser.parse_args(argv)
   out = pathlib.Path(args.out or pathlib.Path(args.run) / "architecture.png")
-  a = plot_architecture(workdir_lib.read_rounds(args.run), out)
+  a = plot_architecture(run_files.read_rounds(args.run), out)
   print(f"{a['method']}: {len(a['rounds'])} rounds, depths {a['depth'].tolist()} -> {out}")
 
 

@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from jaxal.oracle import LabelsPending
 
 
@@ -99,7 +99,7 @@ class FileOracle:
     applied = self._applied()
     applied[f"{round_:03d}"] = {"file": path.relative_to(self.workdir).as_posix(), "sha256": _sha256(path)}
     self.applied_path().parent.mkdir(parents=True, exist_ok=True)
-    workdir_lib.atomic_write_text(self.applied_path(), json.dumps(applied, indent=1, sort_keys=True))
+    run_files.atomic_write_text(self.applied_path(), json.dumps(applied, indent=1, sort_keys=True))
     return answered
 
   def _warn_about_edited_answers(self, round_: int) -> None:

@@ -31,7 +31,6 @@ from jaxal import file_oracle
 from jaxal import loop
 from jaxal import parallel
 from jaxal import oracle as oracle_lib
-from jaxal import workdir as workdir_lib
 from jaxal.data import datasets
 from jaxal.train import trainer as trainer_lib
 
@@ -65,7 +64,7 @@ def main(argv):
   sys.exit(execute(config, workdir, force=_FORCE.value, accept_data_change=_ACCEPT_DATA_CHANGE.value))
 
 
-USER_ERRORS = (config_lib.ConfigError, datasets.DataError, workdir_lib.WorkdirConflict, file_oracle.LabelFileError,
+USER_ERRORS = (config_lib.ConfigError, datasets.DataError, checkpoint.WorkdirConflict, file_oracle.LabelFileError,
                checkpoint.CheckpointDamaged)
 
 
@@ -82,7 +81,7 @@ def execute(config, workdir: str, *, force: bool = False, accept_data_change: bo
     print(f"error: {_diverged_message(e, workdir)}", file=sys.stderr)
     return 2
   except OSError as e:  # the workdir is a file, read-only or full; a path cannot be read
-    print(f"error: {workdir_lib.os_error_message(e, workdir)}", file=sys.stderr)
+    print(f"error: {checkpoint.os_error_message(e, workdir)}", file=sys.stderr)
     return 2
   return 0
 
@@ -91,7 +90,7 @@ def _diverged_message(error, workdir) -> str:
   """Names the round: the loop rewrites `rounds.jsonl` from its checkpoint before training, so
   its line count is the round that diverged (nothing of that round is saved)."""
   try:
-    where = f"round {len(workdir_lib.read_rounds(workdir))}: "
+    where = f"round {len(checkpoint.read_rounds(workdir))}: "
   except (OSError, ValueError):
     where = ""
   return f"{where}{error}; nothing of this round was saved"

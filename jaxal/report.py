@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
-from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
 def _save(fig, path):
@@ -63,7 +63,7 @@ def _setting(directory) -> dict | None:
         flat[prefix + key] = json.dumps(value, sort_keys=True)
 
   walk(json.loads(path.read_text()), "")
-  return {k: v for k, v in flat.items() if k != "seed" and not k.startswith(workdir_lib.IGNORED_PREFIXES)}
+  return {k: v for k, v in flat.items() if k != "seed" and not k.startswith(run_files.IGNORED_PREFIXES)}
 
 
 def _name_settings(settings: list[dict]) -> list[str]:
@@ -90,7 +90,7 @@ def group_runs(specs: list[str]) -> dict[str, list[list[dict]]]:
   entries = []  # (label or None, setting key or dir, directory)
   for spec in specs:
     label, _, directory = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    if not workdir_lib.read_rounds(directory):
+    if not run_files.read_rounds(directory):
       raise SystemExit(f"{directory}: no rounds.jsonl")
     entries.append((label or None, directory))
   unlabeled = {}
@@ -112,7 +112,7 @@ def group_runs(specs: list[str]) -> dict[str, list[list[dict]]]:
   groups = collections.OrderedDict()
   for label, directory in entries:
     label = label or label_of_dir[directory]
-    groups.setdefault(label, []).append(workdir_lib.read_rounds(directory))
+    groups.setdefault(label, []).append(run_files.read_rounds(directory))
   return groups
 
 
@@ -225,7 +225,7 @@ def render(runs: list[str], out, *, passive: str | None = None, title: str = "")
   plot_trajectory(groups, paths["trajectory"])
   plot_times(groups, paths["times"])
   paths["table"] = out / "summary.md"
-  workdir_lib.atomic_write_text(paths["table"], summary_table(groups, passive) + "\n")
+  run_files.atomic_write_text(paths["table"], summary_table(groups, passive) + "\n")
   return paths
 
 

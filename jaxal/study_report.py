@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
-from jaxal import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
 def collect(runs, root) -> dict:
@@ -32,7 +32,7 @@ def collect(runs, root) -> dict:
   finished `runs` (`study.StudyRun`s)."""
   out = {}
   for run in runs:
-    rows = workdir_lib.read_rounds(run.workdir(root))
+    rows = run_files.read_rounds(run.workdir(root))
     if rows:
       out.setdefault((run.model, run.setting, run.pretrain, run.acquisition), []).append(rows)
   curves = {}

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from jaxal import metrics
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 
 
 def final_target_accuracy(history: list[dict]) -> float:
@@ -25,7 +25,7 @@ def final_target_accuracy(history: list[dict]) -> float:
 
 
 def summarize(workdirs: list[str]) -> dict:
-  runs = [workdir_lib.read_rounds(w) for w in workdirs]
+  runs = [run_files.read_rounds(w) for w in workdirs]
   for w, h in zip(workdirs, runs):
     if not h:
       raise SystemExit(f"{w}: no rounds.jsonl (is the run finished?)")

@@ -13,7 +13,7 @@ import pytest
 from jaxal import checkpoint
 from jaxal import cli
 from jaxal import main as jaxal_main
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
 DETERMINISTIC = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "queried")
@@ -65,7 +65,7 @@ def _exported(workdir):
 
 def test_damaged_latest_checkpoint_is_moved_aside_and_its_round_redone(finished_run, tmp_path, capsys):
   work = _copy(finished_run, tmp_path)
-  reference = workdir_lib.read_rounds(finished_run)
+  reference = run_files.read_rounds(finished_run)
   _damage(work / "checkpoints" / "3")
   # export-labels does not fall back to checkpoint 2's 40 labels while rounds.jsonl says 60.
   with pytest.raises(SystemExit, match=r"checkpoints/3 is unreadable .*Rerun the run command"):
@@ -78,7 +78,7 @@ def test_damaged_latest_checkpoint_is_moved_aside_and_its_round_redone(finished_
   aside = [p.name for p in (work / "checkpoints").iterdir() if "corrupt" in p.name]
   assert len(aside) == 1 and aside[0].startswith("3.corrupt-")
   assert _steps(work) == [1, 2, 3]  # a fresh step 3, and orbax does not read the moved folder as a step
-  rows = workdir_lib.read_rounds(work)
+  rows = run_files.read_rounds(work)
   assert [{k: r[k] for k in DETERMINISTIC} for r in rows] == [{k: r[k] for k in DETERMINISTIC} for r in reference]
   ckpts = checkpoint.RunCheckpoints(work)
   pool, _, meta = ckpts.latest()  # readable, and it backs exactly what rounds.jsonl says
@@ -141,4 +141,4 @@ def test_an_extended_run_replaces_its_stale_last_checkpoint(tmp_path):
   _, _, step_2 = ckpts.restore(2)
   ckpts.close()
   assert [r["queried"] for r in step_2["history"]] == [20, 20]  # not the 2-round run's [20, 0]
-  assert [r["num_labeled"] for r in workdir_lib.read_rounds(tmp_path)] == [20, 40, 60]
+  assert [r["num_labeled"] for r in run_files.read_rounds(tmp_path)] == [20, 40, 60]

@@ -79,8 +79,8 @@ def test_design_card_command_on_mock_tfds(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-3000:]
-  from jaxal import workdir as workdir_lib
-  rows = workdir_lib.read_rounds(tmp_path)
+  from jaxal.checkpoint import run_files
+  rows = run_files.read_rounds(tmp_path)
   assert [r["num_labeled"] for r in rows] == [8, 16]
   assert rows[0]["architecture"].startswith("preact_resnet20") and rows[-1]["target_architecture"].startswith("preact_resnet164")
   assert "spearman" in rows[0]

@@ -239,19 +239,19 @@ def test_loop_pretrains_once_and_starts_every_round_from_it(pretrained_run):
 
 def test_resume_does_not_redo_pretraining(pretrained_run, tmp_path, monkeypatch):
   from jaxal import loop
-  from jaxal import workdir as workdir_lib
+  from jaxal.checkpoint import run_files
   _, history, _ = pretrained_run
-  real_write = workdir_lib.write_rounds
+  real_write = run_files.write_rounds
 
   def crash_after_round_0(wd, hist):
     real_write(wd, hist)
     if len(hist) == 1:
       raise KeyboardInterrupt("simulated kill")
 
-  monkeypatch.setattr(workdir_lib, "write_rounds", crash_after_round_0)
+  monkeypatch.setattr(run_files, "write_rounds", crash_after_round_0)
   with pytest.raises(KeyboardInterrupt):
     loop.run(_loop_config(), tmp_path)
-  monkeypatch.setattr(workdir_lib, "write_rounds", real_write)
+  monkeypatch.setattr(run_files, "write_rounds", real_write)
   assert (tmp_path / "pretrained.npz").exists()
 
   def no_pretraining(*args, **kwargs):
@@ -280,19 +280,20 @@ def test_pretrain_config_errors_name_the_field():
 def test_workdir_from_before_the_pretrain_section_still_resumes(tmp_path):
   """A config.json without `pretrain` matches a config at pretrain's defaults, not a changed one."""
   import json
-  from jaxal import workdir as workdir_lib
+  from jaxal.checkpoint import run_files
   from tests.conftest import tiny_config
-  old = json.loads(workdir_lib.config_to_json(tiny_config()))
+  old = json.loads(run_files.config_to_json(tiny_config()))
   del old["pretrain"]
+  (tmp_path / "rounds.jsonl").write_text('{"round": 0}\n')  # a started run (an unstarted one takes any config)
   (tmp_path / "config.json").write_text(json.dumps(old))
-  workdir_lib.check_or_write_config(tmp_path, tiny_config(), force=False)
+  run_files.check_or_write_config(tmp_path, tiny_config(), force=False)
   (tmp_path / "config.json").write_text(json.dumps(old))
-  with pytest.raises(workdir_lib.WorkdirConflict, match="pretrain"):
-    workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.name": "deepcluster"}), force=False)
+  with pytest.raises(run_files.WorkdirConflict, match="pretrain"):
+    run_files.check_or_write_config(tmp_path, tiny_config(**{"pretrain.name": "deepcluster"}), force=False)
   (tmp_path / "config.json").write_text(json.dumps(old))  # pretraining off: its settings do not matter
-  workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7}), force=False)
-  with pytest.raises(workdir_lib.WorkdirConflict, match=r"pretrain\.name"):
-    workdir_lib.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7, "pretrain.name": "deepcluster"}),
+  run_files.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7}), force=False)
+  with pytest.raises(run_files.WorkdirConflict, match=r"pretrain\.name"):
+    run_files.check_or_write_config(tmp_path, tiny_config(**{"pretrain.epochs": 7, "pretrain.name": "deepcluster"}),
                                       force=False)
 
 

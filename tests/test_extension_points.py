@@ -21,7 +21,7 @@ from jaxal import pretrain
 from jaxal import proxy
 from jaxal import search
 from jaxal import study
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
 PACKAGE = "jaxal_user_ext"
@@ -150,7 +150,7 @@ def test_user_components_run_a_study_with_a_user_pretraining(user_package, tmp_p
   assert sorted(r.acquisition for r in ran) == sorted(["random", ACQ]) and {r.pretrain for r in ran} == {PRE}
   assert SEEN["pretrain_calls"] == 1  # the second cell reads the shared backbone cache
   for run in ran:
-    rounds = workdir_lib.read_rounds(run.workdir(tmp_path))
+    rounds = run_files.read_rounds(run.workdir(tmp_path))
     assert [r["num_params"] for r in rounds] == [digits_params(8)] * 2 and rounds[0]["pretrain"] == PRE
   rows = study.report(c, tmp_path)
   assert [(r["model"], r["acquisition"], r["seeds"]) for r in rows] == [(MODEL, ACQ, 1)]

@@ -14,7 +14,7 @@ from jaxal import cli
 from jaxal import file_oracle
 from jaxal import loop
 from jaxal import oracle
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
 NAMES = ["zero", "one", "two"]
@@ -90,7 +90,7 @@ def test_three_rounds_by_hand_equal_a_simulated_run(image_folder, tmp_path):
   # rounds.jsonl agrees on every field but wall-clock times and compile counts.
   timing = lambda k: k.endswith("_seconds") or k == "compiles"
   deterministic = lambda rows: [{k: v for k, v in r.items() if not timing(k)} for r in rows]
-  assert deterministic(workdir_lib.read_rounds(work)) == deterministic(workdir_lib.read_rounds(tmp_path / "sim"))
+  assert deterministic(run_files.read_rounds(work)) == deterministic(run_files.read_rounds(tmp_path / "sim"))
   assert deterministic(human) == deterministic(simulated)
   a = checkpoint.RunCheckpoints(work).restore()[0]
   b = checkpoint.RunCheckpoints(tmp_path / "sim").restore()[0]

@@ -24,7 +24,7 @@ import pytest
 from jaxal import config as config_lib
 from jaxal import config_schema
 from jaxal import main
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from jaxal.train import trainer as trainer_lib
 from tests.conftest import tiny_config
 
@@ -157,7 +157,7 @@ def story(tmp_path_factory):
       code = main.execute(tiny_config(**{"al.num_rounds": 1, **overrides}), str(work))
     out[name] = dict(code=code, lines=[line for line in err.getvalue().splitlines() if line.strip()],
                      steps=_steps(work) if (work / "checkpoints").exists() else [],
-                     rounds=workdir_lib.read_rounds(work), files=sorted(_snapshot(work)))
+                     rounds=run_files.read_rounds(work), files=sorted(_snapshot(work)))
   return work, out
 
 

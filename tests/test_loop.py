@@ -11,7 +11,7 @@ import pytest
 
 from jaxal import checkpoint as checkpoint_lib
 from jaxal import loop
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
 FIELDS = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
@@ -37,7 +37,7 @@ def reference_run(tmp_path_factory):
 
 def test_outputs(reference_run):
   workdir, history = reference_run
-  rows = workdir_lib.read_rounds(workdir)
+  rows = run_files.read_rounds(workdir)
   assert rows == json.loads(json.dumps(history))
   assert [r["round"] for r in rows] == [0, 1, 2]
   assert [r["num_labeled"] for r in rows] == [20, 40, 60]
@@ -79,7 +79,7 @@ def test_finished_run_says_so(reference_run, capsys):
 
 def test_different_config_is_refused_unless_forced(reference_run, tmp_path):
   workdir, _ = reference_run
-  with pytest.raises(workdir_lib.WorkdirConflict, match="train.epochs"):
+  with pytest.raises(run_files.WorkdirConflict, match="train.epochs"):
     loop.run(tiny_config(**{"train.epochs": 5}), workdir)
   # --force continues the same run with a longer schedule.
   other = tmp_path / "w"
@@ -92,7 +92,7 @@ def test_resume_after_a_crash_matches_uninterrupted(reference_run, tmp_path, mon
   workdir, history = reference_run
   crash_dir = tmp_path / "crash"
   calls = {"n": 0}
-  real_write = workdir_lib.write_rounds
+  real_write = run_files.write_rounds
 
   def crashing_write(wd, hist):
     calls["n"] += 1
@@ -102,12 +102,12 @@ def test_resume_after_a_crash_matches_uninterrupted(reference_run, tmp_path, mon
       raise KeyboardInterrupt("simulated kill")
     real_write(wd, hist)
 
-  monkeypatch.setattr(workdir_lib, "write_rounds", crashing_write)
+  monkeypatch.setattr(run_files, "write_rounds", crashing_write)
   with pytest.raises(KeyboardInterrupt):
     loop.run(tiny_config(), crash_dir)
-  monkeypatch.setattr(workdir_lib, "write_rounds", real_write)
+  monkeypatch.setattr(run_files, "write_rounds", real_write)
   resumed = loop.run(tiny_config(), crash_dir)
-  rows = workdir_lib.read_rounds(crash_dir)
+  rows = run_files.read_rounds(crash_dir)
   assert len(rows) == 3
   for a, b in zip(rows, history):
     assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
@@ -142,7 +142,7 @@ def test_repeated_sigkills_then_resume(reference_run, tmp_path):
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
   assert done.returncode == 0, done.stderr[-2000:]
   assert kills >= 3
-  rows = workdir_lib.read_rounds(killed)
+  rows = run_files.read_rounds(killed)
   for a, b in zip(rows, history):
     assert {k: a[k] for k in DETERMINISTIC} == {k: b[k] for k in DETERMINISTIC}
   assert len(rows) == 3
@@ -174,7 +174,7 @@ def test_pending_labels_stop_the_run_and_resume_identically(reference_run, tmp_p
   c = tiny_config(**{"oracle.name": "slow"})
   with pytest.raises(oracle_lib.LabelsPending):
     loop.run(c, tmp_path)
-  assert len(workdir_lib.read_rounds(tmp_path)) == 2
+  assert len(run_files.read_rounds(tmp_path)) == 2
   SlowPeople.ready = True
   resumed = loop.run(c, tmp_path)
   round2 = [q for r, q in asked if r == 2]

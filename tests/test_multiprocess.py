@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OVERRIDES = ["--config=configs/digits_demo.py", "--config.model.options.stacks=1", "--config.model.options.width=4",
@@ -28,8 +28,8 @@ def test_two_processes_match_one(tmp_path):
   single = subprocess.run([sys.executable, "-m", "jaxal.main", f"--workdir={tmp_path / 'single'}", *OVERRIDES],
                           cwd=ROOT, env=env2, capture_output=True, text=True, timeout=300)
   assert single.returncode == 0, single.stderr[-3000:]
-  rows_multi = workdir_lib.read_rounds(tmp_path / "multi")
-  rows_single = workdir_lib.read_rounds(tmp_path / "single")
+  rows_multi = run_files.read_rounds(tmp_path / "multi")
+  rows_single = run_files.read_rounds(tmp_path / "single")
   assert len(rows_multi) == 2
   for a, b in zip(rows_multi, rows_single):
     assert {k: a[k] for k in FIELDS} == {k: b[k] for k in FIELDS}

@@ -1,6 +1,5 @@
 """P-DARTS: mixed op, pruning, derivation with the skip limit, a tiny search, and the loop."""
 
-import itertools
 import math
 
 import jax
@@ -13,7 +12,9 @@ from jaxal import config as config_lib
 from jaxal import loop
 from jaxal import models
 from jaxal.models import darts
+from jaxal.models import darts_net
 from jaxal.search import pdarts
+from jaxal.search import pdarts_upo
 from tests.conftest import tiny_config
 
 
@@ -154,10 +155,10 @@ def test_tiny_search_end_to_end():
   assert [st["ops_per_edge"] for st in r.stages] == [8, 5, 3]
   assert [st["layers"] for st in r.stages] == [1, 1, 2]
   assert all(math.isfinite(st["train_loss"]) and math.isfinite(st["val_loss"]) for st in r.stages)
-  g = darts.parse_genotype(darts.genotype_json(r.genotype))
+  g = darts_net.parse_genotype(darts_net.genotype_json(r.genotype))
   assert len(g["normal"]) == len(g["reduce"]) == 4 and g["normal_concat"] == [2, 3]
   assert sum(op == "skip_connect" for op, _ in g["normal"]) <= 2
-  net = models.create("darts_net", 3, genotype=darts.genotype_json(g), channels=2, layers=2)
+  net = models.create("darts_net", 3, genotype=darts_net.genotype_json(g), channels=2, layers=2)
   variables = models.init_variables(net, jax.random.key(0), (1, 28, 28, 1))
   logits, _ = net.apply(variables, x[:2])
   assert logits.shape == (2, 3)
@@ -206,7 +207,7 @@ def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path):
     s = r["search"]
     assert s["searched"] and [st["ops_per_edge"] for st in s["stages"]] == [8, 5, 3]
     assert r["architecture"] == "darts_net(C2,L1)"
-    darts.parse_genotype(s["genotype"])
+    darts_net.parse_genotype(s["genotype"])
   assert history[0]["search"]["stages"][0]["compiles"] > 0
   assert history[1]["search"]["stages"][0]["compiles"] == 0  # stage 1 (all ops on) compiled once per run
 
@@ -225,24 +226,24 @@ def test_pseudo_labels_are_kmeans_ids_of_random_supernet_features():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(60, 8, 8, 1)).astype(np.float32))
   s = pdarts.Settings(layers=(1, 1, 1), channels=2, nodes=2)
-  ids, stats = pdarts.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
+  ids, stats = pdarts_upo.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
                                     kmeans_iters=5, chunk_size=25)  # 25: a ragged last chunk
   assert ids.shape == (60,) and ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 15
   assert stats["clusters"] == 15 and sum(stats["cluster_sizes"]) == 60
   assert stats["nonempty_clusters"] == int((np.bincount(ids, minlength=15) > 0).sum()) > 3
-  again, _ = pdarts.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
+  again, _ = pdarts_upo.pseudo_labels(jax.random.key(0), x, num_classes=3, settings=s, clusters_per_class=5,
                                   kmeans_iters=5, chunk_size=60)
   np.testing.assert_array_equal(ids, again)  # chunking does not change the features
   with pytest.raises(ValueError, match="clusters exceed"):
-    pdarts.pseudo_labels(jax.random.key(0), x[:10], num_classes=3, settings=s)
+    pdarts_upo.pseudo_labels(jax.random.key(0), x[:10], num_classes=3, settings=s)
 
 
 def test_upo_rows():
-  np.testing.assert_array_equal(pdarts.upo_rows(10, 0, 1), np.arange(10))
-  np.testing.assert_array_equal(pdarts.upo_rows(10, 20, 1), np.arange(10))
-  rows = pdarts.upo_rows(100, 30, 1)
+  np.testing.assert_array_equal(pdarts_upo.upo_rows(10, 0, 1), np.arange(10))
+  np.testing.assert_array_equal(pdarts_upo.upo_rows(10, 20, 1), np.arange(10))
+  rows = pdarts_upo.upo_rows(100, 30, 1)
   assert rows.size == 30 and np.unique(rows).size == 30 and np.all(np.diff(rows) > 0)
-  np.testing.assert_array_equal(rows, pdarts.upo_rows(100, 30, 1))
+  np.testing.assert_array_equal(rows, pdarts_upo.upo_rows(100, 30, 1))
 
 
 @pytest.mark.slow
@@ -251,7 +252,7 @@ def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch):
   c.search.pdarts.upo_size = 40
   c.search.pdarts.max_skips = 1
   made, searched = [], []
-  real_labels, real_search = pdarts.pseudo_labels, pdarts.run_search
+  real_labels, real_search = pdarts_upo.pseudo_labels, pdarts.run_search
 
   def spy_labels(*args, **kwargs):
     out = real_labels(*args, **kwargs)
@@ -262,7 +263,7 @@ def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch):
     searched.append((np.asarray(labels), train_idx, val_idx, kwargs["num_classes"]))
     return real_search(key, inputs, labels, train_idx, val_idx, **kwargs)
 
-  monkeypatch.setattr(pdarts, "pseudo_labels", spy_labels)
+  monkeypatch.setattr(pdarts_upo, "pseudo_labels", spy_labels)
   monkeypatch.setattr(pdarts, "run_search", spy_search)
   history = loop.run(c, tmp_path)
   assert len(made) == 1 and len(searched) == 1  # round 0 only
@@ -276,6 +277,6 @@ def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch):
   assert first["searched"] and first["mode"] == "upo" and first["split"] == [20, 20]
   assert first["pseudo_labels"]["clusters"] == 50 and sum(first["pseudo_labels"]["cluster_sizes"]) == labels.size
   assert not second["searched"] and second["from_round"] == 0 and second["genotype"] == first["genotype"]
-  g = darts.parse_genotype(first["genotype"])
+  g = darts_net.parse_genotype(first["genotype"])
   assert sum(op == "skip_connect" for op, _ in g["normal"]) <= 1
   assert all(op != "none" for op, _ in g["normal"] + g["reduce"])

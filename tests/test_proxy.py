@@ -78,7 +78,7 @@ def test_agreement_of_identical_and_opposite_scorers():
 
 
 def _fake_run(path, seconds, accuracy, target=True):
-  from jaxal import workdir as workdir_lib
+  from jaxal.checkpoint import run_files
   path.mkdir()
   rows = [{"round": 0, "num_labeled": 10, "test_accuracy": 0.5, "architecture": "small", "train_seconds": seconds,
            "selection_seconds": 1.0, "search_seconds": 0.0, "queried": 10, "spearman": 0.5, "topk_overlap": 0.4},
@@ -86,7 +86,7 @@ def _fake_run(path, seconds, accuracy, target=True):
            "train_seconds": 99.0, "selection_seconds": 0.0, "search_seconds": 0.0, "queried": 0}]
   if target:
     rows[-1].update(target_test_accuracy=accuracy, target_architecture="big")
-  workdir_lib.write_rounds(path, rows)
+  run_files.write_rounds(path, rows)
 
 
 def test_svp_report_table(tmp_path, capsys):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jaxal import report
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 
 
 def _run(path, accs, params=None):
@@ -13,7 +13,7 @@ def _run(path, accs, params=None):
   for i, a in enumerate(accs):
     rows.append({"round": i, "num_labeled": 100 * (i + 1), "test_accuracy": a, "num_params": (params or [10] * 9)[i],
                  "depth": 4 + 2 * i, "train_seconds": 1.0, "selection_seconds": 0.5, "search_seconds": 0.2})
-  workdir_lib.write_rounds(path, rows)
+  run_files.write_rounds(path, rows)
   return str(path)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from jaxal import config as config_lib
 from jaxal import study
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
 
@@ -26,7 +26,7 @@ def fabricate_runs(c, root, rng) -> dict:
     acc[run] = np.sort(rng.uniform(0.3, 0.9, 3))
     workdir = run.workdir(root)
     workdir.mkdir(parents=True)
-    workdir_lib.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
+    run_files.write_rounds(workdir, [{"round": i, "num_labeled": 20 * (i + 1), "test_accuracy": float(v)}
                                        for i, v in enumerate(acc[run])])
   return acc
 

@@ -1,4 +1,4 @@
-"""One run per workdir (`jaxal.run_lock`) and no silent change of its data (`jaxal.data.fingerprint`)."""
+"""One run per workdir (`jaxal.checkpoint.lock`) and no silent change of its data (`jaxal.checkpoint.data_file`)."""
 
 import errno
 import json
@@ -15,8 +15,9 @@ import pytest
 
 from jaxal import loop
 from jaxal import main as main_lib
-from jaxal import run_lock
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import data_file
+from jaxal.checkpoint import lock as lock_lib
+from jaxal.checkpoint import run_files
 from jaxal.data import datasets
 from jaxal.data import fingerprint
 from tests.conftest import tiny_config
@@ -29,7 +30,7 @@ FIELDS = ("round", "num_labeled", "test_accuracy", "test_loss", "queried", "arch
 
 
 def _decisions(workdir) -> list[dict]:
-  return [{k: row[k] for k in FIELDS} for row in workdir_lib.read_rounds(workdir)]
+  return [{k: row[k] for k in FIELDS} for row in run_files.read_rounds(workdir)]
 
 
 def _write_digits_npz(path, order=None):
@@ -109,9 +110,9 @@ def test_two_runs_started_at_once_one_runs_and_the_other_exits_2(tmp_path, digit
 
 
 def test_a_held_workdir_is_refused_before_anything_is_written(tmp_path):
-  with run_lock.hold(tmp_path):
+  with lock_lib.hold(tmp_path):
     assert json.loads((tmp_path / "run.lock").read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
-    with pytest.raises(run_lock.WorkdirLocked, match=f"PID {os.getpid()} on host "):
+    with pytest.raises(lock_lib.WorkdirLocked, match=f"PID {os.getpid()} on host "):
       loop.run(tiny_config(), tmp_path)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock"]  # no config.json, no checkpoints
 
@@ -119,17 +120,17 @@ def test_a_held_workdir_is_refused_before_anything_is_written(tmp_path):
 def test_a_stale_lock_file_is_taken_over(reference_dir):
   """Before: no lock. After: the dead run's lock file is taken over, the run completes, and the
   lock is released with the dead run's record gone."""
-  assert len(workdir_lib.read_rounds(reference_dir)) == ROUNDS
+  assert len(run_files.read_rounds(reference_dir)) == ROUNDS
   assert (reference_dir / "run.lock").read_text() == ""
-  with run_lock.hold(reference_dir):
+  with lock_lib.hold(reference_dir):
     assert json.loads((reference_dir / "run.lock").read_text())["pid"] == os.getpid()
 
 
 def test_a_filesystem_without_locks_warns_once_and_goes_on(tmp_path, monkeypatch, capsys):
   def no_locks(fd, operation):
     raise OSError(errno.ENOLCK, "No locks available")
-  monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
-  with run_lock.hold(tmp_path) as lock:
+  monkeypatch.setattr(lock_lib.fcntl, "flock", no_locks)
+  with lock_lib.hold(tmp_path) as lock:
     assert lock.fd is None
   assert capsys.readouterr().err == (f"warning: cannot lock {tmp_path / 'run.lock'} (No locks available); "
                                      "nothing stops a second run on this workdir\n")
@@ -145,7 +146,7 @@ def test_changed_data_under_a_workdir_is_refused_unless_accepted(tmp_path, digit
   refused with exit code 2, naming what changed, the workdir untouched; accepted on request."""
   workdir = tmp_path / "run"
   shutil.copytree(reference_dir, workdir)  # a finished run on digits_npz
-  fingerprint_file = workdir / fingerprint.FILE_NAME
+  fingerprint_file = workdir / data_file.FILE_NAME
   first = fingerprint_file.read_text()
   # A workdir from before fingerprints gets one, and an unchanged rerun passes.
   fingerprint_file.unlink()
@@ -162,7 +163,7 @@ def test_changed_data_under_a_workdir_is_refused_unless_accepted(tmp_path, digit
 
 def _check_refused_then_accepted(workdir, more, first, capsys):
   """`more` (one round more, with --force) on changed data: refused, then accepted."""
-  fingerprint_file = workdir / fingerprint.FILE_NAME
+  fingerprint_file = workdir / data_file.FILE_NAME
   before = _snapshot(workdir)
   capsys.readouterr()
   assert main_lib.execute(more, str(workdir), force=True) == 2
@@ -175,7 +176,7 @@ def _check_refused_then_accepted(workdir, more, first, capsys):
 
   assert main_lib.execute(more, str(workdir), force=True, accept_data_change=True) == 0
   assert "continuing on changed data" in capsys.readouterr().err
-  assert len(workdir_lib.read_rounds(workdir)) == ROUNDS + 1
+  assert len(run_files.read_rounds(workdir)) == ROUNDS + 1
   stored = json.loads(fingerprint_file.read_text())["splits"]
   assert len(fingerprint.differences(json.loads(first)["splits"], stored)) == 6
   data = loop.load_data(more)
@@ -186,17 +187,17 @@ def test_a_pool_of_another_size_is_refused_even_when_accepted(tmp_path):
   split = datasets.Split(np.zeros((10, 2, 2, 1), np.uint8), np.arange(10, dtype=np.int32) % 2,
                          datasets.make_ids("x/", 10))
   smaller = fingerprint.of_splits(pool=split.subset(np.arange(9)))
-  fingerprint.check_or_write(tmp_path, fingerprint.of_splits(pool=split), accept=False, write=True)
+  data_file.check_or_write(tmp_path, fingerprint.of_splits(pool=split), accept=False, write=True)
   # A run that stopped before its first checkpoint used nothing of its data: new data is taken.
-  fingerprint.check_or_write(tmp_path, smaller, accept=False, write=True)
-  assert json.loads((tmp_path / fingerprint.FILE_NAME).read_text())["splits"] == smaller
-  fingerprint.check_or_write(tmp_path, fingerprint.of_splits(pool=split), accept=False, write=True)
+  data_file.check_or_write(tmp_path, smaller, accept=False, write=True)
+  assert json.loads((tmp_path / data_file.FILE_NAME).read_text())["splits"] == smaller
+  data_file.check_or_write(tmp_path, fingerprint.of_splits(pool=split), accept=False, write=True)
   (tmp_path / "checkpoints" / "0").mkdir(parents=True)  # the initial set, indexing the pool's rows
-  with pytest.raises(fingerprint.DataChanged, match=r"\(pool size 10 -> 9\); its checkpoints index the old pool"):
-    fingerprint.check_or_write(tmp_path, smaller, accept=True, write=True)
+  with pytest.raises(data_file.DataChanged, match=r"\(pool size 10 -> 9\); its checkpoints index the old pool"):
+    data_file.check_or_write(tmp_path, smaller, accept=True, write=True)
   renamed = fingerprint.of_splits(pool=datasets.Split(split.inputs, split.labels, datasets.make_ids("y/", 10)))
-  with pytest.raises(fingerprint.DataChanged, match=r"\(pool ids changed\)"):
-    fingerprint.check_or_write(tmp_path, renamed, accept=False, write=True)
+  with pytest.raises(data_file.DataChanged, match=r"\(pool ids changed\)"):
+    data_file.check_or_write(tmp_path, renamed, accept=False, write=True)
 
 
 def test_digests_do_not_depend_on_the_chunk_size(monkeypatch):

@@ -60,7 +60,7 @@ for _name, _path in {
     "vgg11": "vgg:vgg11", "vgg16": "vgg:vgg16", "vgg19": "vgg:vgg19",
     "preact_resnet20": "preact_resnet:preact_resnet20", "preact_resnet56": "preact_resnet:preact_resnet56",
     "preact_resnet110": "preact_resnet:preact_resnet110", "preact_resnet164": "preact_resnet:preact_resnet164",
-    "darts_net": "darts:darts_net", "plain_cnn": "plain_cnn:PlainCNN",
+    "darts_net": "darts_net:darts_net", "plain_cnn": "plain_cnn:PlainCNN",
     "depth_dropout": "depth_dropout:DepthDropoutCNN", "bbdropout": "bbdropout:BBDropoutCNN",
 }.items():
   register(_name, f"jaxal.models.{_path}")

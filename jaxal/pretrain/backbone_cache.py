@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxal import parallel
 from jaxal import pretrain as pretrain_lib
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 
 PRETRAIN_KEY = 2**31 - 1  # fold_in tag of the pretraining key (rounds use 0, 1, 2, ...)
 
@@ -85,6 +85,6 @@ def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, l
                        "history": list(getattr(result, "history", []))})
     for where in ([cached] if cached else []) + [workdir]:
       where.mkdir(parents=True, exist_ok=True)
-      workdir_lib.atomic_write_text(where / "pretrained.json", meta)
+      run_files.atomic_write_text(where / "pretrained.json", meta)
       save_tree(where / "pretrained.npz", result.variables)  # last: its presence means complete
   return result.variables

@@ -33,29 +33,8 @@ Resolved ambiguities:
   uses its training transform for both queues.
 * `spo` and `upo` reuse the genotype of the first round that searched.
 
-UPO (unsupervised pre-optimization, Focus 2 of the paper): once, in round 0, the search runs
-on pool rows with DeepCluster pseudo-labels instead of labels, and its genotype is then
-fixed for every round like SPO's. No label is read. The pseudo-labels follow the paper's
-UPO recipe ("we begin with random initialization of the network parameters and the features
-from the penultimate layers are clustered using k-means") and ALGORITHMS.md §5 steps 1-3:
-* the network is the stage-1 supernet itself (`layers[0]` cells, all 8 ops on, fresh α,
-  so near-uniform op weights), randomly initialised, in eval mode (running BatchNorm
-  statistics, no augmentation, no skip dropout); its penultimate features (the global
-  average pool before the classifier) of **every** pool input are L2-normalised (no PCA,
-  as Siméoni) and clustered by `jaxal.pretrain.deepcluster.kmeans` into
-  k = `pretrain.clusters_per_class` x C clusters (5C by default) with
-  `pretrain.kmeans_iters` Lloyd iterations (10), empty clusters re-seeded as faiss does;
-* the cluster ids are the labels of the search, whose supernets get a k-way head; the
-  P-DARTS search is the "subsequent supervised classification task" that trains the
-  network on them.
-Resolved: the clustering is done once, from the random network, and not alternated with
-training as DeepCluster's epochs are: P-DARTS re-initialises the weights and α at every
-stage (§8), so features trained in one stage do not survive into the next, and re-clustering
-every epoch would permute the ids under a kept head. The search uses `search.pdarts.upo_size`
-pool rows (a fixed-seed sample, 0 = the whole pool), split `train_portion` / rest into
-D_train and D_val as the labeled set is in the other modes; the clustering always covers
-the whole pool. The round record's `search` holds `pseudo_labels`: k, the non-empty
-clusters, their sizes and the k-means objective.
+UPO (unsupervised pre-optimization, Focus 2 of the paper), the search on DeepCluster
+pseudo-labels of the pool, is in `pdarts_upo.py`.
 """
 
 import dataclasses
@@ -72,7 +51,7 @@ import optax
 from jaxal import compiles
 from jaxal.data import augment as augment_lib
 from jaxal.models import darts
-from jaxal.pretrain import deepcluster
+from jaxal.models import darts_net
 from jaxal.search import inas
 from jaxal.search import pdarts_derive
 from jaxal.train import step as step_lib
@@ -340,66 +319,6 @@ def _searched_genotype(history):
   return None, None
 
 
-@functools.lru_cache(maxsize=2)  # kept small for the reason above
-def _embed_fn(model, preprocess):
-  def embed(variables, x):
-    return model.apply(variables, preprocess(x), train=False)[1]
-  return jax.jit(embed)
-
-
-def supernet_features(fns: StageFunctions, state: SearchState, inputs, preprocess, chunk_size: int) -> np.ndarray:
-  """Eval-mode penultimate features of every row of `inputs` (fixed-size chunks, one compile)."""
-  embed = _embed_fn(fns.model, preprocess)
-  variables = {"params": state.params, "arch": state.arch, "batch_stats": state.batch_stats}
-  n = int(inputs.shape[0])
-  chunk = max(1, min(int(chunk_size), n))
-  out = []
-  for start in range(0, n, chunk):
-    idx = np.minimum(np.arange(start, start + chunk), n - 1)  # the last chunk repeats the last row
-    out.append(np.asarray(embed(variables, jnp.take(inputs, jnp.asarray(idx), axis=0)))[:min(chunk, n - start)])
-  return np.concatenate(out)
-
-
-def pseudo_labels(key, inputs, *, num_classes: int, settings: Settings, clusters_per_class: int = 5,
-                  kmeans_iters: int = 10, preprocess=lambda x: x,
-                  augment: augment_lib.AugmentConfig = augment_lib.AugmentConfig(False, 0, 0.0),
-                  chunk_size: int = 512) -> tuple[np.ndarray, dict]:
-  """UPO's DeepCluster pseudo-labels of every row of `inputs` (see the module docstring).
-
-  k-means (k = `clusters_per_class * num_classes`) of the L2-normalised penultimate features
-  of a randomly initialised stage-1 supernet. Returns `(cluster ids (n,), stats)`.
-  """
-  k = int(clusters_per_class) * int(num_classes)
-  n = int(inputs.shape[0])
-  if k > n:
-    raise ValueError(f"P-DARTS upo: {k} clusters exceed the pool of {n} points")
-  t0 = time.perf_counter()
-  init_key, km_key = jax.random.split(key)
-  sample_shape = (1,) + tuple(inputs.shape[1:])
-  full = darts.full_switches(settings.nodes)
-  # The stage-1 supernet with a k-way head: the same cached functions the search's stage 1 uses.
-  fns = stage_functions(k, settings.layers[0], full, full, settings, preprocess, augment, sample_shape, inputs.dtype)
-  state = fns.init(init_key)
-  feats = supernet_features(fns, state, inputs, preprocess, chunk_size)
-  km = deepcluster.kmeans(jnp.asarray(deepcluster.l2_normalize(feats)), k, km_key, int(kmeans_iters))
-  ids = np.asarray(km.assignments, np.int32)
-  counts = np.bincount(ids, minlength=k)
-  stats = {"clusters": k, "nonempty_clusters": int((counts > 0).sum()), "feature_dim": int(feats.shape[1]),
-           "kmeans_objective": float(km.objective[-1]), "cluster_sizes": [int(c) for c in counts],
-           "seconds": round(time.perf_counter() - t0, 3)}
-  return ids, stats
-
-
-def upo_rows(pool_size: int, size: int, seed: int) -> np.ndarray:
-  """The pool rows UPO searches on: a fixed-seed sample of `size` (all rows when 0 or larger)."""
-  if size <= 0 or size >= pool_size:
-    return np.arange(pool_size)
-  return np.sort(np.random.default_rng(seed).choice(pool_size, size, replace=False))
-
-
-UPO_KEY = 0x75706F  # folded into the round key for the pseudo-label network and k-means
-
-
 def search(context):
   """The P-DARTS search of one round (see the module docstring); returns `darts_net` options."""
   config = context.config
@@ -408,7 +327,7 @@ def search(context):
   if s.mode in ("spo", "upo"):
     searched_round, genotype = _searched_genotype(context.history)
     if genotype is not None:
-      return "darts_net", {**base, "genotype": darts.genotype_json(genotype)}, {
+      return "darts_net", {**base, "genotype": darts_net.genotype_json(genotype)}, {
           "mode": s.mode, "searched": False, "from_round": searched_round, "genotype": genotype}
   p = s.pdarts
   settings = Settings.from_config(p)
@@ -417,13 +336,15 @@ def search(context):
   num_classes = context.data.dataset.num_classes
   extra = {}
   if s.mode == "upo":
+    # pdarts_upo imports this module, so it is imported here, on use.
+    from jaxal.search import pdarts_upo  # pylint: disable=import-outside-toplevel
     pool_size = int(context.data.pool_inputs.shape[0])
-    labels, extra["pseudo_labels"] = pseudo_labels(
-        jax.random.fold_in(context.key, UPO_KEY), context.data.pool_inputs, num_classes=num_classes,
+    labels, extra["pseudo_labels"] = pdarts_upo.pseudo_labels(
+        jax.random.fold_in(context.key, pdarts_upo.UPO_KEY), context.data.pool_inputs, num_classes=num_classes,
         settings=settings, clusters_per_class=int(config.pretrain.clusters_per_class),
         kmeans_iters=int(config.pretrain.kmeans_iters), preprocess=context.data.preprocess, augment=augment,
         chunk_size=int(config.acquisition.chunk_size))
-    rows = upo_rows(pool_size, int(p.upo_size), int(p.split_seed))
+    rows = pdarts_upo.upo_rows(pool_size, int(p.upo_size), int(p.split_seed))
     num_classes = extra["pseudo_labels"]["clusters"]
     if config.output.verbose:
       ps = extra["pseudo_labels"]
@@ -439,4 +360,4 @@ def search(context):
                       augment=augment, verbose=bool(config.output.verbose))
   info = {"mode": s.mode, "searched": True, "genotype": result.genotype, "stages": result.stages,
           "skips_removed": result.skips_removed, "split": [int(train_idx.size), int(val_idx.size)], **extra}
-  return "darts_net", {**base, "genotype": darts.genotype_json(result.genotype)}, info
+  return "darts_net", {**base, "genotype": darts_net.genotype_json(result.genotype)}, info

@@ -1,7 +1,7 @@
-"""The files of a run directory: `config.json`, `rounds.jsonl`, `curves.png`.
+"""The plain files of a run directory: `config.json` and `rounds.jsonl`.
 
-Only JSON and PNG are written; every write goes to a temporary file that is renamed into
-place, so a crash never leaves a truncated file behind.
+Only JSON is written here (`outputs` adds the figures); every write goes to a temporary
+file that is renamed into place, so a crash never leaves a truncated file behind.
 """
 
 import json
@@ -70,6 +70,20 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
           f"{workdir} holds a run with a different config ({shown}). "
           "Use another --workdir, or pass --force to continue this run with the new config.")
   atomic_write_text(path, new)
+
+
+def saved_config_text(workdir: pathlib.Path) -> str | None:
+  """The workdir's `config.json` as it is before a run writes its own (None: there is none)."""
+  path = workdir / "config.json"
+  return path.read_text() if path.exists() else None
+
+
+def put_back_config(workdir: pathlib.Path, saved: str | None) -> None:
+  """Undoes `check_or_write_config`: a refused run leaves the workdir as it was."""
+  if saved is not None:
+    atomic_write_text(workdir / "config.json", saved)
+  else:
+    (workdir / "config.json").unlink(missing_ok=True)
 
 
 def _read_saved_config(path: pathlib.Path) -> dict:

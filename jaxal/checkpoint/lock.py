@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from jaxal import workdir as workdir_lib
+from jaxal.checkpoint import run_files
 
 try:
   import fcntl
@@ -32,7 +32,7 @@ LOCK_NAME = "run.lock"
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
-class WorkdirLocked(workdir_lib.WorkdirConflict):
+class WorkdirLocked(run_files.WorkdirConflict):
   """Another run holds the workdir."""
 
 
@@ -50,7 +50,7 @@ class RunLock:
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-      raise workdir_lib.WorkdirConflict(f"{self.path}: cannot create the lock file ({e.strerror})") from None
+      raise run_files.WorkdirConflict(f"{self.path}: cannot create the lock file ({e.strerror})") from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -107,7 +107,7 @@ def hold(workdir: str | pathlib.Path):
   if jax.process_index() == 0:
     try:
       lock.acquire()
-    except workdir_lib.WorkdirConflict as e:  # the other processes must hear of it, not hang
+    except run_files.WorkdirConflict as e:  # the other processes must hear of it, not hang
       refused = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
