@@ -25,14 +25,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from jaxal import checkpoint
 from jaxal import config as config_lib
-from jaxal import file_oracle
+from jaxal import errors
 from jaxal import loop
 from jaxal import parallel
 from jaxal import oracle as oracle_lib
-from jaxal.data import datasets
-from jaxal.train import trainer as trainer_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, rounds.jsonl and plots "
@@ -64,8 +61,7 @@ def main(argv):
   sys.exit(execute(config, workdir, force=_FORCE.value, accept_data_change=_ACCEPT_DATA_CHANGE.value))
 
 
-USER_ERRORS = (config_lib.ConfigError, datasets.DataError, checkpoint.WorkdirConflict, file_oracle.LabelFileError,
-               checkpoint.CheckpointDamaged)
+USER_ERRORS = errors.USER_ERRORS
 
 
 def execute(config, workdir: str, *, force: bool = False, accept_data_change: bool = False) -> int:
@@ -74,26 +70,13 @@ def execute(config, workdir: str, *, force: bool = False, accept_data_change: bo
     loop.run(config, workdir, force=force, accept_data_change=accept_data_change)
   except oracle_lib.LabelsPending as e:
     print(str(e))  # not an error: the run waits for people to label the exported queries
-  except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except trainer_lib.TrainingDiverged as e:  # a config problem (the lr), found only by training
-    print(f"error: {_diverged_message(e, workdir)}", file=sys.stderr)
-    return 2
-  except OSError as e:  # the workdir is a file, read-only or full; a path cannot be read
-    print(f"error: {checkpoint.os_error_message(e, workdir)}", file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    text = errors.message(e, workdir)
+    if text is None:
+      raise  # a bug: keep its traceback
+    print(f"error: {text}", file=sys.stderr)
     return 2
   return 0
-
-
-def _diverged_message(error, workdir) -> str:
-  """Names the round: the loop rewrites `rounds.jsonl` from its checkpoint before training, so
-  its line count is the round that diverged (nothing of that round is saved)."""
-  try:
-    where = f"round {len(checkpoint.read_rounds(workdir))}: "
-  except (OSError, ValueError):
-    where = ""
-  return f"{where}{error}; nothing of this round was saved"
 
 
 if __name__ == "__main__":

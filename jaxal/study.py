@@ -40,6 +40,7 @@ from ml_collections import config_flags
 
 from jaxal import checkpoint as checkpoint_lib
 from jaxal import config as config_lib
+from jaxal import errors
 from jaxal import loop
 from jaxal import pretrain as pretrain_lib
 from jaxal import study_report
@@ -189,7 +190,13 @@ def run_study(config, root, *, process_index: int = 0, num_processes: int = 1) -
       print(f"[study] {run}: finished, skipped", flush=True)
       continue
     print(f"[study] {run}: running in {workdir}", flush=True)
-    loop.run(run_config(config, run, root), workdir)
+    try:
+      loop.run(run_config(config, run, root), workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      text = errors.message(e, workdir)
+      if text is None:
+        raise  # a bug: keep its traceback
+      raise errors.RunFailed(f"{run} (in {workdir}): {text}") from None
     ran.append(run)
   return ran
 
@@ -217,7 +224,7 @@ def main(argv):
   try:
     if not f.report_only:
       run_study(f.config, f.root, process_index=f.process_index, num_processes=f.num_processes)
-  except config_lib.ConfigError as e:
+  except errors.USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if f.num_processes > 1 and not f.report_only:  # the others may still be running

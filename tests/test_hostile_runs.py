@@ -291,3 +291,24 @@ def test_a_started_run_still_refuses_a_different_config(finished, capsys):
   code, lines = _execute(tiny_config(**{"al.num_rounds": 1, "train.lr_schedule": "0:0.01"}), finished, capsys)
   _assert_one_line_error(code, lines, "different config", "train.lr_schedule")
   assert _snapshot(finished) == before
+
+
+def test_a_study_cell_on_bad_input_is_one_line_naming_the_run(tmp_path):
+  """`jaxal.study` stops on a cell's bad input with the one line `jaxal.main` gives, naming the cell."""
+  import ml_collections
+  from jaxal import errors
+  from jaxal import study
+  c = tiny_config(**{"al.num_rounds": 2})
+  with c.unlocked():
+    c.study = ml_collections.ConfigDict(dict(
+        models=ml_collections.ConfigDict(dict(small_cnn=dict(width=4, embed=8))),
+        acquisitions="least_confidence", seeds="0"))
+  first = study.expand(c)[0]
+  blocker = first.workdir(tmp_path)
+  blocker.parent.mkdir(parents=True, exist_ok=True)
+  blocker.write_text("not a folder")
+  with pytest.raises(errors.RunFailed) as failed:
+    study.run_study(c, tmp_path)
+  text = str(failed.value)
+  assert str(first) in text and "is a file, not a directory" in text and "\n" not in text
+  assert isinstance(failed.value, errors.USER_ERRORS)  # study.main prints it as one line, exit 2
