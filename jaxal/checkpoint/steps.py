@@ -116,14 +116,22 @@ class RunCheckpoints:
           return self._restore_step(step)
       except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
         raise CheckpointDamaged(f"checkpoint {self.directory / str(step)} is unreadable ({_describe(e)})") from e
-    for candidate in sorted(self.manager.all_steps(), reverse=True):
+    restored, damaged = self._newest_readable()
+    for candidate, e in damaged:
+      print(f"warning: checkpoint {self.directory / str(candidate)} is unreadable ({_describe(e)}); "
+            "falling back to the previous one", file=sys.stderr, flush=True)
+    return restored
+
+  def _newest_readable(self):
+    """`(restored, [(step, error), ...])`: the newest step that restores, and the newer ones that did not."""
+    damaged = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         with _quiet_orbax():
-          return self._restore_step(candidate)
+          return self._restore_step(step), damaged
       except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
-        print(f"warning: checkpoint {self.directory / str(candidate)} is unreadable ({_describe(e)}); "
-              "falling back to the previous one", file=sys.stderr, flush=True)
-    return None
+        damaged.append((step, e))
+    return None, damaged
 
   def resume(self, *, primary: bool) -> tuple[PoolState, np.ndarray, dict] | None:
     """The latest readable checkpoint of a run that goes on; None for a fresh run.
@@ -133,14 +141,7 @@ class RunCheckpoints:
     nothing, when step folders exist but none can be read, or when there is none but
     `rounds.jsonl` holds rounds.
     """
-    damaged, restored = [], None
-    for step in sorted(self.manager.all_steps(), reverse=True):
-      try:
-        with _quiet_orbax():
-          restored = self._restore_step(step)
-        break
-      except Exception as e:  # orbax/tensorstore raise many kinds for damaged files
-        damaged.append((step, e))
+    restored, damaged = self._newest_readable()
     if restored is None and damaged:
       folders = ", ".join(f"{self.directory / str(s)} ({_describe(e)})" for s, e in damaged)
       raise CheckpointDamaged(f"no checkpoint of this run can be read: {folders}. Nothing was changed; restore "
