@@ -15,8 +15,8 @@ import numpy as np
 
 if os.environ.get("JAXAL_KEEP_BUFFERS") == "1":  # train_step.py --malloc resident: the same settings as JAX's process
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from jaxal import cpu_runtime  # noqa: E402  (stdlib only; before torch starts its threads)
-  cpu_runtime.keep_buffers_resident()
+  from jaxal.cpu import process as cpu_process  # noqa: E402  (stdlib only; before torch starts its threads)
+  cpu_process.keep_buffers_resident()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

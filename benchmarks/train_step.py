@@ -11,8 +11,9 @@ A model spec is `name` or `resnet_grid:BLOCKS:STACKS`; 32x32x3 inputs unless the
 A training call runs `--steps-per-call` unrolled steps (default: `train.steps_per_call`,
 as `Trainer` does; its img/s is per step), recorded as `steps_per_call`; the PyTorch twin
 runs one eager step per call. `--dtype bfloat16` times mixed precision (bf16 compute, f32 parameters and statistics).
-`--conv-impl xla|im2col|auto` picks `layers.Conv`'s algorithm (default auto; xla gives the
-"before" figures of benchmarks/NOTES.md §2). When `torch` is importable (benchmark-only, not
+`--conv-impl xla|im2col|per_shape|auto` sets the runtime policy's `conv_impl` (default auto:
+the backend's policy; xla gives the "before" figures of benchmarks/NOTES.md §2), and
+`--kernels cpu|stock|auto` its `kernels`; each record's `runtime` is the policy timed. When `torch` is importable (benchmark-only, not
 a jaxal dependency) each model with a twin in `torch_models.py` is also timed in PyTorch
 (SGD step and eval step, 2 threads, eager, in a subprocess): records with `framework` "torch", whose
 `gflops_per_image` is the JAX count of the same architecture and `compile_seconds` the
@@ -21,20 +22,20 @@ the load changes within minutes (one model's JAX figure moved 1.2x between ident
 so each PyTorch call is timed right after the JAX call it is compared with, and each JAX
 record gets `vs_torch_paired`, the median over the pairs of PyTorch's seconds over JAX's
 (above 1: JAX is faster), also the table's last column. `--no-torch` skips them. `--malloc` sets the JAX process's allocator:
-`hugepages` (the default, as `jaxal.main` runs: `jaxal.cpu_runtime.restart_with_huge_pages()`,
+`hugepages` (the default, as `jaxal.main` runs: `jaxal.cpu.process.restart_with_huge_pages()`,
 NOTES §6h), `glibc` (glibc's defaults: the "before") or `resident`
-(`cpu_runtime.keep_buffers_resident()`, NOTES §6). The PyTorch process runs with glibc's
+(`cpu_process.keep_buffers_resident()`, NOTES §6). The PyTorch process runs with glibc's
 defaults, as a PyTorch user's would, unless `--torch-malloc same` gives it the JAX process's
 setting. Each record's `malloc` says which its process had.
-The training step compiles with `jaxal.cpu_runtime.train_compiler_options()` (on the CPU,
+The training step compiles with the policy's compiler options (on the CPU,
 XLA's own convolutions instead of YNNPACK's, as `Trainer` does; `JAXAL_XLA_CONVS=0` for
 YNNPACK's, the "before" of NOTES §6d), recorded as `train_compiler_options`; so does the eval
 step, as jaxal's scoring (`jaxal.inference`) does. `--xla-convs`
 runs XLA's own CPU convolutions in every program of the process (`JAXAL_XLA_CONVS=1`).
-The training step fences its XLA convolutions' inputs on the CPU (`layers.fence_conv_inputs`,
-NOTES §6f), recorded as `fence_convs`; `--no-fence-convs` (`JAXAL_FENCE_CONVS=0`) times it without.
-"auto" convs over maps smaller than their kernel run as per-pixel matmuls (`layers.dense_conv`,
-NOTES §6h), recorded as `dense_convs`; `--no-dense-convs` gives them im2col, the "before".
+Under `conv_impl = per_shape` the differentiated XLA convolutions fence their inputs
+(`jaxal.cpu.convs.fence_input`, NOTES §6f), and convs over maps smaller than their kernel run
+as per-pixel matmuls (`jaxal.cpu.convs.dense_conv`, NOTES §6h), recorded as `dense_convs`;
+`--no-dense-convs` gives them im2col, the "before".
 
 With `--dtype bfloat16` on an accelerator each JAX record also gets `peak_tflops`, the
 device's dense bfloat16 peak (looked up from the device kind for the GPUs and TPUs in
@@ -59,8 +60,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from jaxal import config as config_lib, cpu_runtime, models  # noqa: E402
-from jaxal.models import layers  # noqa: E402
+from jaxal import config as config_lib, models  # noqa: E402
+from jaxal.cpu import process as cpu_process  # noqa: E402
+from jaxal import runtime as runtime_lib  # noqa: E402
+from jaxal.cpu import convs as cpu_convs  # noqa: E402
 from jaxal.data import augment, pipeline  # noqa: E402
 from jaxal.train import trainer as trainer_lib  # noqa: E402
 
@@ -92,7 +95,7 @@ class TorchPartner:
     if not same_malloc:  # glibc's defaults, as a PyTorch user runs
       self.env["JAXAL_KEEP_BUFFERS"] = "0"
       self.env["GLIBC_TUNABLES"] = ":".join(t for t in self.env.get("GLIBC_TUNABLES", "").split(":")
-                                            if t and t != cpu_runtime.HUGE_PAGES_TUNABLE)
+                                            if t and t != cpu_process.HUGE_PAGES_TUNABLE)
     # A separate process: beside JAX's thread pool PyTorch's OpenMP threads ran up to 9x slower.
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py")
     self.proc = subprocess.Popen([sys.executable, script, "--serve", name, json.dumps(options),
@@ -139,7 +142,7 @@ def malloc_setting(env) -> str:
   """"resident", "hugepages" or "glibc": the allocator setting a process with `env` runs."""
   if env.get("JAXAL_KEEP_BUFFERS") == "1":
     return "resident"
-  return "hugepages" if cpu_runtime.HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", "").split(":") else "glibc"
+  return "hugepages" if cpu_process.HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", "").split(":") else "glibc"
 
 
 # Dense bfloat16 peaks (TFLOP/s) from the vendors' data sheets, matched in order against
@@ -160,7 +163,7 @@ def default_shape(spec):
   return (28, 28, 1) if parse_model(spec)[0] == "small_cnn" else (32, 32, 3)
 
 
-def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None):
+def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None, policy=None):
   """JAX records of `spec` (each with `_times`, its per-step seconds) and the PyTorch partner's
   per-step seconds for train and eval, each timed right after the JAX call of the same index."""
   name, options = parse_model(spec)
@@ -171,7 +174,8 @@ def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None):
   c = config_lib.base_config().train
   c.batch_size, c.steps_per_call, c.lr_schedule, c.compute_dtype = batch, steps_per_call, "0:0.01", dtype
   pre = pipeline.make_preprocess(x, "image", "per_channel")
-  t = trainer_lib.Trainer(model, c, pre, augment.AugmentConfig(), shape, np.uint8)
+  t = trainer_lib.Trainer(model, c, pre, augment.AugmentConfig(), shape, np.uint8, runtime=policy)
+  model = t.model  # with the policy
   state = t.init(jax.random.key(0))
   inputs, labels = jnp.asarray(x), jnp.asarray(y)
   # The same batch at every step of a call (a call runs `steps_per_call` unrolled steps).
@@ -193,7 +197,7 @@ def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None):
       torch_times[0].append(partner.time("train"))
   records.append(dict(step="train", times=times[1:], compile_seconds=compile_s, flops=train_flops / steps_per_call))
   evaluate = jax.jit(lambda v, xb: model.apply(v, pre(xb), train=False)[0],
-                     compiler_options=cpu_runtime.train_compiler_options())  # as jaxal's scoring compiles
+                     compiler_options=t.runtime.jit_compiler_options())  # as jaxal's scoring compiles
   t0 = time.perf_counter()
   compiled_eval = evaluate.lower(state.variables, inputs).compile()
   compile_s = time.perf_counter() - t0
@@ -212,7 +216,7 @@ def bench(spec, batch, repeats, shape, dtype, steps_per_call=1, partner=None):
                 "batch": batch, "images_per_second": batch / seconds, "compile_seconds": r["compile_seconds"],
                 "gflops_per_image": r["flops"] / batch / 1e9,
                 "gflops_per_second": r["flops"] / seconds / 1e9, "device": jax.devices()[0].platform,
-                "conv_impl": os.environ.get("JAXAL_CONV_IMPL", "auto"),
+                "conv_impl": t.runtime.conv_impl, "runtime": t.runtime.as_config(),
                 "steps_per_call": steps_per_call if r["step"] == "train" else 1, "_times": r["times"]})
   return out, torch_times
 
@@ -225,7 +229,8 @@ def main():
   parser.add_argument("--input-shape", default="")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--json", default="")
-  parser.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "im2col"])
+  parser.add_argument("--conv-impl", default="auto", choices=["auto", "per_shape", "xla", "im2col"])
+  parser.add_argument("--kernels", default="auto", choices=["auto", "cpu", "stock"])
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--steps-per-call", type=int, default=config_lib.base_config().train.steps_per_call,
                       help="training steps per compiled call, as `train.steps_per_call` (default: the config's)")
@@ -236,27 +241,23 @@ def main():
                       help="the PyTorch process's allocator: glibc's defaults, or the same as JAX's")
   parser.add_argument("--xla-convs", action="store_true",
                       help="JAXAL_XLA_CONVS=1: XLA's own CPU convolutions instead of YNNPACK's (NOTES 6c)")
-  parser.add_argument("--no-fence-convs", action="store_true",
-                      help="JAXAL_FENCE_CONVS=0: no fence on the training step's XLA-conv inputs (NOTES 6f)")
   parser.add_argument("--no-dense-convs", action="store_true",
-                      help="im2col instead of layers.dense_conv for maps smaller than the kernel (NOTES 6h)")
+                      help="im2col instead of cpu.convs.dense_conv for maps smaller than the kernel (NOTES 6h)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="the accelerator's peak, for fraction_of_peak (default: BF16_PEAK_TFLOPS by device kind)")
   args = parser.parse_args()
   if args.malloc == "hugepages":
-    cpu_runtime.restart_with_huge_pages()  # re-executes this script with the tunable, where it applies
-  elif cpu_runtime.huge_pages_in_effect():
-    raise SystemExit(f"--malloc {args.malloc}: GLIBC_TUNABLES sets {cpu_runtime.HUGE_PAGES_TUNABLE}; unset it")
+    cpu_process.restart_with_huge_pages()  # re-executes this script with the tunable, where it applies
+  elif cpu_process.huge_pages_in_effect():
+    raise SystemExit(f"--malloc {args.malloc}: GLIBC_TUNABLES sets {cpu_process.HUGE_PAGES_TUNABLE}; unset it")
   os.environ["JAXAL_KEEP_BUFFERS"] = "1" if args.malloc == "resident" else "0"  # also read by the torch process
-  resident = cpu_runtime.keep_buffers_resident()  # before JAX's backend starts its threads
+  resident = cpu_process.keep_buffers_resident()  # before JAX's backend starts its threads
   if args.xla_convs:
     os.environ["JAXAL_XLA_CONVS"] = "1"
-  xla_convs = cpu_runtime.use_xla_convolutions()
-  os.environ["JAXAL_CONV_IMPL"] = args.conv_impl  # read by layers.Conv at trace time
-  if args.no_fence_convs:
-    os.environ["JAXAL_FENCE_CONVS"] = "0"  # also read at trace time
+  xla_convs = cpu_process.use_xla_convolutions()
+  policy = runtime_lib.resolve({"conv_impl": args.conv_impl, "kernels": args.kernels})
   if args.no_dense_convs:
-    layers.DENSE_MAX_PAIRS = 0  # read at trace time
+    cpu_convs.DENSE_MAX_PAIRS = 0  # benchmark-only: read at trace time
   device = jax.devices()[0]
   # The table holds bf16 peaks; for float32 runs the peak must be given.
   use_table = device.platform != "cpu" and args.dtype == "bfloat16"
@@ -269,19 +270,18 @@ def main():
     partner = None if args.no_torch else TorchPartner(spec, spec_shape, args.batch, args.torch_malloc == "same")
     partner = partner if partner is not None and partner.proc is not None else None
     jax_records, torch_times = bench(spec, args.batch, args.repeats, spec_shape, args.dtype, args.steps_per_call,
-                                     partner)
+                                     partner, policy)
     twin_records = []
     if partner is not None:
       twin_records = torch_records(partner, spec, spec_shape, args.batch, jax_records, torch_times)
       partner.close()
     for r in jax_records:
       r.pop("_times", None)
-      r["malloc"] = "resident" if resident else ("hugepages" if cpu_runtime.huge_pages_in_effect() else "glibc")
+      r["malloc"] = "resident" if resident else ("hugepages" if cpu_process.huge_pages_in_effect() else "glibc")
     for r in jax_records + twin_records:
       r["xla_convs"] = xla_convs
-      r["fence_convs"] = device.platform == "cpu" and os.environ.get("JAXAL_FENCE_CONVS", "") != "0"
-      r["dense_convs"] = device.platform == "cpu" and layers.DENSE_MAX_PAIRS > 0
-      r["train_compiler_options"] = cpu_runtime.train_compiler_options() or {}
+      r["dense_convs"] = policy.conv_impl == "per_shape" and cpu_convs.DENSE_MAX_PAIRS > 0
+      r["train_compiler_options"] = policy.jit_compiler_options() or {}
       if peak and r["framework"] == "jax":
         r["peak_tflops"], r["fraction_of_peak"] = peak, r["gflops_per_second"] / (peak * 1e3)
       records.append(r)

@@ -1,6 +1,7 @@
 """The `jaxal` command: small tools around run directories.
 
     jaxal export-labels DIR [--out FILE]   # the labeled set as CSV (index, id, label, label_name)
+    jaxal convert --config=FILE --out=DIR  # a config's data as sharded ArrayRecord files + index.json
     jaxal report ...                        # same as python -m jaxal.report
     jaxal svp-report ...                    # same as python -m jaxal.svp_report
 
@@ -55,6 +56,30 @@ def export_labels(workdir, out=None) -> pathlib.Path:
   return out
 
 
+def convert(config_file, out, records_per_shard: int = 0) -> pathlib.Path:
+  """Writes the data of `config_file`'s `config.data` to `out` for `data.source = "array_record"`.
+
+  Loads through `jaxal.data.datasets.load`, as a run does (so the whole dataset passes through
+  memory once; streaming the conversion is a later step), then `jaxal.data.array_record.convert`.
+  Returns the written index. A bad config or bad data is a one-line SystemExit.
+  """
+  from jaxal import config as config_lib  # pylint: disable=g-import-not-at-top
+  from jaxal import errors  # pylint: disable=g-import-not-at-top
+  from jaxal.data import array_record  # pylint: disable=g-import-not-at-top
+  from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    config = config_lib.load_config_file(config_file)
+  except Exception as e:  # pylint: disable=broad-except  (missing file, SyntaxError, no get_config, ...)
+    raise SystemExit(f"error: --config={config_file}: the config file does not load: {type(e).__name__}: {e}") from None
+  try:
+    config_lib.validate(config)
+    return array_record.convert(datasets.load(config.data), out, records_per_shard)
+  except errors.USER_ERRORS as e:
+    raise SystemExit(f"error: {e}") from None
+  except OSError as e:
+    raise SystemExit(f"error: --out={out}: {e.strerror or e}") from None
+
+
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == "report":
@@ -68,17 +93,24 @@ def main(argv=None):
   ex = sub.add_parser("export-labels", help="write the labeled set of a run directory as CSV")
   ex.add_argument("workdir")
   ex.add_argument("--out", default=None, help="output CSV (default: WORKDIR/labels.csv)")
+  conv = sub.add_parser("convert", help="write a config's data as sharded ArrayRecord files plus index.json "
+                        "(read back with data.source=array_record, data.path=DIR)")
+  conv.add_argument("--config", required=True, help="a config file (configs/NAME.py or FILE.py:ARG)")
+  conv.add_argument("--out", required=True, help="an empty or new directory")
+  conv.add_argument("--records-per-shard", type=int, default=0, help="default: about 128 MB of inputs a shard")
   sub.add_parser("report", help="figures and tables from run directories (see python -m jaxal.report -h)")
   sub.add_parser("svp-report", help="SVP's Table 1 (see python -m jaxal.svp_report -h)")
   args = parser.parse_args(argv)
-  if args.command == "export-labels":
-    try:
+  try:
+    if args.command == "export-labels":
       print(export_labels(args.workdir, args.out))
-    except SystemExit as e:
-      if not isinstance(e.code, str):
-        raise
-      print(e.code, file=sys.stderr)  # a refusal: one line and exit code 2, as jaxal.main
-      raise SystemExit(2) from None
+    elif args.command == "convert":
+      print(convert(args.config, args.out, args.records_per_shard))
+  except SystemExit as e:
+    if not isinstance(e.code, str):
+      raise
+    print(e.code, file=sys.stderr)  # a refusal: one line and exit code 2, as jaxal.main
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

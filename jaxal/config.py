@@ -9,6 +9,8 @@ import sys
 
 import ml_collections
 
+from jaxal import runtime as runtime_lib
+from jaxal import stopping
 from jaxal.data import pool as pool_lib
 from jaxal.train import optim
 
@@ -22,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict(dict(
-      source="digits",        # digits | tfds | idx | npz | image_folder | csv | hdf5
+      source="digits",        # digits | tfds | idx | npz | image_folder | csv | hdf5 | array_record
       name="",                # TFDS name, or a label for file sources
       data_dir="",            # TFDS data_dir (prepared; no download at run time)
       train_split="train", test_split="test",
@@ -68,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
       query_schedule="0:2000,10000:5000",  # "num_labeled:query_size,..."
       num_rounds=10,          # trainings; the last round trains and queries nothing
       max_labeled=0,          # stop querying at this many labels (0 = no cap)
+      stop="",                # "" | stabilizing_predictions | overall_uncertainty | max_confidence (jaxal/stopping.py)
+      stop_threshold=0.0,     # 0 = the rule's default (kappa 0.99; entropy 0.05; max entropy 0.001)
+      stop_set_size=2000,     # stabilizing_predictions: pool rows compared between successive models
   ))
 
   c.acquisition = ml_collections.ConfigDict(dict(
@@ -113,6 +118,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict(dict(
       num_devices=0,          # data-parallel devices (0 = all local devices)
       distributed=False,      # call jax.distributed.initialize() (multi-host)
+  ))
+  c.runtime = ml_collections.ConfigDict(dict(  # how, not what: kernels and loop forms (jaxal/runtime.py)
+      kernels="auto",         # auto | cpu | stock (auto: cpu on the CPU backend, stock on GPU/TPU)
+      conv_impl="auto",       # auto | per_shape | xla | im2col
+      unroll_steps="auto",    # auto | unroll | scan (training blocks and MC-dropout passes)
+      init_prng="auto",       # auto | partitionable | non_partitionable (weight-init threefry)
+      compiler_options="auto",  # auto | ynn_dots_only | none (XLA:CPU options of steps and scoring)
   ))
   c.output = ml_collections.ConfigDict(dict(
       verbose=True, plot=True,
@@ -267,6 +279,9 @@ def validate(config) -> None:
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
   _check(config.parallel.num_devices >= 0, "parallel.num_devices", "must be >= 0")
+  if "runtime" in config:
+    runtime_lib.check(config.runtime)
+  stopping.check(al)
   tg = config.target
   if tg.name:
     _check_model(tg.name, tg.options, "target")

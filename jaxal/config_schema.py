@@ -48,6 +48,7 @@ RANGES = {
     "train.patience": _SIZE, "train.eval_chunk_size": _COUNT,
     "augment.max_shift": _SIZE, "augment.max_degrees": _float(0.0, 180.0),
     "al.initial_size": _COUNT, "al.num_rounds": _COUNT, "al.max_labeled": _SIZE,
+    "al.stop_threshold": _float(0.0), "al.stop_set_size": _COUNT,
     "acquisition.chunk_size": _COUNT,
     "target.epochs": _SIZE,
     "search.initial_blocks": _COUNT, "search.initial_stacks": _COUNT, "search.max_blocks": _COUNT,

@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from jaxal.checkpoint import artifacts
 from jaxal.checkpoint import run_files
 from jaxal.oracle import LabelsPending
 
@@ -130,14 +131,8 @@ class FileOracle:
             for i, (pred, conf) in zip(indices, self._guesses(indices, predictions))]
 
   def _write_queries(self, path: pathlib.Path, indices, predictions):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-      w = csv.writer(f)
-      w.writerow(["index", "id", "predicted", "confidence", "label"])
-      for i, (pred, conf) in zip(indices, self._guesses(indices, predictions)):
-        w.writerow([int(i), self.ids[i], pred, conf, ""])
-    tmp.replace(path)
+    rows = [[int(i), self.ids[i], pred, conf, ""] for i, (pred, conf) in zip(indices, self._guesses(indices, predictions))]
+    artifacts.write_csv(path, ["index", "id", "predicted", "confidence", "label"], rows)
     if self.images is not None:  # after the CSV: `reveal` redraws a sheet that is missing
       contact_sheet(self.images[indices], self._captions(indices, predictions), path.with_suffix(".png"))
 
@@ -225,10 +220,7 @@ def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, c
       ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
       ax.set_title(captions[k], fontsize=7)
   fig.tight_layout()
-  tmp = path.with_name(path.name + ".tmp")  # a kill mid-write leaves no partial sheet behind
-  fig.savefig(tmp, format="png")
-  plt.close(fig)
-  tmp.replace(path)
+  artifacts.save_figure(fig, path)  # a kill mid-write leaves no partial sheet behind
 
 
 def make_file_oracle(config, workdir, data):

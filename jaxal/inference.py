@@ -5,7 +5,10 @@ acquisitions ask it for what they need (logits, embeddings, MC-dropout statistic
 computes each thing once. It is plain inference: training (`train.trainer`), pretraining,
 acquisition and `jaxal.query` all use it, so it sits below all of them.
 Inputs are processed in chunks of `chunk_size`, the last one padded, so every call
-has the same shape whatever the number of inputs.
+has the same shape whatever the number of inputs. Results stay on the device (jax Arrays):
+the chunks' outputs are joined there, and the caller decides when to read them, so a round
+transfers what it selects once instead of syncing with the host after every chunk (it runs
+under `jax.transfer_guard("disallow")`).
 """
 
 import dataclasses
@@ -15,10 +18,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 
-from jaxal import cpu_runtime
 from jaxal import parallel
 from jaxal import progress
+from jaxal import runtime as runtime_lib
 
 Array = Any
 
@@ -36,30 +40,6 @@ def _gather_rows(inputs, indices, sharding=None):
   return parallel.constrain_batch(jnp.take(inputs, indices, axis=0), sharding)
 
 
-def _model_jit(static_argnames):
-  """`jax.jit` with `cpu_runtime.train_compiler_options()`: on the CPU, XLA's own convolutions
-  (evaluation 1.0-1.2x faster, NOTES §6h), as in the training steps. The options are read
-  at call time (they depend on the backend, which must not start at import)."""
-  def wrap(fn):
-    jitted = {}
-
-    def current():
-      """The jitted function for the current options (one per set of options)."""
-      options = cpu_runtime.train_compiler_options()
-      key = tuple(sorted((options or {}).items()))
-      if key not in jitted:
-        jitted[key] = jax.jit(fn, static_argnames=static_argnames, compiler_options=options)
-      return jitted[key]
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-      return current()(*args, **kwargs)
-    call.current = current
-    return call
-  return wrap
-
-
-@_model_jit(static_argnames=("model", "preprocess", "sharding"))
 def _forward_chunk(model, preprocess, variables, rows, sharding=None):
   x = preprocess(parallel.constrain_batch(rows, sharding))
   logits, embedding = model.apply(variables, x, train=False)
@@ -69,10 +49,27 @@ def _forward_chunk(model, preprocess, variables, rows, sharding=None):
   return out
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_jit(options: tuple):
+  """`_forward_chunk` jitted with the policy's compiler options (`Runtime.jit_compiler_options`:
+  on the CPU, XLA's own convolutions, evaluation 1.0-1.2x faster, NOTES §6h), one per set."""
+  return jax.jit(_forward_chunk, static_argnames=("model", "preprocess", "sharding"), compiler_options=dict(options) or None)
+
+
+def forward_jit(policy: runtime_lib.Runtime):
+  """The jitted forward pass over one chunk that a Predictor under `policy` runs."""
+  return _forward_jit(tuple(sorted((policy.jit_compiler_options() or {}).items())))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "preprocess", "num_samples", "group", "head_only",
-                                             "sharding"))
-def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, group, head_only, sharding=None):
-  """Per-point MC-dropout statistics of one chunk, accumulated over passes (never (T, B, C))."""
+                                             "sharding", "unroll"))
+def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, group, head_only, sharding=None,
+              unroll=True):
+  """Per-point MC-dropout statistics of one chunk, accumulated over passes (never (T, B, C)).
+
+  The groups of passes run as straight-line code with `unroll` (XLA:CPU runs convolutions
+  inside while loops very slowly, see train/step.py), else as one `lax.scan` (compiled
+  once, whatever the number of groups); both add the groups in the same order."""
   indices = parallel.constrain_batch(indices, sharding)
   x = preprocess(parallel.constrain_batch(rows, sharding))
   det_logits, h = model.apply(variables, x, train=False)
@@ -103,17 +100,45 @@ def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, 
   b, c = det_logits.shape
   zeros = (jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b, c)), jnp.zeros((b,)), jnp.zeros((b,)))
   ts = jnp.arange(num_samples).reshape(num_samples // group, group)
-  # A Python loop, not lax.scan: convolutions inside XLA:CPU while loops are very slow
-  # (see train/step.py).
-  carry = zeros
-  for g in range(ts.shape[0]):
-    carry, _ = accumulate(carry, ts[g])
+  if unroll:
+    carry = zeros
+    for g in range(ts.shape[0]):
+      carry, _ = accumulate(carry, ts[g])
+  else:
+    carry, _ = jax.lax.scan(accumulate, zeros, ts)
   sp, sh, votes, s1, s2 = carry
   mean_p1 = s1 / num_samples
   out = (sp / num_samples, sh / num_samples, votes, jnp.maximum(s2 / num_samples - mean_p1 ** 2, 0.0), c_hat)
   if sharding is not None:
     out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh))
   return out
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _first_rows(chunks, n: int):
+  """The chunks' outputs joined along the rows, without the last chunk's padding (rows >= n)."""
+  return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:n], *chunks)
+
+
+@jax.jit
+def _softmax(logits):
+  return jax.nn.softmax(logits, axis=-1)
+
+
+@jax.jit
+def class_and_confidence(probs):
+  """Each row's most probable class and its probability, `(n,)` each, on the device (one
+  compile per pool size, whatever the number of rows the caller then reads)."""
+  return jnp.argmax(probs, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1)
+
+
+def put_beside(host_array, array: jax.Array) -> jax.Array:
+  """`host_array` put explicitly on every device that holds part of `array` (one transfer;
+  passing numpy to a jitted function would be an implicit one)."""
+  sharding = array.sharding
+  if not sharding.is_fully_replicated:
+    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.device_put(np.asarray(host_array), sharding)
 
 
 def _group_size(num_samples: int, cap: int) -> int:
@@ -145,6 +170,9 @@ class Predictor:
     rows: optional indices into `inputs` to score instead of every row (any count: the
       chunks gather by index, so their shapes never change).
     sharding: how to split each chunk over devices (`parallel.batch_sharded(mesh)`), or None.
+    runtime: the runtime policy (`jaxal.runtime`); None: the model's own, else the "auto" policy
+      of JAX's default backend (`models.runtime_for`). The model runs under it.
+      Its `unroll_steps` picks straight-line MC-dropout passes or a `lax.scan` over them.
   """
 
   model: Any
@@ -155,34 +183,57 @@ class Predictor:
   verbose: bool = False
   rows: np.ndarray | None = None
   sharding: Any = None
+  runtime: runtime_lib.Runtime | None = None
   _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def __post_init__(self):
+    self.inputs, self.variables = parallel.on_auto_mesh((self.inputs, self.variables))  # see parallel.py
+    from jaxal import models  # pylint: disable=g-import-not-at-top  (models import this module's users)
+    self.runtime = models.runtime_for(self.model, self.runtime)
+    self.model = models.with_runtime(self.model, self.runtime)
 
   @property
   def num_points(self) -> int:
     return int(self.inputs.shape[0] if self.rows is None else len(self.rows))
 
-  def outputs(self) -> tuple[np.ndarray, np.ndarray]:
-    """`(logits (n, C), embeddings (n, d))` in float32 for every pool point (cached)."""
+  def _chunks(self, label: str):
+    """Each chunk's pool indices, on the device (put there explicitly: no implicit transfer)."""
+    chunks = list(chunk_indices(self.num_points, self.chunk_size))
+    sharding = None if self.sharding is None else parallel.replicated(self.sharding.mesh)
+    for idx, _ in progress.track(chunks, label, enabled=self.verbose and parallel.is_primary()):
+      if self.rows is not None:
+        idx = np.asarray(self.rows, np.int32)[idx]
+      yield jax.device_put(idx, sharding)
+
+  def _join(self, parts):
+    """The chunks' outputs as whole arrays: on the device for the pool (whose size is fixed, so
+    the join compiles once); on the host, with one explicit transfer, for `rows` subsets, whose
+    size changes from round to round (a device join would compile once per size)."""
+    if self.rows is None:
+      return _first_rows(parts, self.num_points)
+    host = jax.device_get(parts)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:self.num_points], *host)
+
+  def outputs(self) -> tuple[jax.Array, jax.Array]:
+    """`(logits (n, C), embeddings (n, d))` in float32 for every pool point, as device
+    arrays (cached; `jax.device_get` reads them); numpy arrays for a `rows` subset."""
     if "outputs" not in self._cache:
-      n = self.num_points
-      logits, embeds = [], []
-      chunks = list(chunk_indices(n, self.chunk_size))
-      for idx, valid in progress.track(chunks, "scoring pool", enabled=self.verbose and parallel.is_primary()):
-        if self.rows is not None:
-          idx = np.asarray(self.rows, np.int32)[idx]
+      parts = []
+      for idx in self._chunks("scoring pool"):
         rows = _gather_rows(self.inputs, idx, self.sharding)
-        lg, em = _forward_chunk(self.model, self.preprocess, self.variables, rows, self.sharding)
-        logits.append(np.asarray(lg)[valid])
-        embeds.append(np.asarray(em)[valid])
-      self._cache["outputs"] = (np.concatenate(logits), np.concatenate(embeds))
+        parts.append(forward_jit(self.runtime)(self.model, self.preprocess, self.variables, rows, self.sharding))
+      self._cache["outputs"] = self._join(parts)
     return self._cache["outputs"]
 
-  def probs(self) -> np.ndarray:
-    logits, _ = self.outputs()
-    return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+  def probs(self) -> jax.Array:
+    """Softmax of the logits, `(n, C)` on the device (cached; numpy for a `rows` subset)."""
+    if "probs" not in self._cache:
+      logits = self.outputs()[0]
+      self._cache["probs"] = scipy.special.softmax(logits, axis=-1) if isinstance(logits, np.ndarray) else _softmax(logits)
+    return self._cache["probs"]
 
   def mc_statistics(self, num_samples: int, key: jax.Array, *, head_only: bool | None = None,
-                    group: int = 0) -> dict[str, np.ndarray]:
+                    group: int = 0) -> dict[str, jax.Array]:
     """MC-dropout statistics over `num_samples` stochastic passes (dropout on, BN frozen).
 
     Pass `t` of pool row `i` uses the key `fold_in(fold_in(key, i), t)`, so results do not
@@ -192,25 +243,23 @@ class Predictor:
     `group` passes are vmapped at once (default: all T for the head, 4 for the full model).
 
     Returns:
-      `mean_probs (n, C)`, `mean_entropy (n,)`, `votes (n, C)` (argmax counts),
-      `pred_class_variance (n,)` (variance over passes of the deterministic class's
-      probability) and `pred_class (n,)`.
+      device arrays `mean_probs (n, C)`, `mean_entropy (n,)`, `votes (n, C)` (argmax
+      counts), `pred_class_variance (n,)` (variance over passes of the deterministic
+      class's probability) and `pred_class (n,)` (cached per arguments).
     """
     if head_only is None:  # a model without a separate backbone (a user's apply_fn) runs whole
       backbone = getattr(self.model, "backbone", None)
       head_only = backbone is not None and not getattr(backbone, "dropout_in_backbone", False)
     group = _group_size(num_samples, group or (num_samples if head_only else 4))
-    cache_key = ("mc", num_samples, head_only, group, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()))
+    key_bits = tuple(np.asarray(jax.device_get(jax.random.key_data(key))).ravel().tolist())
+    cache_key = ("mc", num_samples, head_only, group, key_bits)
     if cache_key not in self._cache:
       parts = []
-      chunks = list(chunk_indices(self.num_points, self.chunk_size))
-      for idx, valid in progress.track(chunks, f"MC-dropout x{num_samples}", enabled=self.verbose and parallel.is_primary()):
-        if self.rows is not None:
-          idx = np.asarray(self.rows, np.int32)[idx]
+      for idx in self._chunks(f"MC-dropout x{num_samples}"):
         rows = _gather_rows(self.inputs, idx, self.sharding)
-        out = _mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key,
-                        num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding)
-        parts.append([np.asarray(o)[valid] for o in out])
+        parts.append(_mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key,
+                               num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding,
+                               unroll=self.runtime.unroll_steps))
       names = ("mean_probs", "mean_entropy", "votes", "pred_class_variance", "pred_class")
-      self._cache[cache_key] = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+      self._cache[cache_key] = dict(zip(names, self._join(parts)))
     return self._cache[cache_key]

@@ -20,7 +20,9 @@ from jaxal import compiles
 from jaxal import config as config_lib
 from jaxal import oracle as oracle_lib
 from jaxal import parallel
+from jaxal import runtime as runtime_lib
 from jaxal import stages
+from jaxal import stopping
 from jaxal import tensorboard
 from jaxal.checkpoint import data_file
 from jaxal.checkpoint import lock
@@ -59,9 +61,21 @@ def load_data(config, mesh=None) -> RunData:
     pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1,
                                        field="data.validation_size")
   preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
-  put = lambda x: jnp.asarray(x) if mesh is None else parallel.replicate(np.asarray(x), mesh)
+  # One device copy of each split (`jnp.asarray` made two on the CPU backend).
+  put = lambda x: parallel.to_device(x) if mesh is None else parallel.replicate(np.asarray(x), mesh)
   return RunData(dataset, pool, validation, put(pool.inputs), put(dataset.test.inputs),
                  None if validation is None else put(validation.inputs), preprocess)
+
+
+def with_resolved_runtime(config):
+  """A copy of `config` whose `runtime` fields name the policy chosen for this backend (no
+  "auto" left), so that `config.json` records it and every stage reads the same one."""
+  config = config.copy_and_resolve_references()
+  policy = runtime_lib.from_config(config)
+  if "runtime" not in config:
+    config.runtime = config_lib.base_config().runtime
+  config.runtime.update(policy.as_config())
+  return config
 
 
 def run(config, workdir: str | pathlib.Path, *, force: bool = False, accept_data_change: bool = False) -> list[dict]:
@@ -78,6 +92,7 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False, accept_data
     tensorboard.check_available()  # before any compute, not after round 0
   mesh = parallel.make_mesh(config.parallel.num_devices)
   config_lib.validate_against_devices(config, parallel.num_devices(mesh))
+  config = with_resolved_runtime(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with lock.hold(workdir):  # one run per workdir; taken before anything is written or loaded
@@ -115,7 +130,7 @@ def _restore(ckpts, step=None) -> stages.RoundState | None:
     return None
   pool, _, meta = restored
   return stages.RoundState(pool, list(meta["history"]), np.asarray(meta.get("pending", []), np.int32),
-                           meta.get("pending_predictions"))
+                           meta.get("pending_predictions"), meta.get("stop_predictions"))
 
 
 def _start_or_resume(config, workdir, ckpts, data, base_key) -> stages.RoundState:
@@ -133,7 +148,7 @@ def _start_or_resume(config, workdir, ckpts, data, base_key) -> stages.RoundStat
                                     f"the data has {pool_size}")
   last = state.history[-1] if state.history else None
   if (state.pool.round < config.al.num_rounds and last is not None and last["queried"] == 0
-      and state.pending.size == 0):
+      and state.pending.size == 0 and not _stopped(config, state)):
     # An extended run: its last round queried nothing, so redo that round from the
     # checkpoint before it (same keys, same model) and let it query this time.
     state = _restore(ckpts, state.pool.round - 1)
@@ -142,12 +157,17 @@ def _start_or_resume(config, workdir, ckpts, data, base_key) -> stages.RoundStat
   return state
 
 
+def _stopped(config, state) -> bool:
+  """Whether the run's stopping rule fired in its last round (a run without `al.stop` goes on)."""
+  return bool(config.al.stop) and stopping.stopped(state.history)
+
+
 def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
   base_key = jax.random.key(config.seed)
   outputs = outputs_lib.RoundOutputs.for_run(config, workdir, data.dataset.name, parallel.is_primary())
   state = _start_or_resume(config, workdir, ckpts, data, base_key)
   outputs.rewrite(state.history)
-  if state.pool.round >= config.al.num_rounds and state.pending.size == 0:
+  if (state.pool.round >= config.al.num_rounds or _stopped(config, state)) and state.pending.size == 0:
     _log(config, f"run in {workdir} is already finished ({state.pool.round} rounds); nothing to do")
     return state.history
 
@@ -164,11 +184,12 @@ def _run_rounds(config, workdir, data, oracle, ckpts, mesh) -> list[dict]:
     run_ = stages.Run(config, workdir, data, oracle, ckpts, outputs, mesh, trainer_for, pretrained, validation,
                       schedule, base_key, counter)
     state = stages.resolve_pending(run_, state)
-    while state.pool.round < config.al.num_rounds:
+    while state.pool.round < config.al.num_rounds and not _stopped(config, state):
       rnd = stages.begin(run_, state)
       rnd = stages.search(run_, rnd)
       rnd = stages.train(run_, rnd)
       rnd = stages.evaluate(run_, rnd)
+      rnd = stages.stop(run_, rnd)
       rnd = stages.score_and_select(run_, rnd)
       rnd = stages.record(run_, rnd)
       rnd = stages.target(run_, rnd)

@@ -2,7 +2,7 @@
 
 Overrides work as `--config.train.epochs=3`. Rerunning the same command on the same
 workdir resumes after the last completed round. On CPU-only Linux machines the command
-restarts itself once with glibc's huge-page tunable (`jaxal.cpu_runtime`; `JAXAL_HUGE_PAGES=0`
+restarts itself once with glibc's huge-page tunable (`jaxal.cpu.process`; `JAXAL_HUGE_PAGES=0`
 turns it off), and `JAXAL_KEEP_BUFFERS=1` keeps XLA's buffers resident between calls
 (faster steady-state training, slower compiles).
 """
@@ -11,12 +11,12 @@ import os
 import pathlib
 import sys
 
-from jaxal import cpu_runtime
+from jaxal.cpu import process as cpu_process
 
 if __name__ == "__main__":
   # Before the imports below: on CPU-only Linux hosts this re-executes the command once, with
   # glibc's huge-page tunable (`JAXAL_HUGE_PAGES=0` turns it off).
-  cpu_runtime.restart_with_huge_pages()
+  cpu_process.restart_with_huge_pages()
 
 # pylint: disable=wrong-import-position
 import jax
@@ -80,6 +80,6 @@ def execute(config, workdir: str, *, force: bool = False, accept_data_change: bo
 
 
 if __name__ == "__main__":
-  cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
-  cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
+  cpu_process.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
+  cpu_process.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   app.run(main, flags_parser=config_lib.parse_flags)

@@ -6,13 +6,20 @@ XLA inserts the gradient all-reduce. Results equal a single device's up to float
 reassociation. Multi-host runs call `initialize_distributed()` first (the JAX
 multi-controller runtime); every process then holds the same pool state and runs the same
 program, and only process 0 writes files.
+
+A user's mesh may have Auto or Explicit axes (`jax.make_mesh` makes Explicit ones by
+default): jaxal computes on its Auto twin (`as_auto_mesh`), so both run the same program
+and give the same results. The shardings made here lie on the twin, and the entry points
+that take a user's arrays (`to_device`, `Trainer`, `Predictor`, DeepCluster) move them
+there with `on_auto_mesh`. Inside `jax.set_mesh` of an Explicit mesh jaxal does not run
+(`batch_sharded` says so).
 """
 
 import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -46,7 +53,43 @@ def make_mesh(num_devices: int = 0) -> Mesh | None:
     raise ValueError(f"parallel.num_devices: asked for {n} devices, {len(devices)} are available")
   if n == 1:
     return None
-  return Mesh(np.array(devices[:n]), (DATA_AXIS,))
+  return Mesh(np.array(devices[:n]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def as_auto_mesh(mesh: Mesh | None) -> Mesh | None:
+  """`mesh` with every axis Auto: the mesh jaxal computes on, whatever axis types it is given.
+
+  jaxal's kernels place each batch with a sharding constraint and let XLA propagate the
+  rest, which is what Auto axes mean. Under Explicit axes every op's output sharding is part
+  of its type, and some ops then refuse sharded operands (cumsum, nonzero: a
+  `ShardingTypeError`) or a constraint's spec (`with_sharding_constraint` on an Explicit
+  axis). Converting the mesh, rather than typing every kernel for Explicit axes, keeps
+  one program for both kinds (same results) and leaves the kernels untouched."""
+  if mesh is None or all(t == AxisType.Auto for t in mesh.axis_types):
+    return mesh
+  return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
+def as_auto_sharding(sharding):
+  """A `NamedSharding` moved onto its mesh's Auto twin (`as_auto_mesh`); others unchanged."""
+  if isinstance(sharding, NamedSharding) and isinstance(sharding.mesh, Mesh):
+    mesh = as_auto_mesh(sharding.mesh)
+    if mesh is not sharding.mesh:
+      return NamedSharding(mesh, sharding.spec, memory_kind=sharding.memory_kind)
+  return sharding
+
+
+def on_auto_mesh(tree):
+  """`tree` with each array that lies on a mesh with Explicit axes relabeled, without a copy,
+  onto that mesh's Auto twin (same devices, same layout): one jitted program refuses inputs
+  on both kinds of mesh, and jaxal's own arrays lie on Auto meshes."""
+  def move(x):
+    if isinstance(x, jax.Array):
+      sharding = as_auto_sharding(x.sharding)
+      if sharding is not x.sharding:
+        return jax.device_put(x, sharding)
+    return x
+  return jax.tree_util.tree_map(move, tree)
 
 
 def num_devices(mesh: Mesh | None) -> int:
@@ -54,11 +97,22 @@ def num_devices(mesh: Mesh | None) -> int:
 
 
 def replicated(mesh: Mesh | None):
-  return None if mesh is None else NamedSharding(mesh, P())
+  return None if mesh is None else NamedSharding(as_auto_mesh(mesh), P())
 
 
 def batch_sharded(mesh: Mesh | None):
-  return None if mesh is None else NamedSharding(mesh, P(DATA_AXIS))
+  """Rows split over the mesh's `data` axis. ValueError when the mesh has no such axis, or
+  when called inside `jax.set_mesh` of an Explicit-axis mesh (every jaxal program would then
+  fail on its Auto-axis arrays with a less clear error)."""
+  if mesh is None:
+    return None
+  if DATA_AXIS not in mesh.axis_names:
+    raise ValueError(f"mesh: jaxal splits rows over a mesh axis named {DATA_AXIS!r}; this mesh has axes "
+                     f"{tuple(mesh.axis_names)} (make it with e.g. jax.make_mesh((8,), ({DATA_AXIS!r},)))")
+  if any(t == AxisType.Explicit for t in jax.sharding.get_abstract_mesh().axis_types):
+    raise ValueError("mesh: jaxal's programs run on Auto mesh axes and cannot be traced inside "
+                     "`jax.set_mesh` of a mesh with Explicit axes; pass the mesh as `mesh=` outside that block")
+  return NamedSharding(as_auto_mesh(mesh), P(DATA_AXIS))
 
 
 def replicate(tree, mesh: Mesh | None):
@@ -70,7 +124,7 @@ def replicate(tree, mesh: Mesh | None):
 
 def constrain_batch(x, sharding):
   """Splits the leading axis of `x` over the data axis (inside jit; no-op without a mesh)."""
-  return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+  return x if sharding is None else jax.lax.with_sharding_constraint(x, as_auto_sharding(sharding))
 
 
 # XLA:CPU uses a host buffer in place when it is aligned to this many bytes.
@@ -85,7 +139,7 @@ def to_device(x, dtype=None):
   in place: XLA's own copy faults in fresh pages and took 3-20 ms for 20 MB against about
   1 ms for numpy's (benchmarks/NOTES.md §7g). An aligned array is used in place on the CPU
   backend, so it must not be written while the result is in use. `dtype` casts on the
-  device."""
+  device. An array on a mesh with Explicit axes moves to its Auto twin (`on_auto_mesh`)."""
   if not isinstance(x, jax.Array):
     x = np.asarray(x)
     x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)  # float64 -> float32 without x64
@@ -97,4 +151,6 @@ def to_device(x, dtype=None):
       np.copyto(aligned, x)
       x = aligned
     x = jax.device_put(x)
+  else:
+    x = on_auto_mesh(x)
   return x if dtype is None or x.dtype == dtype else x.astype(dtype)

@@ -14,6 +14,7 @@ import copy
 import time
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 
 from jaxal import acquisition
@@ -71,7 +72,8 @@ def target_round(*, config, data, pool, trainer_for, key, proxy_predictor, picke
   t0 = time.perf_counter()
   fit = trainer.fit(key, data.pool_inputs, pool.labels, pool.labeled_indices, verbose=config.output.verbose)
   seconds = time.perf_counter() - t0
-  logits, _ = trainer.predictor(fit.state, data.test_inputs, chunk_size=config.train.eval_chunk_size).outputs()
+  test_predictor = trainer.predictor(fit.state, data.test_inputs, chunk_size=config.train.eval_chunk_size)
+  logits = np.asarray(jax.device_get(test_predictor.outputs()[0]))  # one transfer
   labels = data.dataset.test.labels
   log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   described = models.describe(trainer.model, (1,) + data.dataset.input_shape, data.pool.inputs.dtype)
@@ -95,8 +97,9 @@ def agreement(config, pool, proxy_predictor, target_predictor, picked, key) -> d
   name = config.acquisition.name
   score = acquisition.ACQUISITIONS[name].score
   if score is not None:
-    proxy_scores = np.asarray(score(proxy_predictor.probs()))[unlabeled]
-    target_scores = np.asarray(score(target_predictor.probs()))[unlabeled]
+    # Scored on the device; both score vectors come back in one transfer.
+    proxy_scores, target_scores = jax.device_get((score(proxy_predictor.probs()), score(target_predictor.probs())))
+    proxy_scores, target_scores = np.asarray(proxy_scores)[unlabeled], np.asarray(target_scores)[unlabeled]
     return {"spearman": metrics.spearman(proxy_scores, target_scores),
             "pearson": metrics.pearson(proxy_scores, target_scores),
             "topk_overlap": metrics.topk_overlap(proxy_scores, target_scores, budget)}

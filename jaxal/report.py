@@ -24,16 +24,13 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import artifacts  # pylint: disable=g-import-not-at-top
 from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
 def _save(fig, path):
-  path = pathlib.Path(path)
-  tmp = path.with_suffix(".tmp.png")
   fig.tight_layout()
-  fig.savefig(tmp)
-  plt.close(fig)
-  tmp.replace(path)
+  artifacts.save_figure(fig, path)
 
 
 def plot_learning_curve(history: list[dict], path, title: str = "") -> None:
@@ -43,6 +40,10 @@ def plot_learning_curve(history: list[dict], path, title: str = "") -> None:
   ax.set_xlabel("number of labels")
   ax.set_ylabel("test accuracy")
   ax.grid(alpha=0.3)
+  fired = [r for r in history if (r.get("stop") or {}).get("fired")]
+  if fired:  # where the stopping rule ended the run
+    ax.axvline(fired[0]["num_labeled"], color="tab:red", linestyle="--", label=f"stop: {fired[0]['stop']['rule']}")
+    ax.legend(loc="lower right", fontsize=8)
   if title:
     ax.set_title(title)
   _save(fig, path)

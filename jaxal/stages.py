@@ -15,10 +15,13 @@ import numpy as np
 
 from jaxal import acquisition
 from jaxal import compiles
+from jaxal import inference
 from jaxal import models
 from jaxal import parallel
 from jaxal import proxy
+from jaxal import runtime as runtime_lib
 from jaxal import search as search_lib
+from jaxal import stopping
 from jaxal.checkpoint import outputs as outputs_lib
 from jaxal.checkpoint import run_files
 from jaxal.checkpoint import steps
@@ -34,10 +37,12 @@ class RoundState:
   history: list
   pending: np.ndarray  # pool indices queried but not yet labeled
   pending_predictions: dict | None = None
+  stop_predictions: list | None = None  # the last model's classes on the stop set (`al.stop`)
 
   def meta(self, num_rounds: int) -> dict:
     return {"history": self.history, "pending": self.pending.tolist(),
-            "pending_predictions": self.pending_predictions, "finished": self.pool.round >= num_rounds}
+            "pending_predictions": self.pending_predictions, "stop_predictions": self.stop_predictions,
+            "finished": self.pool.round >= num_rounds or stopping.stopped(self.history)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Round:
   seconds: dict = dataclasses.field(default_factory=dict)  # search, train, selection
   record: dict | None = None
   next_state: RoundState | None = None
+  stop: dict | None = None  # this round's stopping-rule record (`al.stop`)
+  stop_predictions: list | None = None
 
 
 @dataclasses.dataclass
@@ -102,6 +109,7 @@ class TrainerCache:
 
   def __init__(self, config, data, augment, mesh):
     self.config, self.data, self.augment, self.mesh = config, data, augment, mesh
+    self.runtime = runtime_lib.from_config(config)  # resolved at start-up (`loop.with_resolved_runtime`)
     self.trainers = {}
 
   def __call__(self, name: str, options: dict, train_cfg=None) -> trainer_lib.Trainer:
@@ -113,7 +121,8 @@ class TrainerCache:
     if key not in self.trainers:
       module = models.create(name, data.dataset.num_classes, **options)
       self.trainers[key] = trainer_lib.Trainer(module, train_cfg, data.preprocess, self.augment,
-                                               data.dataset.input_shape, data.pool.inputs.dtype, self.mesh)
+                                               data.dataset.input_shape, data.pool.inputs.dtype, self.mesh,
+                                               runtime=self.runtime)
     return self.trainers[key]
 
 
@@ -151,7 +160,7 @@ def train(run: Run, rnd: Round) -> Round:
 def evaluate(run: Run, rnd: Round) -> Round:
   """Test accuracy and loss of the round's model."""
   predictor = rnd.trainer.predictor(rnd.fit.state, run.data.test_inputs, chunk_size=run.config.train.eval_chunk_size)
-  logits, _ = predictor.outputs()
+  logits = np.asarray(jax.device_get(predictor.outputs()[0]))  # one transfer
   labels = run.data.dataset.test.labels
   log_z = np.asarray(jax.nn.logsumexp(logits, -1))
   loss = float(np.mean(log_z - logits[np.arange(len(labels)), labels]))
@@ -167,21 +176,40 @@ def _budget(config, pool: pool_lib.PoolState, schedule) -> int:
   return max(0, min(budget, int((~pool.labeled_mask).sum())))
 
 
+def stop(run: Run, rnd: Round) -> Round:
+  """Evaluates the stopping rule (`al.stop`) on the round's model; when it fires, the round
+  queries nothing and the run ends (see `jaxal.stopping`)."""
+  config, pool = run.config, rnd.state.pool
+  if not config.al.stop or not _budget(config, pool, run.schedule):
+    return rnd
+  predictor = rnd.trainer.predictor(rnd.fit.state, run.data.pool_inputs, chunk_size=config.acquisition.chunk_size,
+                                    verbose=config.output.verbose)
+  rows = stopping.stop_set(pool.labeled_mask.size, config.al.stop_set_size, config.seed)
+  previous = None if rnd.state.stop_predictions is None else np.asarray(rnd.state.stop_predictions, np.int32)
+  record, predictions = stopping.evaluate(config.al, predictor.probs(), ~pool.labeled_mask, rows,
+                                          rnd.state.history, previous)
+  if record["fired"]:
+    log(config, f"round {rnd.index}: stopping rule {record['rule']} fired ({record['value']:.4g}); the run ends here")
+  return dataclasses.replace(rnd, predictor=predictor, stop=record,
+                             stop_predictions=None if predictions is None else predictions.tolist())
+
+
 def score_and_select(run: Run, rnd: Round) -> Round:
   """Scores the unlabeled pool and picks this round's queries (none in the last round)."""
   t0 = time.perf_counter()
   config, pool = run.config, rnd.state.pool
-  budget = _budget(config, pool, run.schedule)
-  picked, predictions, predictor = np.zeros(0, np.int32), None, None
+  budget = 0 if rnd.stop is not None and rnd.stop["fired"] else _budget(config, pool, run.schedule)
+  picked, predictions, predictor = np.zeros(0, np.int32), None, rnd.predictor  # `stop` may have made it
   if budget:
-    predictor = rnd.trainer.predictor(rnd.fit.state, run.data.pool_inputs, chunk_size=config.acquisition.chunk_size,
-                                      verbose=config.output.verbose)
+    predictor = predictor or rnd.trainer.predictor(rnd.fit.state, run.data.pool_inputs,
+                                                   chunk_size=config.acquisition.chunk_size,
+                                                   verbose=config.output.verbose)
     view = acquisition.PoolView(labeled_mask=pool.labeled_mask, selectable_mask=~pool.labeled_mask,
                                 predictor=predictor, options=dict(config.acquisition.options))
     picked = acquisition.acquire(config.acquisition.name, view, budget, rnd.select_key)
     if getattr(run.oracle, "wants_predictions", False):
-      probs = predictor.probs()[picked]
-      predictions = {"predicted_class": probs.argmax(-1).tolist(), "confidence": probs.max(-1).tolist()}
+      predicted, confidence = jax.device_get(inference.class_and_confidence(predictor.probs()))  # one transfer
+      predictions = {"predicted_class": predicted[picked].tolist(), "confidence": confidence[picked].tolist()}
   return dataclasses.replace(rnd, picked=picked, predictions=predictions, predictor=predictor,
                              seconds={**rnd.seconds, "selection": time.perf_counter() - t0})
 
@@ -211,6 +239,8 @@ def record(run: Run, rnd: Round) -> Round:
   }
   if rnd.search_info:
     row["search"] = rnd.search_info
+  if rnd.stop is not None:
+    row["stop"] = rnd.stop
   if run.pretrained is not None:
     row["pretrain"] = config.pretrain.name
   return dataclasses.replace(rnd, record=row)
@@ -233,7 +263,9 @@ def save(checkpoints: steps.RunCheckpoints, state: RoundState, config, base_key,
 def checkpoint(run: Run, rnd: Round) -> Round:
   """Saves the round (model, pool, history, queries awaiting labels), then its outputs."""
   state = rnd.state
-  next_state = RoundState(state.pool.next_round(), state.history + [rnd.record], rnd.picked, rnd.predictions)
+  stop_predictions = state.stop_predictions if rnd.stop_predictions is None else rnd.stop_predictions
+  next_state = RoundState(state.pool.next_round(), state.history + [rnd.record], rnd.picked, rnd.predictions,
+                          stop_predictions)
   save(run.checkpoints, next_state, run.config, run.base_key, rnd.fit.state.variables)
   run.outputs.add_round(next_state.history)
   row, seconds = rnd.record, rnd.seconds
@@ -258,7 +290,8 @@ def resolve_pending(run: Run, state: RoundState) -> RoundState:
   if answered.size < state.pending.size and not run.config.oracle.allow_partial:
     raise ValueError(f"the oracle answered {answered.size} of {state.pending.size} queries; "
                      "set oracle.allow_partial=True to accept partial answers")
-  return RoundState(state.pool.label(answered, labels), state.history, np.zeros(0, np.int32), None)
+  return RoundState(state.pool.label(answered, labels), state.history, np.zeros(0, np.int32), None,
+                    state.stop_predictions)
 
 
 def label(run: Run, rnd: Round) -> Round:

@@ -25,12 +25,12 @@ import os
 import pathlib
 import sys
 
-from jaxal import cpu_runtime
+from jaxal.cpu import process as cpu_process
 
 if __name__ == "__main__":
   # Before the imports below: on CPU-only Linux hosts this re-executes the command once, with
   # glibc's huge-page tunable (`JAXAL_HUGE_PAGES=0` turns it off).
-  cpu_runtime.restart_with_huge_pages()
+  cpu_process.restart_with_huge_pages()
 
 # pylint: disable=wrong-import-position
 from absl import app
@@ -236,7 +236,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_runtime.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
-  cpu_runtime.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
+  cpu_process.keep_buffers_resident()  # with JAXAL_KEEP_BUFFERS=1; before JAX starts its threads
+  cpu_process.use_xla_convolutions()  # with JAXAL_XLA_CONVS=1; before the backend starts
   _define_flags()
   app.run(main, flags_parser=config_lib.parse_flags)

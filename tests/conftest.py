@@ -24,6 +24,17 @@ def release_compiled_programs():
   gc.collect()
 
 
+@pytest.fixture
+def fast_compiles():
+  """XLA without most of its optimization passes, for tests that compile big programs (supernets,
+  deep nets) to run them a few tiny steps: compiling is most of their time, and what they check
+  (shapes, records, which programs compile, equal picks) does not depend on XLA's passes."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
+
+
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -63,3 +74,19 @@ def tiny_config(**overrides):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def run_on_host_devices(target: str, devices: int = 8) -> str:
+  """Runs `module:function` in a fresh process that sees `devices` CPU devices (the count is
+  fixed when JAX starts); asserts it printed "OK" and returns its output."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  module, function = target.split(":")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  code = f"from {module} import {function} as f; f()"
+  out = subprocess.run([sys.executable, "-c", code], cwd=pathlib.Path(__file__).resolve().parents[1], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+  return out.stdout

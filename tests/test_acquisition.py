@@ -118,7 +118,8 @@ class FakePredictor:
 
 def test_registry_names_and_options():
   assert set(acquisition.ACQUISITIONS) == {"random", "least_confidence", "margin", "entropy", "bald", "mc_variance",
-                                           "coreset", "badge"}
+                                           "coreset", "badge", "batchbald", "epig", "typiclust", "probcover",
+                                           "cluster_margin"}
   rng = np.random.default_rng(0)
   n = 40
   pred = FakePredictor(rng.normal(size=(n, 4)).astype(np.float32) * 3, rng.normal(size=(n, 5)).astype(np.float32))

@@ -16,13 +16,14 @@ OPTIONS = {"depth_dropout": {"truncation": 3, "width": 4, "num_samples": 2},
 
 
 def _config(method, mode):
+  """One step per compiled block: the unrolled 4-step block of the Bayesian nets took ~30 s to compile."""
   return tiny_config(**{"search.name": f"{method}_{mode}", "search.epochs": 2, "al.num_rounds": 2,
                         "model.name": method, "model.options": ml_collections.ConfigDict(OPTIONS[method]),
-                        "train.optimizer": "adam", "train.lr_schedule": "0:0.003"})
+                        "train.optimizer": "adam", "train.lr_schedule": "0:0.003", "train.steps_per_call": 1})
 
 
 @pytest.mark.parametrize("method,mode", [(m, mode) for m in bayesian.METHODS for mode in ("joint", "spo")])
-def test_two_rounds_record_the_readout(tmp_path, method, mode):
+def test_two_rounds_record_the_readout(tmp_path, method, mode, fast_compiles):
   history = loop.run(_config(method, mode), tmp_path)
   assert len(history) == 2
   lines = [json.loads(l) for l in (tmp_path / "rounds.jsonl").read_text().splitlines()]
@@ -51,7 +52,7 @@ def test_two_rounds_record_the_readout(tmp_path, method, mode):
 
 
 @pytest.mark.parametrize("method", bayesian.METHODS)
-def test_upo_optimizes_once_on_pseudo_labels(tmp_path, method, monkeypatch):
+def test_upo_optimizes_once_on_pseudo_labels(tmp_path, method, monkeypatch, fast_compiles):
   """UPO reads out an architecture trained on the pool without labels, with the KL term on."""
   from jaxal.pretrain import deepcluster  # pylint: disable=g-import-not-at-top
   calls = []

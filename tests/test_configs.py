@@ -37,10 +37,11 @@ def test_bayes_arch_mnist_cpu_variants_are_valid(variant):
     assert c.model.name == "darts_net"
 
 
-def test_inas_cifar10_shrunk_on_mock_tfds(tmp_path):
+def test_inas_cifar10_shrunk_on_mock_tfds(tmp_path, fast_compiles):
   c = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "inas_cifar10.py")
   c.model.options.width = 2
   c.train.epochs = 1
+  c.train.steps_per_call = 1  # each candidate's train block compiles once per step it unrolls
   c.train.epoch_size = 32
   c.train.batch_size = 16
   c.al.initial_size = 10
@@ -68,6 +69,7 @@ def test_design_card_command_on_mock_tfds(tmp_path):
       "sys.argv = ['jaxal.main', '--config=configs/svp_cifar100.py', "
       f"'--workdir={tmp_path}', '--config.model.options.width=2', '--config.target.options.width=2', "
       "'--config.train.epochs=1', '--config.target.epochs=1', '--config.train.batch_size=8', "
+      "'--config.train.steps_per_call=1', "
       "'--config.al.initial_size=8', '--config.al.query_schedule=0:8', '--config.al.num_rounds=2', "
       "'--config.target.eval_rounds=all', '--config.output.verbose=False']\n"
       "with tfds.testing.mock_data(num_examples=40):\n"

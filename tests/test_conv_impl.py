@@ -1,4 +1,5 @@
-"""layers.Conv: im2col + matmul equals XLA's convolution and nn.Conv, values and gradients."""
+"""layers.Conv and jaxal.cpu.convs: im2col, per-pixel matmuls and fenced inputs equal XLA's
+convolution and nn.Conv, values and gradients; the policy picks the algorithm."""
 
 import flax.linen as nn
 import jax
@@ -8,6 +9,8 @@ import pytest
 from jax import lax
 
 from jaxal import models
+from jaxal import runtime
+from jaxal.cpu import convs
 from jaxal.models import layers
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -19,7 +22,7 @@ def _ref(x, k, s, padding):
 
 def _ours(x, k, s, padding):
   dn = lax.conv_dimension_numbers(x.shape, k.shape, DN)
-  return layers.conv_im2col(x, k, (s, s), padding, dimension_numbers=dn, precision="highest")
+  return layers.conv("im2col", x, k, (s, s), padding, dimension_numbers=dn, precision="highest")
 
 
 @pytest.mark.parametrize("size,cin,cout,ksize,stride", [
@@ -43,13 +46,13 @@ def test_im2col_matches_lax_forward_and_gradients(size, cin, cout, ksize, stride
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["auto", "xla", "im2col"])
+@pytest.mark.parametrize("impl", ["auto", "per_shape", "xla", "im2col"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("use_bias", [False, True])
 def test_conv_module_matches_nn_conv(impl, stride, use_bias):
   x = jax.random.normal(jax.random.key(0), (4, 2, 2, 32))
   ref = nn.Conv(24, (3, 3), strides=stride, padding="SAME", use_bias=use_bias)
-  ours = layers.Conv(24, (3, 3), strides=stride, padding="SAME", use_bias=use_bias, conv_impl=impl)
+  ours = layers.Conv(24, (3, 3), strides=stride, padding="SAME", use_bias=use_bias, conv_impl=impl, runtime=runtime.CPU)
   v_ref = ref.init(jax.random.key(1), x)
   v_ours = ours.init(jax.random.key(1), x)
   # Same parameter tree, shapes and (same-seed) values: checkpoints carry over.
@@ -65,11 +68,11 @@ def test_conv_module_matches_nn_conv(impl, stride, use_bias):
 
 
 def test_auto_rule():
-  assert layers.use_im2col((2, 2), (3, 3), (1, 1), "SAME")
-  assert layers.use_im2col((4, 4), (3, 3), (2, 2), "SAME")  # output 2x2
-  assert not layers.use_im2col((4, 4), (3, 3), (1, 1), "SAME")
-  assert not layers.use_im2col((16, 16), (3, 3), (1, 1), "SAME")
-  assert layers.use_im2col((16, 16), (1, 1), (2, 2), "SAME")
+  assert convs.use_im2col((2, 2), (3, 3), (1, 1), "SAME")
+  assert convs.use_im2col((4, 4), (3, 3), (2, 2), "SAME")  # output 2x2
+  assert not convs.use_im2col((4, 4), (3, 3), (1, 1), "SAME")
+  assert not convs.use_im2col((16, 16), (3, 3), (1, 1), "SAME")
+  assert convs.use_im2col((16, 16), (1, 1), (2, 2), "SAME")
 
 
 def _numpy_conv(x, k, strides, pads):
@@ -94,16 +97,16 @@ def test_dense_conv_matches_numpy_and_lax_gradients(in_sp, k_sp, strides, paddin
   x = jax.random.normal(kx, (3, *in_sp, 5))
   k = jax.random.normal(kk, (*k_sp, 5, 4))
   pads = padding if not isinstance(padding, str) else lax.padtype_to_pads(in_sp, k_sp, strides, padding)
-  got = layers.dense_conv(x, k, strides, padding, precision="highest")
+  got = convs.dense_conv(x, k, strides, padding, precision="highest")
   np.testing.assert_allclose(got, _numpy_conv(x, k, strides, pads), rtol=1e-5, atol=1e-5)
-  _, pairs = layers.pixel_pairs(in_sp, k_sp, strides, padding)
+  _, pairs = convs.pixel_pairs(in_sp, k_sp, strides, padding)
   assert len(set(pairs)) == len(pairs) <= int(np.prod(got.shape[1:-1])) * int(np.prod(k_sp))
   dn = lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC") if len(in_sp) == 2 else
                                   ("NWC", "WIO", "NWC"))
   ref = lambda x, k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=dn, precision="highest")
   ct = jax.random.normal(kc, got.shape)
   loss = lambda f: lambda x, k: jnp.sum(f(x, k) * ct)
-  ours = lambda x, k: layers.dense_conv(x, k, strides, padding, precision="highest")
+  ours = lambda x, k: convs.dense_conv(x, k, strides, padding, precision="highest")
   for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(ref), (0, 1))(x, k)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -112,7 +115,7 @@ def test_dense_conv_gradient_concatenates_instead_of_padding():
   """Its operands are split, not indexed: XLA:CPU took 160 ms a step padding each use's
   gradient to the kernel's full shape (NOTES §6h)."""
   x, k = jnp.ones((2, 2, 2, 3)), jnp.ones((3, 3, 3, 4))
-  grad = jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(layers.dense_conv(x, k, (1, 1), "SAME")), (0, 1)))(x, k)
+  grad = jax.make_jaxpr(jax.grad(lambda x, k: jnp.sum(convs.dense_conv(x, k, (1, 1), "SAME")), (0, 1)))(x, k)
   names = [e.primitive.name for e in grad.eqns]
   assert names.count("dot_general") == 3 * 16  # forward, input and kernel gradients: one per pixel pair
   assert "pad" not in names and "concatenate" in names
@@ -121,7 +124,7 @@ def test_dense_conv_gradient_concatenates_instead_of_padding():
 def test_dense_conv_keeps_bfloat16_and_accumulates_in_float32():
   x = jax.random.normal(jax.random.key(0), (4, 2, 2, 64))
   k = jax.random.normal(jax.random.key(1), (3, 3, 64, 8)) / 24
-  got = layers.dense_conv(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), "SAME")
+  got = convs.dense_conv(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), "SAME")
   assert got.dtype == jnp.bfloat16
   want = _numpy_conv(x.astype(jnp.bfloat16).astype(jnp.float32), k.astype(jnp.bfloat16).astype(jnp.float32),
                      (1, 1), ((1, 1), (1, 1)))
@@ -129,22 +132,45 @@ def test_dense_conv_keeps_bfloat16_and_accumulates_in_float32():
 
 
 def test_dense_rule(monkeypatch):
-  assert layers.use_dense((2, 2), (3, 3), (1, 1), "SAME")  # 16 pairs against im2col's 36 rows
-  assert layers.use_dense((1, 1), (3, 3), (1, 1), "SAME")  # only the centre tap
-  assert not layers.use_dense((4, 4), (3, 3), (2, 2), "SAME")  # 25 pairs: lost to im2col
-  assert not layers.use_dense((4, 4), (3, 3), (1, 1), "SAME")
-  assert not layers.use_dense((2, 2), (1, 1), (1, 1), "SAME")  # 1x1 kernels stay one matmul
-  assert not layers.use_dense((2, 2), (2, 2), (1, 1), "VALID")  # no padding to skip
-  monkeypatch.setattr(layers, "DENSE_MAX_PAIRS", 0)
-  assert not layers.use_dense((2, 2), (3, 3), (1, 1), "SAME")
+  assert convs.use_dense((2, 2), (3, 3), (1, 1), "SAME")  # 16 pairs against im2col's 36 rows
+  assert convs.use_dense((1, 1), (3, 3), (1, 1), "SAME")  # only the centre tap
+  assert not convs.use_dense((4, 4), (3, 3), (2, 2), "SAME")  # 25 pairs: lost to im2col
+  assert not convs.use_dense((4, 4), (3, 3), (1, 1), "SAME")
+  assert not convs.use_dense((2, 2), (1, 1), (1, 1), "SAME")  # 1x1 kernels stay one matmul
+  assert not convs.use_dense((2, 2), (2, 2), (1, 1), "VALID")  # no padding to skip
+  monkeypatch.setattr(convs, "DENSE_MAX_PAIRS", 0)
+  assert not convs.use_dense((2, 2), (3, 3), (1, 1), "SAME")
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason='"auto" picks dense_conv on the CPU backend only')
-def test_auto_runs_dense_conv_on_tiny_maps():
-  count = lambda size: [e.primitive.name for e in jax.make_jaxpr(
-      lambda x, k: layers.conv_auto(x, k, (1, 1), "SAME", dimension_numbers=lax.conv_dimension_numbers(
-          x.shape, k.shape, DN)))(jnp.ones((2, size, size, 3)), jnp.ones((3, 3, 3, 4))).eqns].count("dot_general")
-  assert count(2) == 16 and count(1) == 1 and count(8) == 0  # 8x8 keeps XLA's convolution
+def _dots(impl, size):
+  conv = lambda x, k: layers.conv(impl, x, k, (1, 1), "SAME", dimension_numbers=lax.conv_dimension_numbers(
+      x.shape, k.shape, DN))
+  eqns = jax.make_jaxpr(conv)(jnp.ones((2, size, size, 3)), jnp.ones((3, 3, 3, 4))).eqns
+  return [e.primitive.name for e in eqns].count("dot_general")
+
+
+def test_per_shape_runs_dense_conv_on_tiny_maps_and_xla_never():
+  assert _dots("per_shape", 2) == 16 and _dots("per_shape", 1) == 1 and _dots("per_shape", 8) == 0
+  assert _dots("xla", 2) == 0 and _dots("xla", 1) == 0  # the stock policy: XLA's convolution
+
+
+def test_the_policy_picks_the_algorithm():
+  """A layer's "auto" follows the nearest `runtime` up its module tree: the model's policy."""
+  x = jnp.ones((2, 2, 2, 3))
+  counts = {}
+  for name, policy in (("cpu", runtime.CPU), ("stock", runtime.STOCK)):
+    model = models.create("small_cnn", 3, width=4, embed=8, runtime=policy)
+    variables = model.init(jax.random.key(0), x, train=False)
+    names = [e.primitive.name for e in jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables).eqns]
+    counts[name] = names.count("dot_general"), names.count("conv_general_dilated")
+  # Two 3x3 convs on 2x2 maps: per-pixel matmuls (16 each) under the CPU policy, XLA's
+  # convolution under the stock one; the two dense layers are matmuls under both.
+  assert counts == {"cpu": (34, 0), "stock": (2, 2)}, counts
+  for policy, dots in ((runtime.CPU, 16), (runtime.STOCK, 0)):
+    layer = layers.Conv(4, (3, 3), runtime=policy)
+    lv = layer.init(jax.random.key(0), x)
+    eqns = jax.make_jaxpr(lambda v: layer.apply(v, x))(lv).eqns
+    assert str(eqns).count("dot_general") == dots
 
 
 def test_unsupported_falls_back_to_xla():
@@ -160,8 +186,7 @@ def test_bad_impl():
   with pytest.raises(ValueError):
     layers.Conv(4, (3, 3), conv_impl="winograd")
   with pytest.raises(ValueError):
-    with layers.override("winograd"):
-      pass
+    runtime.Runtime(conv_impl="winograd")
 
 
 @pytest.mark.parametrize("name,options", [
@@ -185,10 +210,10 @@ def test_model_unchanged_across_impls(name, options):
     return eval_logits, jax.grad(loss)(variables["params"])
 
   outs = {}
-  for impl in ("xla", "im2col", "auto"):
-    with layers.override(impl):
-      outs[impl] = jax.jit(run)()  # a fresh jit per impl: the override acts at trace time
-  for impl in ("im2col", "auto"):
+  for impl in ("xla", "im2col", "per_shape"):
+    model = model.clone(runtime=runtime.Runtime(kernels="cpu", conv_impl=impl, unroll_steps=True))
+    outs[impl] = jax.jit(run)()  # a fresh jit per policy
+  for impl in ("im2col", "per_shape"):
     np.testing.assert_allclose(outs[impl][0], outs["xla"][0], rtol=2e-4, atol=2e-4)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3),
                            outs[impl][1], outs["xla"][1])
@@ -200,7 +225,7 @@ def test_fence_returns_its_input_for_every_witness(witness):
   # would return -x.
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
   for dtype in (jnp.float32, jnp.bfloat16):
-    out = jax.jit(layers._fence)(x.astype(dtype), jnp.asarray(witness, dtype))
+    out = jax.jit(convs._fence)(x.astype(dtype), jnp.asarray(witness, dtype))
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(x.astype(dtype), np.float32))
 
 
@@ -208,11 +233,15 @@ def test_fence_input_is_the_identity_with_its_gradient():
   x = jax.random.normal(jax.random.key(1), (3, 4, 4, 2))
   w = jnp.float32(0.7)
   g = jax.random.normal(jax.random.key(2), x.shape)
-  out, vjp = jax.vjp(lambda x, w: layers.fence_input(x, w) * g, x, w)
+  out, vjp = jax.vjp(lambda x, w: convs.fence_input(x, w) * g, x, w)
   dx, dw = vjp(jnp.ones_like(x))
   np.testing.assert_array_equal(out, x * g)
   np.testing.assert_array_equal(dx, g)
   assert dw == 0
+
+
+_per_shape = lambda *a, **k: layers.conv("per_shape", *a, **k)
+_xla = lambda *a, **k: layers.conv("xla", *a, **k)
 
 
 def _block(conv):
@@ -233,17 +262,10 @@ def _block_args():
   return a, r, s, k
 
 
-def _fenced(fn):
-  def traced(*args):
-    with layers.fence_conv_inputs():
-      return fn(*args)
-  return traced
-
-
 def test_fenced_conv_matches_plain_conv_values_and_gradients():
   args = _block_args()
-  ours = jax.jit(jax.value_and_grad(_fenced(_block(layers.conv_auto)), argnums=(0, 1, 2, 3)))(*args)
-  ref = jax.jit(jax.value_and_grad(_block(layers.conv_xla), argnums=(0, 1, 2, 3)))(*args)
+  ours = jax.jit(jax.value_and_grad(_block(_per_shape), argnums=(0, 1, 2, 3)))(*args)
+  ref = jax.jit(jax.value_and_grad(_block(_xla), argnums=(0, 1, 2, 3)))(*args)
   np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5)
   for got, want in zip(ours[1], ref[1]):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -263,27 +285,21 @@ def _fusion_bodies(hlo_text):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the fence is for XLA:CPU")
-def test_fence_keeps_the_producers_out_of_the_kernel_gradient_transpose(monkeypatch):
+def test_fence_keeps_the_producers_out_of_the_kernel_gradient_transpose():
   # Without the fence, XLA:CPU fuses max(a * s + r, 0) into the transposed copy of x that
-  # the kernel gradient reads (NOTES §6f). With it, no fused computation both transposes
-  # and computes the ReLU, and only the differentiated program holds the conditional.
-  from jaxal import cpu_runtime  # pylint: disable=import-outside-toplevel
+  # the kernel gradient reads (NOTES §6f). With it (the CPU policy's 8x8 maps), no fused
+  # computation both transposes and computes the ReLU, and only the differentiated program
+  # holds the conditional.
   args = _block_args()
-  options = cpu_runtime.train_compiler_options() or {}
+  options = runtime.for_backend("cpu").jit_compiler_options() or {}
   grad_hlo = lambda fn: jax.jit(jax.grad(fn, argnums=(0, 1, 2, 3))).lower(*args).compile(
       compiler_options=options).as_text()
-  monkeypatch.delenv("JAXAL_FENCE_CONVS", raising=False)
-  assert "conditional(" not in grad_hlo(_block(layers.conv_auto))  # only inside the scope
-  text = grad_hlo(_fenced(_block(layers.conv_auto)))
+  assert "conditional(" not in grad_hlo(_block(_xla))  # the stock policy never fences
+  text = grad_hlo(_block(_per_shape))
   assert "conditional(" in text
   bodies = _fusion_bodies(text)
   assert bodies, "no fused computations found: the HLO text format changed"
   mixed = [n for n, b in bodies.items() if " transpose(" in b and " maximum(" in b]
   assert not mixed, mixed
-  forward = jax.jit(_fenced(_block(layers.conv_auto))).lower(*args).compile().as_text()
+  forward = jax.jit(_block(_per_shape)).lower(*args).compile().as_text()
   assert "conditional(" not in forward
-  # The environment variable overrides the scope both ways.
-  monkeypatch.setenv("JAXAL_FENCE_CONVS", "0")
-  assert "conditional(" not in grad_hlo(_fenced(_block(layers.conv_auto)))
-  monkeypatch.setenv("JAXAL_FENCE_CONVS", "1")
-  assert "conditional(" in grad_hlo(_block(layers.conv_auto))

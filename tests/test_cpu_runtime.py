@@ -1,4 +1,4 @@
-"""`jaxal.cpu_runtime`: opt-in malloc settings that keep XLA:CPU's buffers resident."""
+"""`jaxal.cpu.process`: opt-in malloc settings that keep XLA:CPU's buffers resident."""
 
 import os
 import platform
@@ -10,12 +10,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from jaxal import cpu_runtime
+from jaxal.cpu import process as cpu_process
 
 _SCRIPT = textwrap.dedent("""
     import resource, sys
-    from jaxal import cpu_runtime
-    applied = cpu_runtime.keep_buffers_resident()  # before the backend starts
+    from jaxal.cpu import process as cpu_process
+    applied = cpu_process.keep_buffers_resident()  # before the backend starts
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x: x * 2.0 + 1.0)
     x = jnp.ones((16 * 2**20,), jnp.float32)  # 64 MiB: above glibc's largest mmap threshold
@@ -41,13 +41,13 @@ def _run(keep: str):
 
 def test_off_by_default_and_when_asked(monkeypatch):
   monkeypatch.delenv("JAXAL_KEEP_BUFFERS", raising=False)
-  assert cpu_runtime.keep_buffers_resident() is False
+  assert cpu_process.keep_buffers_resident() is False
   monkeypatch.setenv("JAXAL_KEEP_BUFFERS", "0")
-  assert cpu_runtime.keep_buffers_resident() is False
+  assert cpu_process.keep_buffers_resident() is False
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
-                    or cpu_runtime.accelerator_plugin_installed(), reason="glibc malloc settings, CPU-only hosts")
+                    or cpu_process.accelerator_plugin_installed(), reason="glibc malloc settings, CPU-only hosts")
 def test_resident_buffers_stop_page_faults_on_repeated_calls():
   applied_off, faults_off = _run("0")
   applied_on, faults_on = _run("1")
@@ -59,14 +59,14 @@ def test_resident_buffers_stop_page_faults_on_repeated_calls():
 
 _CONV_SCRIPT = textwrap.dedent("""
     import os
-    from jaxal import cpu_runtime
-    applied = cpu_runtime.use_xla_convolutions()  # before the backend starts
+    from jaxal.cpu import process as cpu_process
+    applied = cpu_process.use_xla_convolutions()  # before the backend starts
     import jax, jax.numpy as jnp
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
     conv_text = conv.lower(jnp.ones((128, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text().lower()
     dot_text = jax.jit(jnp.dot).lower(jnp.ones((512, 512)), jnp.ones((512, 512))).compile().as_text().lower()
-    late = cpu_runtime.use_xla_convolutions()  # the backend has started: reports, changes nothing
+    late = cpu_process.use_xla_convolutions()  # the backend has started: reports, changes nothing
     print(applied, "ynn" in conv_text, "ynn" in dot_text, late, os.environ.get("XLA_FLAGS", ""))
 """)
 
@@ -81,9 +81,9 @@ def _run_conv(env_extra):
 
 
 def _skip_unless_the_flag_applies():
-  series = cpu_runtime.jaxlib_series()
-  if series not in cpu_runtime.XLA_CONVS_JAXLIB or cpu_runtime.accelerator_plugin_installed():
-    pytest.skip(f"the flag is only added for jaxlib {cpu_runtime.XLA_CONVS_JAXLIB} on CPU (installed: {series})")
+  series = cpu_process.jaxlib_series()
+  if series not in cpu_process.XLA_CONVS_JAXLIB or cpu_process.accelerator_plugin_installed():
+    pytest.skip(f"the flag is only added for jaxlib {cpu_process.XLA_CONVS_JAXLIB} on CPU (installed: {series})")
 
 
 def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
@@ -92,7 +92,7 @@ def test_xla_convolutions_are_opt_in_and_keep_ynnpack_for_dots():
   assert not applied and ynn_conv and ynn_dot and flags == ""  # default: YNNPACK convolutions
   applied, ynn_conv, ynn_dot, late, flags = _run_conv({"JAXAL_XLA_CONVS": "1"})
   assert applied and not ynn_conv and ynn_dot and late, (applied, ynn_conv, ynn_dot, late)
-  assert flags == cpu_runtime.YNN_DOTS_ONLY
+  assert flags == cpu_process.YNN_DOTS_ONLY
   # A user's own setting of the fusion type is left as it is.
   mine = "--xla_cpu_experimental_ynn_fusion_type="
   applied, _, _, _, flags = _run_conv({"JAXAL_XLA_CONVS": "1", "XLA_FLAGS": mine})
@@ -105,7 +105,7 @@ def test_xla_convolutions_leave_a_started_backend_alone(monkeypatch):
   jax.devices()  # this test process's backend is running
   monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
   monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/nonexistent")
-  assert not cpu_runtime.use_xla_convolutions()
+  assert not cpu_process.use_xla_convolutions()
   assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/nonexistent"
 
 
@@ -124,7 +124,7 @@ def _convolutions_in_ynn_fusions(hlo_text: str) -> tuple[int, int]:
   return inside, outside
 
 
-def _small_cnn_train_block_text():
+def _small_cnn_train_block_text(policy=None):
   import jax
   import jax.numpy as jnp
   from jaxal import config as config_lib, models
@@ -134,7 +134,7 @@ def _small_cnn_train_block_text():
   c = config_lib.base_config().train
   c.batch_size, c.steps_per_call = 32, 1
   t = trainer_lib.Trainer(models.create("small_cnn", 10), c, pipeline.make_preprocess(x, "image", "per_channel"),
-                          augment.AugmentConfig(), (28, 28, 1), np.uint8)
+                          augment.AugmentConfig(), (28, 28, 1), np.uint8, runtime=policy)
   state = t.init(jax.random.key(0))
   lowered = t._block.lower(state, jnp.asarray(x), jnp.zeros(32, jnp.int32), np.arange(32, dtype=np.int32)[None],  # pylint: disable=protected-access
                            np.ones(1, bool), jax.random.key(1), 0.01)
@@ -145,46 +145,42 @@ def test_training_steps_run_xla_convolutions_by_default(monkeypatch):
   _skip_unless_the_flag_applies()
   monkeypatch.delenv("JAXAL_XLA_CONVS", raising=False)
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  assert cpu_runtime.train_compiler_options() == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+  assert cpu_process.train_compiler_options() == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
   inside, outside = _convolutions_in_ynn_fusions(_small_cnn_train_block_text())
   # Two convolutions: forward and weight gradient each, and the second one's input gradient.
   assert inside == 0 and outside >= 5, (inside, outside)
   monkeypatch.setenv("JAXAL_XLA_CONVS", "0")
-  assert cpu_runtime.train_compiler_options() is None
+  assert cpu_process.train_compiler_options() is None
   inside, _ = _convolutions_in_ynn_fusions(_small_cnn_train_block_text())
   assert inside >= 3, inside  # YNNPACK takes the step's convolutions
   # A process-wide setting (JAXAL_XLA_CONVS=1, or the user's own) is left in charge.
   monkeypatch.setenv("JAXAL_XLA_CONVS", "1")
-  monkeypatch.setenv("XLA_FLAGS", cpu_runtime.YNN_DOTS_ONLY)
-  assert cpu_runtime.train_compiler_options() is None
+  monkeypatch.setenv("XLA_FLAGS", cpu_process.YNN_DOTS_ONLY)
+  assert cpu_process.train_compiler_options() is None
 
 
-def test_training_steps_fence_their_convolution_inputs(monkeypatch):
-  import jax  # pylint: disable=import-outside-toplevel
-  if jax.default_backend() != "cpu":
-    pytest.skip("the conv fence applies on XLA:CPU")
-  # The Trainer's step traces the model inside `layers.fence_conv_inputs()` (NOTES §6f);
-  # JAXAL_FENCE_CONVS=0 takes the fences out.
-  monkeypatch.delenv("JAXAL_FENCE_CONVS", raising=False)
-  assert "conditional(" in _small_cnn_train_block_text()
-  monkeypatch.setenv("JAXAL_FENCE_CONVS", "0")
-  assert "conditional(" not in _small_cnn_train_block_text()
+def test_training_steps_fence_their_convolution_inputs():
+  from jaxal import runtime  # pylint: disable=import-outside-toplevel
+  # Under the CPU policy the step's XLA convolutions fence their inputs (NOTES §6f); the
+  # stock policy (GPUs, TPUs) has no fence.
+  assert "conditional(" in _small_cnn_train_block_text(runtime.CPU)
+  assert "conditional(" not in _small_cnn_train_block_text(runtime.STOCK)
 
 
 def test_huge_pages_tunable_is_set_once_and_keeps_the_others():
-  tunable = cpu_runtime.HUGE_PAGES_TUNABLE
-  assert cpu_runtime.with_huge_pages_tunable("") == tunable
-  assert cpu_runtime.with_huge_pages_tunable("glibc.malloc.arena_max=2") == f"glibc.malloc.arena_max=2:{tunable}"
-  assert cpu_runtime.with_huge_pages_tunable(f"glibc.malloc.hugetlb=0:a=1:{tunable}") == f"a=1:{tunable}"
+  tunable = cpu_process.HUGE_PAGES_TUNABLE
+  assert cpu_process.with_huge_pages_tunable("") == tunable
+  assert cpu_process.with_huge_pages_tunable("glibc.malloc.arena_max=2") == f"glibc.malloc.arena_max=2:{tunable}"
+  assert cpu_process.with_huge_pages_tunable(f"glibc.malloc.hugetlb=0:a=1:{tunable}") == f"a=1:{tunable}"
 
 
 def test_transparent_huge_pages_mode_is_the_bracketed_word(tmp_path):
   path = tmp_path / "enabled"
   path.write_text("always [madvise] never\n")
-  assert cpu_runtime.transparent_huge_pages_mode(str(path)) == "madvise"
+  assert cpu_process.transparent_huge_pages_mode(str(path)) == "madvise"
   path.write_text("[always] madvise never\n")
-  assert cpu_runtime.transparent_huge_pages_mode(str(path)) == "always"
-  assert cpu_runtime.transparent_huge_pages_mode(str(tmp_path / "missing")) == ""
+  assert cpu_process.transparent_huge_pages_mode(str(path)) == "always"
+  assert cpu_process.transparent_huge_pages_mode(str(tmp_path / "missing")) == ""
 
 
 def test_restart_returns_when_turned_off_or_already_in_effect(monkeypatch):
@@ -193,20 +189,20 @@ def test_restart_returns_when_turned_off_or_already_in_effect(monkeypatch):
   monkeypatch.setattr(os, "execv", no_exec)
   monkeypatch.setenv("GLIBC_TUNABLES", "")
   monkeypatch.setenv("JAXAL_HUGE_PAGES", "0")
-  assert cpu_runtime.restart_with_huge_pages() is False
+  assert cpu_process.restart_with_huge_pages() is False
   assert os.environ["GLIBC_TUNABLES"] == ""
   monkeypatch.setenv("JAXAL_HUGE_PAGES", "1")
-  monkeypatch.setenv("GLIBC_TUNABLES", f"a=1:{cpu_runtime.HUGE_PAGES_TUNABLE}")
-  assert cpu_runtime.restart_with_huge_pages() is True
+  monkeypatch.setenv("GLIBC_TUNABLES", f"a=1:{cpu_process.HUGE_PAGES_TUNABLE}")
+  assert cpu_process.restart_with_huge_pages() is True
 
 
 # Prints, per start of the process: the tunables, whether restart returned, and whether a
 # 64 MiB malloc'd block is advised for huge pages (VmFlags "hg" in /proc/self/smaps).
 _RESTART_SCRIPT = textwrap.dedent("""
     import ctypes, os, sys
-    from jaxal import cpu_runtime
+    from jaxal.cpu import process as cpu_process
     print("start", os.environ.get("GLIBC_TUNABLES", "-"), flush=True)
-    back = cpu_runtime.restart_with_huge_pages()
+    back = cpu_process.restart_with_huge_pages()
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     address = libc.malloc(64 << 20)
@@ -224,10 +220,10 @@ _RESTART_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or cpu_runtime._glibc_version() is None
-                    or cpu_runtime._glibc_version() < (2, 35)
-                    or cpu_runtime.transparent_huge_pages_mode() != "madvise"
-                    or cpu_runtime.accelerator_plugin_installed(),
+@pytest.mark.skipif(platform.system() != "Linux" or cpu_process._glibc_version() is None
+                    or cpu_process._glibc_version() < (2, 35)
+                    or cpu_process.transparent_huge_pages_mode() != "madvise"
+                    or cpu_process.accelerator_plugin_installed(),
                     reason="glibc 2.35+ with transparent huge pages in madvise mode, CPU-only hosts")
 def test_restart_sets_the_tunable_once_and_malloc_then_advises_huge_pages():
   def run(env_extra):
@@ -240,15 +236,15 @@ def test_restart_sets_the_tunable_once_and_malloc_then_advises_huge_pages():
   lines = run({"GLIBC_TUNABLES": "glibc.malloc.arena_test=4"})
   # The first start restarts at once; the second finds the tunable, keeps the user's and the arguments.
   assert lines == ["start glibc.malloc.arena_test=4",
-                   f"start glibc.malloc.arena_test=4:{cpu_runtime.HUGE_PAGES_TUNABLE}",
+                   f"start glibc.malloc.arena_test=4:{cpu_process.HUGE_PAGES_TUNABLE}",
                    "returned True True ['--flag=1', 'x']"], lines
   assert run({"JAXAL_HUGE_PAGES": "0"}) == ["start -", "returned False False ['--flag=1', 'x']"]
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or cpu_runtime._glibc_version() is None
-                    or cpu_runtime._glibc_version() < (2, 35)
-                    or cpu_runtime.transparent_huge_pages_mode() != "madvise"
-                    or cpu_runtime.accelerator_plugin_installed(),
+@pytest.mark.skipif(platform.system() != "Linux" or cpu_process._glibc_version() is None
+                    or cpu_process._glibc_version() < (2, 35)
+                    or cpu_process.transparent_huge_pages_mode() != "madvise"
+                    or cpu_process.accelerator_plugin_installed(),
                     reason="glibc 2.35+ with transparent huge pages in madvise mode, CPU-only hosts")
 @pytest.mark.parametrize("module", ["jaxal.main", "jaxal.study"])
 def test_commands_restart_with_huge_pages_before_reading_the_config(tmp_path, module):
@@ -266,7 +262,7 @@ def test_commands_restart_with_huge_pages_before_reading_the_config(tmp_path, mo
   run = subprocess.Popen([sys.executable, "-m", module, f"--config={config}"], env=env, cwd=root)
   assert run.wait(timeout=120) == 0
   tunables, pid = seen.read_text().split()
-  assert tunables == cpu_runtime.HUGE_PAGES_TUNABLE and int(pid) == run.pid  # the same process, restarted
+  assert tunables == cpu_process.HUGE_PAGES_TUNABLE and int(pid) == run.pid  # the same process, restarted
   seen.unlink()
   env["JAXAL_HUGE_PAGES"] = "0"
   subprocess.run([sys.executable, "-m", module, f"--config={config}"], env=env, cwd=root, check=True, timeout=120)
@@ -279,6 +275,7 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from jaxal import models  # pylint: disable=import-outside-toplevel
   from jaxal import inference  # pylint: disable=import-outside-toplevel
+  from jaxal import runtime  # pylint: disable=import-outside-toplevel
   from jaxal.data import pipeline  # pylint: disable=import-outside-toplevel
   monkeypatch.delenv("XLA_FLAGS", raising=False)
   x = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)  # YNNPACK takes some convs
@@ -287,7 +284,9 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
                          train=False)
 
   def ynn_convolutions():
-    text = inference._forward_chunk.current().lower(model, pre, variables, jnp.asarray(x)).compile().as_text()  # pylint: disable=protected-access
+    policy = runtime.for_backend("cpu")  # reads JAXAL_XLA_CONVS, as a run does at start-up
+    text = inference.forward_jit(policy).lower(models.with_runtime(model, policy), pre, variables,
+                                               jnp.asarray(x)).compile().as_text()
     return len(re.findall(r"kind=kCustom[^\n]*conv_general_dilated", text))
 
   monkeypatch.delenv("JAXAL_XLA_CONVS", raising=False)
@@ -304,10 +303,10 @@ def test_restart_runs_in_place_when_exec_is_refused(monkeypatch, capsys):
     calls.append(args)
     raise PermissionError(13, "Permission denied")
   monkeypatch.setattr(os, "execv", refused)
-  monkeypatch.setattr(cpu_runtime.platform, "system", lambda: "Linux")
-  monkeypatch.setattr(cpu_runtime, "_glibc_version", lambda: (2, 39))
-  monkeypatch.setattr(cpu_runtime, "transparent_huge_pages_mode", lambda: "madvise")
-  monkeypatch.setattr(cpu_runtime, "accelerator_plugin_installed", lambda: False)
+  monkeypatch.setattr(cpu_process.platform, "system", lambda: "Linux")
+  monkeypatch.setattr(cpu_process, "_glibc_version", lambda: (2, 39))
+  monkeypatch.setattr(cpu_process, "transparent_huge_pages_mode", lambda: "madvise")
+  monkeypatch.setattr(cpu_process, "accelerator_plugin_installed", lambda: False)
   monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "jaxal.main", "--workdir=w"], raising=False)
   monkeypatch.setenv("JAXAL_HUGE_PAGES", "1")
   for before in ("glibc.malloc.arena_test=4", None):
@@ -315,9 +314,9 @@ def test_restart_runs_in_place_when_exec_is_refused(monkeypatch, capsys):
       monkeypatch.delenv("GLIBC_TUNABLES")
     else:
       monkeypatch.setenv("GLIBC_TUNABLES", before)
-    assert cpu_runtime.restart_with_huge_pages() is False
+    assert cpu_process.restart_with_huge_pages() is False
     assert os.environ.get("GLIBC_TUNABLES") == before  # huge pages are not in effect: say so to children too
     assert calls[-1] == (sys.executable, [sys.executable, "-m", "jaxal.main", "--workdir=w"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: cannot restart with huge pages (")
-    assert "Permission denied" in err and not cpu_runtime.huge_pages_in_effect()
+    assert "Permission denied" in err and not cpu_process.huge_pages_in_effect()

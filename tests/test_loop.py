@@ -14,6 +14,13 @@ from jaxal import loop
 from jaxal.checkpoint import run_files
 from tests.conftest import tiny_config
 
+
+def _config(**overrides):
+  """`tiny_config` with one step per compiled block: every `loop.run` here compiles its train
+  block afresh, and an unrolled 4-step block compiles ~4x slower (test_no_recompiles_when_epochs_grow
+  still trains with 2-step blocks)."""
+  return tiny_config(**{"train.steps_per_call": 1, **overrides})
+
 FIELDS = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
           "train_seconds", "selection_seconds", "compiles")
 DETERMINISTIC = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
@@ -31,7 +38,7 @@ def _labeled(workdir):
 def reference_run(tmp_path_factory):
   """An uninterrupted 3-round run, shared by the tests below."""
   workdir = tmp_path_factory.mktemp("reference")
-  history = loop.run(tiny_config(**{"output.plot": True}), workdir)
+  history = loop.run(_config(**{"output.plot": True}), workdir)
   return workdir, history
 
 
@@ -60,7 +67,7 @@ def test_no_recompiles_after_round_zero(reference_run):
 
 def test_no_recompiles_when_epochs_grow_with_the_labeled_set(tmp_path):
   """epoch_size=0 (one pass): the number of step blocks per epoch grows from round to round."""
-  c = tiny_config(**{"train.epoch_size": 0, "train.steps_per_call": 2, "al.query_schedule": "0:40",
+  c = _config(**{"train.epoch_size": 0, "train.steps_per_call": 2, "al.query_schedule": "0:40",
                      "al.num_rounds": 4, "target.name": "resnet_grid", "target.eval_rounds": "all"})
   c.target.options = type(c.model.options)(dict(c.model.options))
   history = loop.run(c, tmp_path)
@@ -70,7 +77,7 @@ def test_no_recompiles_when_epochs_grow_with_the_labeled_set(tmp_path):
 
 def test_finished_run_says_so(reference_run, capsys):
   workdir, history = reference_run
-  c = tiny_config()
+  c = _config()
   c.output.verbose = True
   again = loop.run(c, workdir)
   assert "already finished" in capsys.readouterr().out
@@ -80,11 +87,11 @@ def test_finished_run_says_so(reference_run, capsys):
 def test_different_config_is_refused_unless_forced(reference_run, tmp_path):
   workdir, _ = reference_run
   with pytest.raises(run_files.WorkdirConflict, match="train.epochs"):
-    loop.run(tiny_config(**{"train.epochs": 5}), workdir)
+    loop.run(_config(**{"train.epochs": 5}), workdir)
   # --force continues the same run with a longer schedule.
   other = tmp_path / "w"
-  loop.run(tiny_config(**{"al.num_rounds": 2}), other)
-  history = loop.run(tiny_config(**{"al.num_rounds": 3}), other, force=True)
+  loop.run(_config(**{"al.num_rounds": 2}), other)
+  history = loop.run(_config(**{"al.num_rounds": 3}), other, force=True)
   assert [r["num_labeled"] for r in history] == [20, 40, 60]
 
 
@@ -104,9 +111,9 @@ def test_resume_after_a_crash_matches_uninterrupted(reference_run, tmp_path, mon
 
   monkeypatch.setattr(run_files, "write_rounds", crashing_write)
   with pytest.raises(KeyboardInterrupt):
-    loop.run(tiny_config(), crash_dir)
+    loop.run(_config(), crash_dir)
   monkeypatch.setattr(run_files, "write_rounds", real_write)
-  resumed = loop.run(tiny_config(), crash_dir)
+  resumed = loop.run(_config(), crash_dir)
   rows = run_files.read_rounds(crash_dir)
   assert len(rows) == 3
   for a, b in zip(rows, history):
@@ -125,7 +132,7 @@ def test_repeated_sigkills_then_resume(reference_run, tmp_path):
   killed = tmp_path / "killed"
   overrides = ["--config.data.test_size=200", "--config.model.options.stacks=1", "--config.model.options.width=4",
                "--config.train.batch_size=32", "--config.train.epochs=2", "--config.train.epoch_size=128",
-               "--config.train.steps_per_call=4", "--config.train.lr_schedule=0:0.05",
+               "--config.train.steps_per_call=1", "--config.train.lr_schedule=0:0.05",
                "--config.train.weight_decay=0.001", "--config.al.initial_size=20", "--config.al.query_schedule=0:20",
                "--config.al.num_rounds=3", "--config.output.plot=False", "--config.train.eval_chunk_size=512",
                "--config.output.verbose=False"]
@@ -171,7 +178,7 @@ def test_pending_labels_stop_the_run_and_resume_identically(reference_run, tmp_p
       return super().reveal(indices, round=round, predictions=predictions)
 
   monkeypatch.setitem(oracle_lib.ORACLES, "slow", lambda config, wd, data: SlowPeople(data.pool.labels))
-  c = tiny_config(**{"oracle.name": "slow"})
+  c = _config(**{"oracle.name": "slow"})
   with pytest.raises(oracle_lib.LabelsPending):
     loop.run(c, tmp_path)
   assert len(run_files.read_rounds(tmp_path)) == 2
@@ -193,8 +200,8 @@ def test_partial_answers_need_permission(tmp_path, monkeypatch):
 
   monkeypatch.setitem(oracle_lib.ORACLES, "half", lambda config, wd, data: HalfDone(data.pool.labels))
   with pytest.raises(ValueError, match="allow_partial"):
-    loop.run(tiny_config(**{"oracle.name": "half"}), tmp_path / "a")
-  history = loop.run(tiny_config(**{"oracle.name": "half", "oracle.allow_partial": True}), tmp_path / "b")
+    loop.run(_config(**{"oracle.name": "half"}), tmp_path / "a")
+  history = loop.run(_config(**{"oracle.name": "half", "oracle.allow_partial": True}), tmp_path / "b")
   assert [r["num_labeled"] for r in history] == [20, 30, 40]
 
 
@@ -207,7 +214,7 @@ def test_corrupted_latest_checkpoint_falls_back(reference_run, tmp_path, capsys)
   for f in (latest / "meta").rglob("*"):
     if f.is_file():
       f.write_text("{ not json")
-  resumed = loop.run(tiny_config(), copy)
+  resumed = loop.run(_config(), copy)
   assert "unreadable" in capsys.readouterr().err
   assert [r["num_labeled"] for r in resumed] == [20, 40, 60]
   for a, b in zip(resumed, history):
@@ -223,7 +230,7 @@ def test_nan_loss_aborts_without_touching_the_pool(reference_run, tmp_path):
   before, _ = _labeled(copy)
   # lr * weight_decay = 1e4 scales the conv kernels by about -1e4 a step (lr 1e30 is refused by validate).
   with pytest.raises(trainer_lib.TrainingDiverged, match="training diverged"):
-    loop.run(tiny_config(**{"train.lr_schedule": "0:1000", "train.weight_decay": 10.0, "al.num_rounds": 4}), copy,
+    loop.run(_config(**{"train.lr_schedule": "0:1000", "train.weight_decay": 10.0, "al.num_rounds": 4}), copy,
              force=True)
   after, meta = _labeled(copy)
   np.testing.assert_array_equal(after.labeled_mask, before.labeled_mask)

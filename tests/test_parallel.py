@@ -4,20 +4,13 @@ JAX fixes its device count at start-up, so the comparisons run in a subprocess w
 `--xla_force_host_platform_device_count=8`.
 """
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxal import config as config_lib, parallel
-from tests.conftest import tiny_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.conftest import run_on_host_devices, tiny_config
 
 
 def _eight_devices_match_one():
@@ -93,10 +86,7 @@ def _eight_devices_match_one():
 
 
 def test_eight_devices_match_one():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  code = "from tests.test_parallel import _eight_devices_match_one as f; f()"
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+  run_on_host_devices("tests.test_parallel:_eight_devices_match_one")
 
 
 def test_indivisible_batch_is_a_clear_error():

@@ -146,7 +146,7 @@ def test_derived_cell_matches_brute_force_and_obeys_skip_limit():
 
 
 @pytest.mark.slow
-def test_tiny_search_end_to_end():
+def test_tiny_search_end_to_end(fast_compiles):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(24, 28, 28, 1)).astype(np.float32))
   y = rng.integers(0, 3, 24)
@@ -190,17 +190,22 @@ def test_config_validation():
 
 
 def _loop_config(mode):
+  """The smallest search the loop can run: one node per cell (two edges) and one epoch with α on.
+
+  The warm-up epochs and two-node cells are covered by `test_tiny_search_end_to_end`; these
+  tests check what the loop does with a search, and compiling supernets is most of their time.
+  """
   c = tiny_config(**{"search.name": "pdarts", "search.mode": mode, "al.num_rounds": 2})
   c.model.name = "darts_net"
   c.model.options = ml_collections.ConfigDict(dict(channels=2, layers=1, dropout=0.0))
-  c.train.epochs = 1
+  c.train.epochs, c.train.steps_per_call = 1, 1
   p = c.search.pdarts
-  p.layers, p.channels, p.nodes, p.epochs, p.warmup_epochs, p.batch_size = (1, 1, 1), 2, 2, 2, 1, 8
+  p.layers, p.channels, p.nodes, p.epochs, p.warmup_epochs, p.batch_size = (1, 1, 1), 2, 1, 1, 0, 8
   return c
 
 
 @pytest.mark.slow
-def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path):
+def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path, fast_compiles):
   history = loop.run(_loop_config("joint"), tmp_path)
   assert len(history) == 2
   for r in history:
@@ -213,7 +218,7 @@ def test_loop_joint_searches_every_round_and_reuses_stage_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_loop_spo_searches_once(tmp_path):
+def test_loop_spo_searches_once(tmp_path, fast_compiles):
   history = loop.run(_loop_config("spo"), tmp_path)
   first, second = history[0]["search"], history[1]["search"]
   assert first["searched"] and not second["searched"] and second["from_round"] == 0
@@ -221,8 +226,8 @@ def test_loop_spo_searches_once(tmp_path):
   assert history[1]["compiles"] == 0  # same darts_net, same shapes: nothing compiles in round 1
 
 
-@pytest.mark.slow  # 73 s on the loaded 2-core machine (two supernet compiles)
-def test_pseudo_labels_are_kmeans_ids_of_random_supernet_features():
+@pytest.mark.slow
+def test_pseudo_labels_are_kmeans_ids_of_random_supernet_features(fast_compiles):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(60, 8, 8, 1)).astype(np.float32))
   s = pdarts.Settings(layers=(1, 1, 1), channels=2, nodes=2)
@@ -247,7 +252,7 @@ def test_upo_rows():
 
 
 @pytest.mark.slow
-def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch):
+def test_loop_upo_searches_once_on_pseudo_labels(tmp_path, monkeypatch, fast_compiles):
   c = _loop_config("upo")
   c.search.pdarts.upo_size = 40
   c.search.pdarts.max_skips = 1

@@ -1,4 +1,5 @@
-"""pooling: max-pools with nn.max_pool's values and gradients (ties included)."""
+"""pooling: max-pools with nn.max_pool's values and gradients (ties included), under the CPU
+policy's custom backward and the stock one."""
 
 import flax.linen as nn
 import jax
@@ -6,15 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import functools
+
+from jaxal import runtime
 from jaxal.models import pooling
+
+POLICIES = pytest.mark.parametrize("policy", [runtime.CPU, runtime.STOCK], ids=["cpu", "stock"])
 
 
 @pytest.mark.parametrize("size", [8, 7, 3])
-def test_max_pool_2x2_matches_nn_max_pool(size):
+def test_max_pool_2x2_matches_nn_max_pool(size, policy=runtime.CPU):
   """Forward and gradient through a ReLU (ties at 0) equal nn.max_pool's."""
   x = jax.random.normal(jax.random.key(size), (3, size, size, 5))
   ref = lambda x: nn.max_pool(jax.nn.relu(x), (2, 2), strides=(2, 2))
-  ours = lambda x: pooling.max_pool_2x2(jax.nn.relu(x))
+  ours = lambda x: pooling.max_pool_2x2(jax.nn.relu(x), policy)
   np.testing.assert_array_equal(ours(x), ref(x))
   ct = jax.random.normal(jax.random.key(1), ref(x).shape)
   grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * ct))(x)
@@ -46,7 +52,8 @@ def _numpy_max_pool_3x3_s2(x, g):
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2), (1, 5, 6, 4), (1, 2, 3, 2)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties):
+@POLICIES
+def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties, policy):
   """Forward equal; gradient to the first max of each window, as select-and-scatter."""
   rng = np.random.default_rng(sum(shape) + ties)
   x = (rng.integers(0, 3, shape) if ties else rng.normal(size=shape)).astype(np.float32)
@@ -54,7 +61,7 @@ def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties):
   want, _ = _numpy_max_pool_3x3_s2(x, np.zeros(ref(x).shape))
   g = rng.normal(size=want.shape).astype(np.float32)
   _, want_dx = _numpy_max_pool_3x3_s2(x, g)
-  out, vjp = jax.vjp(pooling.max_pool_3x3_s2, jnp.asarray(x))
+  out, vjp = jax.vjp(functools.partial(pooling.max_pool_3x3_s2, runtime=policy), jnp.asarray(x))
   np.testing.assert_array_equal(out, want.astype(np.float32))
   np.testing.assert_array_equal(out, ref(x))
   # Sums of up to four window gradients: equal up to float32 addition order.
@@ -65,13 +72,14 @@ def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties):
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2), (1, 4, 6, 4)])
 @pytest.mark.parametrize("ties", [False, True])
-def test_max_pool_2x2_gradient_goes_to_the_first_max(shape, ties):
+@POLICIES
+def test_max_pool_2x2_gradient_goes_to_the_first_max(shape, ties, policy):
   """Exactly nn.max_pool's gradient (select-and-scatter: first max in row-major order),
   checked against a brute-force loop, ties included."""
   rng = np.random.default_rng(sum(shape) + ties)
   x = (rng.integers(0, 3, shape) if ties else rng.normal(size=shape)).astype(np.float32)
   ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  out, vjp = jax.vjp(pooling.max_pool_2x2, jnp.asarray(x))
+  out, vjp = jax.vjp(functools.partial(pooling.max_pool_2x2, runtime=policy), jnp.asarray(x))
   g = rng.normal(size=out.shape).astype(np.float32)
   want = np.zeros(shape, np.float32)
   for b, r, s, ch in np.ndindex(*out.shape):

@@ -25,6 +25,11 @@ acquisition declares is accepted and the others ignore it; other keys are refuse
 
 `least_confidence` in the registry scores from logits (`least_confidence_from_logits`),
 which keeps confident rows ordered in float32; the others score from probabilities.
+
+The built-in acquisitions score and select on the device, from the predictor's device
+arrays, and `acquire` reads the picks back with one explicit `jax.device_get`: a round's
+selection makes no implicit transfer (it runs under `jax.transfer_guard("disallow")`).
+An `fn` may return host or device indices.
 """
 
 from typing import Callable
@@ -35,18 +40,28 @@ import numpy as np
 
 from jaxal import config as config_lib
 from jaxal.acquisition.badge_seeding import badge
+from jaxal.acquisition.epig import epig_scores
+from jaxal.acquisition import base
 from jaxal.acquisition.base import NEEDS, Acquisition, PoolView, score_based, top_k_selectable
 from jaxal.acquisition.kcenter import kcenter_greedy
 from jaxal.acquisition.mc_dropout import (bald, bald_from_stats, mc_pred_class_variance, predictive_entropy,
                                           variation_ratio, variation_ratio_mode)
+from jaxal.acquisition import batchbald as batchbald_lib
+from jaxal.acquisition import cluster_margin as cluster_margin_lib
+from jaxal.acquisition import stochastic
+from jaxal.acquisition import epig as epig_lib
+from jaxal.acquisition import probcover as probcover_lib
+from jaxal.acquisition import typiclust as typiclust_lib
 from jaxal.acquisition.random import random_acquire
 from jaxal.acquisition.uncertainty import entropy, least_confidence, least_confidence_from_logits, margin
 from jaxal.inference import Predictor
 
 from jaxal.registry import Registry
 
+batchbald = batchbald_lib.batchbald  # the function, as the package's name (its module: `batchbald_lib`)
+
 __all__ = ["ACQUISITIONS", "Acquisition", "PoolView", "Predictor", "acquire", "check_options", "register",
-           "unregister", "badge", "bald", "bald_from_stats", "entropy",
+           "unregister", "badge", "bald", "bald_from_stats", "batchbald", "entropy", "epig_scores",
            "kcenter_greedy", "least_confidence", "least_confidence_from_logits", "margin", "mc_pred_class_variance",
            "predictive_entropy", "top_k_selectable", "variation_ratio", "variation_ratio_mode"]
 
@@ -58,22 +73,21 @@ def _mc_stats(view: PoolView, key):
 
 def least_confidence_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   """Top-`budget` by `1 - max p`, computed from logits."""
-  del key
   logits, _ = view.predictor.outputs()
-  return top_k_selectable(least_confidence_from_logits(jnp.asarray(logits)), view.selectable_mask, budget)
+  return stochastic.select_with_options(least_confidence_from_logits(logits), view, budget, key)
 
 
 def bald_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   """Top-`budget` by BALD mutual information over `mc_samples` dropout passes."""
   stats = _mc_stats(view, key)
-  return top_k_selectable(bald_from_stats(jnp.asarray(stats["mean_probs"]), jnp.asarray(stats["mean_entropy"])),
-                          view.selectable_mask, budget)
+  return stochastic.select_with_options(bald_from_stats(stats["mean_probs"], stats["mean_entropy"]), view, budget,
+                                        key)
 
 
 def mc_variance_acquire(view: PoolView, budget: int, key) -> np.ndarray:
   """active-iNAS's MC-dropout query: highest variance of the predicted class's probability."""
   stats = _mc_stats(view, key)
-  return top_k_selectable(stats["pred_class_variance"], view.selectable_mask, budget)
+  return stochastic.select_with_options(stats["pred_class_variance"], view, budget, key)
 
 
 def coreset_acquire(view: PoolView, budget: int, key) -> np.ndarray:
@@ -121,12 +135,15 @@ def _check(cond: bool, key: str, message: str) -> None:
     raise config_lib.ConfigError(f"acquisition.options.{key}: {message}")
 
 
+def _validate_scores(options: dict) -> None:
+  """The options every score-based acquisition takes: stochastic batches and class balance."""
+  stochastic.validate(options)
+
+
 def _validate_mc(options: dict) -> None:
-  t = options["mc_samples"]
-  _check(isinstance(t, int) and not isinstance(t, bool) and t >= 1, "mc_samples",
-         f"must be an integer >= 1, got {t!r}")
-  _check(options["mc_head_only"] in (None, True, False), "mc_head_only",
-         f"must be True, False or None (automatic), got {options['mc_head_only']!r}")
+  _validate_scores(options)
+  base.check_counts(options, ("mc_samples",))
+  base.check_head_only(options)
 
 
 def _validate_kcenter(options: dict) -> None:
@@ -136,16 +153,34 @@ def _validate_kcenter(options: dict) -> None:
          f"must be True or False, got {options['kcenter_prune']!r}")
 
 
-_MC = dict(needs=("mc_probs",), defaults={"mc_samples": 100, "mc_head_only": None}, validate=_validate_mc)
+def _validate_margin(options: dict) -> None:
+  _validate_scores(options)
+  # margin scores are <= 0: their power s^(1/T) is not a sampling weight
+  _check(options["stochastic"] != "power", "stochastic",
+         "power sampling needs positive scores, and margin's are <= 0; use softmax or softrank")
+
+
+_SCORES = dict(defaults=stochastic.DEFAULTS, validate=_validate_scores)
+_MC = dict(needs=("mc_probs",), defaults={"mc_samples": 100, "mc_head_only": None, **stochastic.DEFAULTS},
+           validate=_validate_mc)
 register("random", random_acquire, needs=())
-register("least_confidence", least_confidence_acquire, needs=("logits", "probs"), score=least_confidence)
-register("margin", score_based(margin), score=margin)
-register("entropy", score_based(entropy), score=entropy)
+register("least_confidence", least_confidence_acquire, needs=("logits", "probs"), score=least_confidence, **_SCORES)
+register("margin", score_based(margin), score=margin, defaults=stochastic.DEFAULTS, validate=_validate_margin)
+register("entropy", score_based(entropy), score=entropy, **_SCORES)
 register("bald", bald_acquire, **_MC)
 register("mc_variance", mc_variance_acquire, **_MC)
 register("coreset", coreset_acquire, needs=("embeddings",),
          defaults={"kcenter_dtype": "float32", "kcenter_prune": True}, validate=_validate_kcenter)
 register("badge", badge_acquire, needs=("probs", "embeddings"))
+register("batchbald", batchbald_lib.batchbald_acquire, needs=("mc_probs",), defaults=batchbald_lib.DEFAULTS,
+         validate=batchbald_lib.validate)
+register("epig", epig_lib.epig_acquire, needs=("mc_probs",), defaults=epig_lib.DEFAULTS, validate=epig_lib.validate)
+register("typiclust", typiclust_lib.typiclust_acquire, needs=("embeddings",), defaults=typiclust_lib.DEFAULTS,
+         validate=typiclust_lib.validate)
+register("probcover", probcover_lib.probcover_acquire, needs=("logits", "embeddings"),
+         defaults=probcover_lib.DEFAULTS, validate=probcover_lib.validate)
+register("cluster_margin", cluster_margin_lib.cluster_margin_acquire, needs=("probs", "embeddings"),
+         defaults=cluster_margin_lib.DEFAULTS, validate=cluster_margin_lib.validate)
 
 
 def check_options(name: str, options: dict) -> None:
@@ -166,7 +201,7 @@ def acquire(name: str, view: PoolView, budget: int, key: jax.Array) -> np.ndarra
     raise ValueError(ACQUISITIONS.unknown(name))
   entry = ACQUISITIONS[name]
   view = PoolView(view.labeled_mask, view.selectable_mask, view.predictor, {**entry.defaults, **view.options})
-  picked = np.asarray(entry(view, budget, key), dtype=np.int32)
+  picked = np.asarray(jax.device_get(entry(view, budget, key)), dtype=np.int32)
   if picked.shape != (budget,) or len(set(picked.tolist())) != budget:
     raise AssertionError(f"acquisition {name!r} returned {picked.shape} indices, not {budget} distinct")
   if not view.selectable_mask[picked].all():

@@ -108,16 +108,18 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
     labeled_mask: `(n,)` bool; labeled points are never chosen.
     budget: number of points.
     key: PRNG key for the D^2 draws.
-    mesh: optional device mesh to split the rows over (same picks as without).
+    mesh: optional device mesh to split the rows over (same picks as without, with Auto or
+      Explicit axes: see `parallel.as_auto_mesh`).
   """
   candidates = ~np.asarray(labeled_mask, bool)
   if budget > int(candidates.sum()):
     raise ValueError(f"budget {budget} exceeds the {int(candidates.sum())} unlabeled points")
-  if mesh is None:
-    arrays = parallel.to_device(probs, jnp.float32), parallel.to_device(embeddings, jnp.float32), jnp.asarray(candidates)
+  if mesh is None:  # explicit transfers only (the selection runs under jax.transfer_guard("disallow"))
+    arrays = (parallel.to_device(probs, jnp.float32), parallel.to_device(embeddings, jnp.float32),
+              jax.device_put(candidates))
   else:
-    probs, embeddings = np.asarray(probs, np.float32), np.asarray(embeddings, np.float32)
+    probs, embeddings = (np.asarray(jax.device_get(v), np.float32) for v in (probs, embeddings))
     pad = -probs.shape[0] % mesh.size
     padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
     arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))
-  return np.asarray(_badge(*arrays, int(budget), key))
+  return np.asarray(jax.device_get(_badge(*arrays, int(budget), key)))

@@ -7,15 +7,22 @@ per point (higher = query first) and hand selection to `top_k_selectable`; set-b
 
 `Acquisition` is a registry entry: the function plus what jaxal must know about it (what
 it reads from the predictor, its options and their defaults, its per-point score).
+
+The predictor's outputs are device arrays; the built-in acquisitions score and select on the
+device and read back only their picks (one `jax.device_get` per round), so a round's
+selection runs under `jax.transfer_guard("disallow")`.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxal.acquisition.scoring import Predictor
+from jaxal.inference import put_beside
 
 Array = Any
 
@@ -65,28 +72,62 @@ class Acquisition:
     return self.fn(view, budget, key)
 
 
-def top_k_selectable(scores: Array, selectable_mask: np.ndarray, budget: int) -> np.ndarray:
-  """Indices of the `budget` highest scores among selectable points.
+@functools.partial(jax.jit, static_argnames=("k",))
+def _top_k_masked(scores, selectable_mask, k: int):
+  """The `k` highest selectable scores' indices, ties to the lower index, and whether a
+  selectable score is NaN. -0.0 counts as 0.0 (as in a sort), which `top_k` alone does not."""
+  scores = jnp.where(scores == 0, 0.0, scores)
+  has_nan = jnp.any(jnp.isnan(scores) & selectable_mask)
+  return jax.lax.top_k(jnp.where(selectable_mask, scores, -jnp.inf), k)[1].astype(jnp.int32), has_nan
 
-  Ties go to the lower index (stable sort on `-score`). NaN scores are rejected.
+
+def top_k_selectable(scores: Array, selectable_mask: np.ndarray, budget: int) -> np.ndarray:
+  """Indices of the `budget` highest scores among selectable points (host int32).
+
+  Ties go to the lower index (stable sort on `-score`). NaN scores are rejected. Scores
+  that are a floating-point jax Array are ranked on their device, and only the picks come
+  back; others (numpy, lists, integers) are ranked by numpy in float64.
   """
-  scores = np.asarray(scores, dtype=np.float64)
-  if np.isnan(scores[selectable_mask]).any():
+  selectable_mask = np.asarray(selectable_mask, bool)
+  if isinstance(scores, jax.Array) and jnp.issubdtype(scores.dtype, jnp.floating):
+    # k rounded up to a power of two: a new budget seldom compiles anew (the tail is dropped here).
+    k = min(selectable_mask.size, 1 << max(0, int(budget) - 1).bit_length())
+    picked, has_nan = jax.device_get(_top_k_masked(scores, put_beside(selectable_mask, scores), k))
+    picked = picked[:budget]
+  else:
+    scores = np.asarray(scores, dtype=np.float64)
+    has_nan = np.isnan(scores[selectable_mask]).any()
+    picked = np.argsort(-np.where(selectable_mask, scores, -np.inf), kind="stable")[:budget]
+  if has_nan:
     raise FloatingPointError("acquisition produced NaN scores")
-  masked = np.where(selectable_mask, scores, -np.inf)
-  order = np.argsort(-masked, kind="stable")
-  picked = order[:budget]
   if not selectable_mask[picked].all():
     raise ValueError(f"budget {budget} exceeds the {int(selectable_mask.sum())} selectable points")
   return picked.astype(np.int32)
+
+
+def check_counts(options: dict, names) -> None:
+  """Raises `ConfigError` naming `acquisition.options.<name>` unless each is an integer >= 1."""
+  from jaxal.config import ConfigError  # pylint: disable=g-import-not-at-top  (config imports acquisition)
+  for name in names:
+    value = options[name]
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+      raise ConfigError(f"acquisition.options.{name}: must be an integer >= 1, got {value!r}")
+
+
+def check_head_only(options: dict) -> None:
+  """Raises `ConfigError` unless `mc_head_only` is True, False or None (automatic)."""
+  from jaxal.config import ConfigError  # pylint: disable=g-import-not-at-top
+  if options["mc_head_only"] not in (None, True, False):
+    raise ConfigError(f"acquisition.options.mc_head_only: must be True, False or None (automatic), "
+                      f"got {options['mc_head_only']!r}")
 
 
 def score_based(score_fn: Callable[[np.ndarray], Array]):
   """Wraps `score_fn(probs) -> (n,) scores` as an acquisition."""
 
   def acquire(view: PoolView, budget: int, key: jax.Array) -> np.ndarray:
-    del key
-    return top_k_selectable(score_fn(view.predictor.probs()), view.selectable_mask, budget)
+    from jaxal.acquisition import stochastic  # pylint: disable=g-import-not-at-top  (it imports this module)
+    return stochastic.select_with_options(score_fn(view.predictor.probs()), view, budget, key)
 
   acquire.__doc__ = f"Top-`budget` points by `{score_fn.__name__}`."
   return acquire

@@ -27,7 +27,8 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     block: labeled centers per block in the initial nearest-center pass (default: 256,
       fewer above n = 131,072 so that each `(n, block)` temporary stays within 128 MB).
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
-    mesh: optional device mesh; the rows are then split over its `data` axis (padded to a
+    mesh: optional device mesh (Auto or Explicit axes: the same picks, see
+      `parallel.as_auto_mesh`); the rows are then split over its `data` axis (padded to a
       multiple of the device count with rows that can never be picked), and each device
       scans its own share. The picks are the same as on one device. Not combined with
       `prune` (the unpruned sharded kernel runs; the picks are the same).
@@ -64,22 +65,22 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   guard_cap = 0
   if mesh is not None:
     pad = -n % mesh.size
-    x = np.asarray(embeddings)
+    x = np.asarray(jax.device_get(embeddings))
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     labeled_mask = np.concatenate([labeled_mask, np.zeros(pad, bool)])
     valid = np.concatenate([valid, np.zeros(pad, bool)])
-    x, labeled_mask, valid = jax.device_put((jnp.asarray(x, storage_dtype), labeled_mask, valid),
-                                            parallel.batch_sharded(mesh))
-  else:
-    x, labeled_mask, valid = parallel.to_device(embeddings, storage_dtype), jnp.asarray(labeled_mask), jnp.asarray(valid)
+    x, labeled_mask, valid = jax.device_put((x, labeled_mask, valid), parallel.batch_sharded(mesh))
+    x = x.astype(storage_dtype)
+  else:  # explicit transfers only (the selection runs under jax.transfer_guard("disallow"))
+    x, (labeled_mask, valid) = parallel.to_device(embeddings, storage_dtype), jax.device_put((labeled_mask, valid))
     guard_cap = _guard_cap(n) if x.dtype == jnp.float32 else 0
     if prune:
-      picks, read, screened, steps = _kcenter_pruned(
+      picks, read, screened, steps = jax.device_get(_kcenter_pruned(
           x, labeled_mask, valid, int(budget), int(block), max(1, int(dense_fraction * n * lookahead)),
           max(1, min(int(proj), x.shape[1])), guard_cap=guard_cap, probes=min(int(probes), n),
-          probe_fraction=float(dense_fraction), lookahead=int(lookahead))
+          probe_fraction=float(dense_fraction), lookahead=int(lookahead)))
       stats = {"fraction_read": float(read), "screened": bool(screened), "steps": int(steps)}
       return (np.asarray(picks), stats) if with_stats else np.asarray(picks)
-  picks, steps = _kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead))
+  picks, steps = jax.device_get(_kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead)))
   picks = np.asarray(picks)
   return (picks, {"fraction_read": 1.0, "steps": int(steps)}) if with_stats else picks

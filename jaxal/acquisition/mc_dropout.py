@@ -50,5 +50,6 @@ def mc_pred_class_variance(mc_probs, pred_class):
   return jnp.var(p, axis=0)
 
 
+@jax.jit
 def bald_from_stats(mean_probs, mean_entropy):
   return jnp.maximum(_entropy(mean_probs) - mean_entropy, 0.0)

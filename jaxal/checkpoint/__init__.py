@@ -4,7 +4,8 @@
 * `run_files`: `config.json` (and the config diff that guards it), `rounds.jsonl`, atomic writes;
 * `lock`: `run.lock`, one run per workdir;
 * `data_file`: `data_fingerprint.json`, no silent change of a run's data;
-* `outputs`: what each completed round writes (`rounds.jsonl`, TensorBoard, `curves.png`).
+* `outputs`: what each completed round writes (`rounds.jsonl`, TensorBoard, `curves.png`);
+* `artifacts`: the other files (label sheets, figures, the pretrained backbone's npz), atomically.
 
 Names are loaded on first use, so readers of `rounds.jsonl` (reports) do not import orbax.
 """
@@ -19,6 +20,7 @@ _EXPORTS = {
     "WorkdirLocked": "lock", "RunLock": "lock", "hold": "lock",
     "DataChanged": "data_file",
     "RoundOutputs": "outputs",
+    "save_tree": "artifacts", "load_tree": "artifacts",
 }
 __all__ = sorted(_EXPORTS)
 

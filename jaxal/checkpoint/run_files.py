@@ -10,8 +10,9 @@ import pathlib
 
 
 # Fields that do not change results; a rerun may change them freely.
-# `oracle.*` says who labels, not what is learned (as `--oracle` may switch it).
-IGNORED_PREFIXES = ("output.", "parallel.", "pretrain.cache_dir", "oracle.")
+# `oracle.*` says who labels, not what is learned (as `--oracle` may switch it); `runtime.*`
+# says how the same programs compile (a run may move from a CPU to a GPU).
+IGNORED_PREFIXES = ("output.", "parallel.", "pretrain.cache_dir", "oracle.", "runtime.")
 # What the step-0 checkpoint (the initial set awaiting labels) depends on.
 STEP0_FIELDS = ("seed", "al.initial_size", "al.balanced_initial")  # and every `data.` field
 

@@ -17,6 +17,8 @@ Sources (`config.data.source`):
   label columns (several text columns are joined); an empty text or label is an error naming
   `file:line`. Class names come from a JSON list (`.json`) or a one-name-per-line file.
 * `hdf5`: HDF5 datasets with configurable keys (needs `h5py`); labels may sit in a second file.
+* `array_record`: a directory written by `jaxal convert` (`data.path`): sharded ArrayRecord
+  files and an `index.json` (`jaxal.data.array_record`).
 
 `FIELDS_READ` lists the `data.*` fields each source reads; `config.validate` refuses a field
 changed from its default that the source would ignore.
@@ -32,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from jaxal.data import tokenize
+from jaxal.data.array_record import load_array_record_split
 from jaxal.data.files import (load_csv_split, load_hdf5_split, load_idx_split, load_image_folder_split,
                               load_npz_split, read_idx, read_image_folder, read_csv_text)
 from jaxal.data.types import DataError, Dataset, Split, make_ids
@@ -137,6 +140,7 @@ SOURCES: dict[str, Callable] = {
     "image_folder": load_image_folder_split,
     "csv": load_csv_split,
     "hdf5": load_hdf5_split,
+    "array_record": load_array_record_split,
 }
 
 # The `data.*` fields each source reads (`load` reads COMMON_FIELDS for all of them).
@@ -156,6 +160,7 @@ FIELDS_READ: dict[str, tuple[str, ...]] = {
     "csv": _TEXTS + ("path", "test_path", "text_column", "text_separator", "label_column", "csv_header",
                      "class_names_path"),
     "hdf5": _IMAGES + _FILES + _KEYS + ("image_shape",),
+    "array_record": _IMAGES + ("path", "modality"),  # a `jaxal convert` directory; modality "text": token ids
 }
 
 
@@ -163,6 +168,8 @@ def _own_test_split(cfg) -> str:
   """The field that gives `cfg.source` a test split of its own, or "" when it has none."""
   if cfg.source == "tfds":
     return "data.test_split" if cfg.test_split else ""
+  if cfg.source == "array_record":
+    return "data.path (its test split)"
   if cfg.source in ("npz", "hdf5") and cfg.test_x_key and not cfg.test_path:
     return "data.test_x_key"
   return "data.test_path" if cfg.test_path and cfg.source != "digits" else ""

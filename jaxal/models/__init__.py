@@ -20,6 +20,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxal import runtime as runtime_lib
+from jaxal.models import layers
 from jaxal.models.base import Classifier
 from jaxal.registry import Registry
 
@@ -131,12 +133,15 @@ def validator(name: str) -> Callable[[dict], None] | None:
   return _REGISTRY[name].validate if name in _REGISTRY else None
 
 
-def create(name: str, num_classes: int, **options: Any) -> Classifier:
+def create(name: str, num_classes: int, *, runtime: runtime_lib.Runtime | None = None,
+           **options: Any) -> Classifier:
   """Builds model `name` with `num_classes` outputs.
 
   Args:
     name: a registered model name (see `available()`), or "module:attr" naming a factory.
     num_classes: size of the output layer.
+    runtime: the policy its layers run under; None leaves the choice to the Trainer and
+      the Predictor (see `runtime_for`).
     **options: backbone options (e.g. `blocks`, `stacks`, `width`), plus `dropout`,
       the rate of the dropout layer before the classifier.
   Returns:
@@ -150,25 +155,36 @@ def create(name: str, num_classes: int, **options: Any) -> Classifier:
   except TypeError as e:
     raise ValueError(f"bad options for model {name!r}: {e}") from None
   wrapper = getattr(backbone, "classifier_class", Classifier)  # e.g. one averaging structure samples
-  return wrapper(backbone=backbone, num_classes=num_classes, dropout_rate=dropout)
+  return wrapper(backbone=backbone, num_classes=num_classes, dropout_rate=dropout, runtime=runtime)
 
 
-def init_rng_context():
-  """The PRNG setting for weight init: threefry in its non-partitionable form.
+def runtime_for(model, runtime: runtime_lib.Runtime | None = None) -> runtime_lib.Runtime:
+  """The policy to run `model` under: `runtime` if given, else the model's own, else the
+  "auto" policy of JAX's default backend (what the Trainer and the Predictor use)."""
+  if runtime is None:
+    runtime = getattr(model, "runtime", None)
+  if not isinstance(runtime, runtime_lib.Runtime):
+    runtime = runtime_lib.for_backend(jax.default_backend())
+  return runtime
 
-  JAX's default partitionable threefry made a jitted init of the digits demo's 20k-parameter
-  ResNet compile in 8.7 s on XLA:CPU, against 2.5 s without (benchmarks/NOTES.md §6);
-  initial weights are replicated, so partitioning buys nothing there. The setting is read
-  when a jitted function is traced and lowered, so wrap the call of a jitted init with it
-  (`Trainer.init` does), not only the code inside.
-  """
-  return jax.threefry_partitionable(False)
+
+def with_runtime(model, runtime: runtime_lib.Runtime):
+  """`model` running under `runtime`: a `Classifier` (or any module with a `runtime` field)
+  is cloned with it; anything else (a user's apply function) is returned as it is."""
+  if isinstance(model, Classifier) or hasattr(type(model), "runtime"):
+    return model if model.runtime == runtime else model.clone(runtime=runtime)
+  return model
 
 
 def init_variables(module: Classifier, rng: jax.Array, input_shape, dtype=jnp.float32):
-  """Initializes `{"params", "batch_stats"}` for inputs of shape `(batch, ...)` (see `init_rng_context`)."""
+  """Initializes `{"params", "batch_stats"}` for inputs of shape `(batch, ...)`.
+
+  The threefry form is the module's policy's (`runtime.init_prng`); JAX reads the setting
+  when a jitted function is traced, so a jitted init must also be called inside
+  `jax.threefry_partitionable(...)` of that policy (`Trainer.init` does).
+  """
   x = jnp.ones(input_shape, dtype)  # ones: token id 0 is padding
-  with init_rng_context():
+  with jax.threefry_partitionable(layers.runtime_of(module).partitionable_init):
     variables = module.init({"params": rng, "dropout": rng}, x, train=False)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 

@@ -21,6 +21,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxal import runtime as runtime_lib
+
 Array = Any
 
 
@@ -30,6 +32,9 @@ class Classifier(nn.Module):
   backbone: nn.Module
   num_classes: int
   dropout_rate: float = 0.0
+  # The kernels and loop forms the layers use (`layers.runtime_of`; None: stock ops). The
+  # Trainer and the Predictor set the run's policy (`models.with_runtime`).
+  runtime: runtime_lib.Runtime | None = None
 
   def setup(self):
     self.head_dropout = nn.Dropout(self.dropout_rate)

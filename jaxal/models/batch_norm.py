@@ -1,4 +1,4 @@
-"""BatchNorm over all axes but the last, with its batch sums as products on the CPU backend.
+"""BatchNorm over all axes but the last; under the CPU policy its batch sums are products.
 
 The same variables, defaults and values as `flax.linen.BatchNorm` (params `scale`, `bias`;
 batch_stats `mean`, `var`; the fast variance `E[x^2] - E[x]^2`; running averages not updated
@@ -7,21 +7,23 @@ while initializing), so checkpoints and model code are interchangeable with it.
 Why: XLA:CPU rewrites a sum over the N*H*W rows of an activation into a `reduce-window`
 (tree reduction) that ran at 3-5 GB/s, 71 ms of a 409 ms PreAct-ResNet-20 training step at
 batch 128 (four such sums per BatchNorm: mean and mean square forward, two in the backward).
-A product with a ones vector is a GEMV and ran 2-3x faster (benchmarks/NOTES.md §6e). On
-the CPU backend the training-mode forward and backward (a custom VJP, the textbook
-BatchNorm gradient) therefore take their sums as products; on other backends XLA's
-reductions are used, and autodiff gives the gradient.
+A product with a ones vector is a GEMV and ran 2-3x faster (benchmarks/NOTES.md §6e). Under
+the CPU policy (`runtime.kernels = "cpu"`) the training-mode forward and backward therefore
+take their sums as products (`jaxal.cpu.batch_norm`, a custom VJP with the textbook
+BatchNorm gradient); under the stock policy XLA's reductions are used, and autodiff gives
+the gradient.
 """
 
-import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxal.models import layers
 
-def _column_sums(x, as_product: bool):
+
+def column_sums(x, as_product: bool):
   """Sum of a float32 array over all axes but the last. As a product, it contracts those
   axes with ones in place (reshaping the operand to rows first let XLA:CPU materialize its
   producers one by one: nine pads of the stem pool's gradient, 80 ms a step in A(1,1))."""
@@ -32,15 +34,15 @@ def _column_sums(x, as_product: bool):
   return jnp.sum(x, axis=axes)
 
 
-def _statistics(x, as_product: bool):
+def batch_statistics(x, as_product: bool):
   """Batch mean and (biased, fast) variance over all axes but the last of float32 `x`."""
   count = x.size // x.shape[-1]
-  mean = _column_sums(x, as_product) / count
-  var = jnp.maximum(_column_sums(x * x, as_product) / count - mean * mean, 0.0)
+  mean = column_sums(x, as_product) / count
+  var = jnp.maximum(column_sums(x * x, as_product) / count - mean * mean, 0.0)
   return mean, var
 
 
-def _normalize(x, mean, var, scale, bias, epsilon):
+def normalize(x, mean, var, scale, bias, epsilon):
   """`(x - mean) * rsqrt(var + eps) * scale + bias` in float32, in the inputs' promoted dtype."""
   mul = jax.lax.rsqrt(var + epsilon) * scale.astype(jnp.float32)
   y = (x.astype(jnp.float32) - mean) * mul + bias.astype(jnp.float32)
@@ -50,48 +52,17 @@ def _normalize(x, mean, var, scale, bias, epsilon):
 def _train_reference(x, scale, bias, epsilon):
   """Training-mode output and batch statistics, with XLA's reductions (differentiated by
   autodiff)."""
-  mean, var = _statistics(x.astype(jnp.float32), False)
-  return _normalize(x, mean, var, scale, bias, epsilon), mean, var
+  mean, var = batch_statistics(x.astype(jnp.float32), False)
+  return normalize(x, mean, var, scale, bias, epsilon), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _train_products(x, scale, bias, epsilon):
-  """`_train_reference` with every batch sum, forward and backward, as a product."""
-  return _train_products_fwd(x, scale, bias, epsilon)[0]
-
-
-def _train_products_fwd(x, scale, bias, epsilon):
-  mean, var = _statistics(x.astype(jnp.float32), True)
-  inv = jax.lax.rsqrt(var + epsilon)
-  return (_normalize(x, mean, var, scale, bias, epsilon), mean, var), (x, scale, bias, mean, inv)
-
-
-def _train_products_bwd(epsilon, residuals, cotangents):
-  del epsilon
-  x, scale, bias, mean, inv = residuals
-  dy, dmean, dvar = cotangents
-  centered = x.astype(jnp.float32) - mean
-  count = centered.size // centered.shape[-1]
-  g = dy.astype(jnp.float32)
-  xhat = centered * inv
-  dbias = _column_sums(g, True)
-  dscale = _column_sums(g * xhat, True)
-  # d/dx of y = xhat * scale + bias through the batch mean and variance, plus the statistics'
-  # own cotangents (zero in training: they only feed the running averages).
-  dx = (scale.astype(jnp.float32) * inv) * (g - (dbias + xhat * dscale) / count)
-  dx = dx + dmean / count + centered * (2.0 * dvar / count)
-  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
-
-
-_train_products.defvjp(_train_products_fwd, _train_products_bwd)
-
-
-def batch_norm_train(x, scale, bias, epsilon: float, as_product: bool | None = None):
+def batch_norm_train(x, scale, bias, epsilon: float, as_product: bool = False):
   """`(y, batch mean, batch variance)` of training-mode BatchNorm over all axes but the last.
-  `as_product` (default: on the CPU backend) takes the batch sums as products."""
-  if as_product is None:
-    as_product = jax.default_backend() == "cpu"
-  return (_train_products if as_product else _train_reference)(x, scale, bias, epsilon)
+  `as_product` (the CPU policy's kernels) takes the batch sums as products."""
+  if as_product:
+    from jaxal.cpu import batch_norm as cpu_batch_norm  # pylint: disable=g-import-not-at-top  (it imports this module)
+    return cpu_batch_norm.train_with_product_sums(x, scale, bias, epsilon)
+  return _train_reference(x, scale, bias, epsilon)
 
 
 class BatchNorm(nn.Module):
@@ -117,8 +88,8 @@ class BatchNorm(nn.Module):
     scale = jnp.ones(features, x.dtype) if scale is None else scale
     bias = jnp.zeros(features, x.dtype) if bias is None else bias
     if use_running_average:
-      return _normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
+      return normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, layers.runtime_of(self).cpu_kernels)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var

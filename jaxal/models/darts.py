@@ -14,9 +14,8 @@ Two networks share the operations here:
   P-DARTS' `Genotype`.
 
 Resolved details:
-* Depthwise convolutions up to 64 channels run as dense convolutions with diagonal
-  kernels: XLA:CPU's grouped convolution was 4-6x slower at 16 channels, and a sum of
-  shifted slices compiled 5x slower (a 14-edge cell took minutes). Same maths.
+* Depthwise convolutions are grouped convolutions; under the CPU policy those of up to 64
+  channels run as dense convolutions with diagonal kernels (`jaxal.cpu.depthwise`). Same maths.
 * `none` contributes exactly zero, so the mixed op skips computing it; its α slot still
   takes part in the softmax.
 * FactorizedReduce pads odd maps by one row and column before the shifted path, so both
@@ -33,6 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxal import runtime as runtime_lib
+from jaxal.cpu import depthwise as cpu_depthwise
+from jaxal.models import layers
 from jaxal.models.base import global_avg_pool
 from jaxal.models.batch_norm import BatchNorm
 
@@ -68,25 +70,18 @@ def _bn(train: bool, affine: bool, name=None):
                       use_bias=affine, name=name)
 
 
-DENSE_DEPTHWISE_MAX_CHANNELS = 64
-
-
-def depthwise_conv(x: Array, taps: Array, stride: int = 1, dilation: int = 1) -> Array:
-  """Depthwise cross-correlation of NHWC `x` with `(k, k, C)` taps, PyTorch padding `d (k - 1) / 2`.
-
-  Up to `DENSE_DEPTHWISE_MAX_CHANNELS` channels this runs as a dense convolution with a
-  diagonal kernel (taps times the identity), which XLA:CPU runs 2-6x faster than the
-  grouped convolution (forward + backward, batch 64); wider maps use the grouped one.
-  """
+def depthwise_conv(x: Array, taps: Array, stride: int = 1, dilation: int = 1,
+                   runtime: runtime_lib.Runtime = runtime_lib.STOCK) -> Array:
+  """Depthwise cross-correlation of NHWC `x` with `(k, k, C)` taps, PyTorch padding `d (k - 1) / 2`:
+  a grouped convolution (`feature_group_count = C`), or under the CPU policy the diagonal
+  dense form of `jaxal.cpu.depthwise` for narrow maps."""
+  if runtime.cpu_kernels and cpu_depthwise.prefers_dense(x.shape[-1]):
+    return cpu_depthwise.diagonal_depthwise_conv(x, taps, stride, dilation)
   k, c = taps.shape[0], x.shape[-1]
   pad = dilation * (k - 1) // 2
-  if c <= DENSE_DEPTHWISE_MAX_CHANNELS:
-    kernel, groups = taps[:, :, :, None] * jnp.eye(c, dtype=taps.dtype), 1
-  else:
-    kernel, groups = taps[:, :, None, :], c
-  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad), (pad, pad)],
+  return jax.lax.conv_general_dilated(x, taps[:, :, None, :], (stride, stride), [(pad, pad), (pad, pad)],
                                       rhs_dilation=(dilation, dilation),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
 
 
 class DepthwiseConv(nn.Module):
@@ -102,7 +97,8 @@ class DepthwiseConv(nn.Module):
     init = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
     # HWIO with I = 1, named `kernel` like every conv (weight-decay masks pick 4-D kernels).
     kernel = self.param("kernel", init, (self.kernel, self.kernel, 1, c))
-    return depthwise_conv(x, kernel[:, :, 0, :].astype(x.dtype), self.stride, self.dilation)
+    return depthwise_conv(x, kernel[:, :, 0, :].astype(x.dtype), self.stride, self.dilation,
+                          layers.runtime_of(self))
 
 
 def _pointwise(features: int, stride: int = 1, name=None):
@@ -285,6 +281,7 @@ class SuperNet(nn.Module):
   switches_reduce: tuple[tuple[int, ...], ...] = full_switches()
   nodes: int = 4
   stem_multiplier: int = 3
+  runtime: runtime_lib.Runtime = runtime_lib.STOCK  # read by the layers (`layers.runtime_of`)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, skip_p=0.0):

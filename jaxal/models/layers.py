@@ -1,298 +1,73 @@
-"""`Conv`: `nn.Conv` with a faster convolution for small maps on XLA:CPU.
+"""`Conv` (`nn.Conv` whose algorithm the runtime policy picks) and `runtime_of(module)`.
 
-XLA:CPU's convolution falls off a cliff on tiny feature maps: a 3x3 conv with 512 channels
-on 2x2 maps ran at ~1-2 GFLOP/s (forward and backward) against 60-200 GFLOP/s for the same
-work on larger maps (benchmarks/NOTES.md §2). There, an im2col rewrite -- pad, take the
-kh*kw shifted (strided) slices, concatenate them along channels, one matmul -- reaches
-80-200 GFLOP/s. 1x1 convolutions (a strided slice and a matmul) also win at every size
-measured. Elsewhere XLA's own convolution is kept.
-
-Where the input map has fewer pixels than the kernel (2x2 or 1x1 maps under a 3x3 kernel),
-most of im2col's patch is padding. There "auto" computes the convolution as the dense layer
-between pixels that it is (`dense_conv`): one matmul per (output pixel, input pixel) pair
-that a kernel tap joins, so no FLOP is spent on padding (2.25x fewer than im2col at 2x2;
-A(2,4)'s 2x2x512 conv, forward and both gradients, 38.7 -> 21.1 ms, NOTES §6h).
+A model never chooses CPU or accelerator code itself: it asks `runtime_of(self)` for the
+`jaxal.runtime.Runtime` it runs under. That is the nearest `runtime` field up the module
+tree: the layer's own, else the `Classifier`'s (the Trainer and the Predictor set it from
+the run's policy), else the stock policy. The policy is thus part of the model that a
+jitted function receives, never a global or an environment variable.
 
 `Conv` is `nn.Conv` itself (a subclass: same parameters `kernel` (kh, kw, cin, cout) and
-`bias`, same auto names `Conv_N`), so checkpoints and parameter counts do not change. Its
-`conv_impl` picks the algorithm at trace time from static shapes:
-* "auto" (default): on the CPU backend, `dense_conv` where `use_dense` says so, im2col where
-  `use_im2col` does, XLA's convolution otherwise (GPUs and TPUs keep it);
-* "xla": always `lax.conv_general_dilated`;
+`bias`, same auto names `Conv_N`), so checkpoints and parameter counts do not depend on the
+policy. Its `conv_impl` is one of `IMPLS`:
+* "auto" (default): the policy's `conv_impl`;
+* "xla": `lax.conv_general_dilated` (what the stock policy uses on GPUs and TPUs);
+* "per_shape": the CPU choice per static shape (`jaxal.cpu.convs.per_shape_conv`);
 * "im2col": im2col wherever it applies (no dilation, no feature groups).
-`override(impl)` (a context manager) or the environment variable `JAXAL_CONV_IMPL` force an
-implementation for every "auto" layer traced meanwhile, e.g. to compare models; functions
-already jitted keep what they traced.
-
-Under differentiation on CPU, inside `fence_conv_inputs()` (the training steps enter it), an
-"auto" layer that keeps XLA's convolution also fences its input (`fence_input`), so that
-XLA:CPU does not recompute the input's elementwise producers inside the transposed copy that
-the kernel gradient needs: training steps up to ~9% faster (NOTES §6f). `JAXAL_FENCE_CONVS`
-(read at trace time) overrides the scope: "1" fences every differentiated program, "0" none.
 """
 
-import contextlib
 import functools
-import os
-from typing import Optional, Sequence
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-IMPLS = ("auto", "xla", "im2col")
-# Largest output map (pixels) that "auto" sends to im2col for kernels bigger than 1x1:
-# measured on a 2-core CPU, batch 128 (benchmarks/NOTES.md §2): im2col won at 2x2 outputs
-# (25-60x), tied at 4x4 with stride 2 and lost at 4x4 with stride 1 and above.
-SMALL_MAP_PIXELS = 4
-# Most (output pixel, input pixel) pairs for which "auto" uses `dense_conv` (one matmul per
-# pair): measured at batch 128 (NOTES §6h), 16 pairs (2x2 maps, 3x3 stride 1) won 1.5-1.8x
-# over im2col and 1 pair (1x1 maps) 7x; 25 pairs (4x4 -> 2x2, stride 2) tied, and 100-121
-# (4x4 and 8x8 maps) won 1.1-1.3x per conv but doubled A(2,4)'s compile for 3% of its step.
-# 0 turns it off (benchmarks/train_step.py --no-dense-convs).
-DENSE_MAX_PAIRS = 16
-_override: Optional[str] = None
-_fence_scope = False
+from jaxal import runtime as runtime_lib
+from jaxal.cpu import convs as cpu_convs
+
+IMPLS = ("auto", "per_shape", "xla", "im2col")
 
 
-@contextlib.contextmanager
-def override(impl: Optional[str]):
-  """Forces `impl` for "auto" layers traced inside the block (None: no override)."""
-  global _override
-  if impl is not None and impl not in IMPLS:
-    raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
-  old, _override = _override, impl
-  try:
-    yield
-  finally:
-    _override = old
+def runtime_of(module) -> runtime_lib.Runtime:
+  """The policy `module` runs under: the nearest `runtime` field up its module tree, else stock."""
+  while isinstance(module, nn.Module):
+    policy = getattr(module, "runtime", None)
+    if isinstance(policy, runtime_lib.Runtime):
+      return policy
+    module = module.parent
+  return runtime_lib.STOCK
 
 
-@contextlib.contextmanager
-def fence_conv_inputs():
-  """Fences the inputs of "auto" layers traced inside the block (see the module docstring)."""
-  global _fence_scope
-  old, _fence_scope = _fence_scope, True
-  try:
-    yield
-  finally:
-    _fence_scope = old
-
-
-def fencing() -> bool:
-  """Whether an "auto" layer traced now would fence its input on the CPU."""
-  env = os.environ.get("JAXAL_FENCE_CONVS", "")
-  return env == "1" or (env != "0" and _fence_scope)
-
-
-def _channels_last(ndim: int, dimension_numbers) -> bool:
-  """Whether `dimension_numbers` is nn.Conv's (N, spatial..., C) x (spatial..., I, O)."""
-  spatial = tuple(range(1, ndim - 1))
-  want = lax.ConvDimensionNumbers((0, ndim - 1) + spatial, (ndim - 1, ndim - 2) + tuple(range(ndim - 2)),
-                                  (0, ndim - 1) + spatial)
-  if dimension_numbers is None:
-    return False
-  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
-    return tuple(map(tuple, dimension_numbers)) == tuple(map(tuple, want))
-  shape = (1,) * ndim
-  return lax.conv_dimension_numbers(shape, shape, dimension_numbers) == want
-
-
-def _ones(v) -> bool:
-  return v is None or all(int(d) == 1 for d in np.atleast_1d(v))
-
-
-def applies(lhs, rhs, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-            feature_group_count: int = 1) -> bool:
-  """Whether im2col can compute this convolution (no dilation or groups, channels last)."""
-  return (feature_group_count == 1 and _ones(lhs_dilation) and _ones(rhs_dilation)
-          and _channels_last(lhs.ndim, dimension_numbers))
-
-
-def _out_size(size: int, k: int, s: int, pad) -> int:
-  return (size + pad[0] + pad[1] - k) // s + 1
-
-
-def use_im2col(in_spatial: Sequence[int], kernel_spatial: Sequence[int], strides: Sequence[int], padding) -> bool:
-  """The "auto" rule on CPU: 1x1 kernels always, others when the output map is tiny."""
-  if all(k == 1 for k in kernel_spatial):
-    return True
-  return int(np.prod(_output_shape(in_spatial, kernel_spatial, strides, padding))) <= SMALL_MAP_PIXELS
-
-
-def _explicit_pads(in_spatial, kernel_spatial, strides, padding):
-  if isinstance(padding, str):
-    return [tuple(p) for p in lax.padtype_to_pads(in_spatial, kernel_spatial, strides, padding)]
-  return [tuple(p) for p in padding]
-
-
-def _output_shape(in_spatial, kernel_spatial, strides, padding):
-  pads = _explicit_pads(in_spatial, kernel_spatial, strides, padding)
-  return [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, strides, pads)]
-
-
-@functools.lru_cache(maxsize=256)
-def _pixel_pairs(in_spatial, kernel_spatial, strides, padding):
-  pads = _explicit_pads(in_spatial, kernel_spatial, strides, padding)
-  out = _output_shape(in_spatial, kernel_spatial, strides, padding)
-  triples = []
-  for o, out_pixel in enumerate(np.ndindex(*out)):
-    for t, tap in enumerate(np.ndindex(*kernel_spatial)):
-      source = [q * s - p[0] + k for q, s, p, k in zip(out_pixel, strides, pads, tap)]
-      if all(0 <= v < n for v, n in zip(source, in_spatial)):
-        triples.append((o, int(np.ravel_multi_index(source, in_spatial)), t))
-  return tuple(out), tuple(triples)
-
-
-def pixel_pairs(in_spatial, kernel_spatial, strides, padding):
-  """The output map's shape and the (output pixel, input pixel, kernel tap) triples, as flat
-  row-major indices, of every tap that lands inside the input (padding excluded)."""
-  as_tuple = lambda v: tuple(int(d) for d in v)
-  padding = padding if isinstance(padding, str) else tuple(as_tuple(p) for p in padding)
-  return _pixel_pairs(as_tuple(in_spatial), as_tuple(kernel_spatial), as_tuple(strides), padding)
-
-
-def use_dense(in_spatial: Sequence[int], kernel_spatial: Sequence[int], strides: Sequence[int], padding) -> bool:
-  """The "auto" rule for `dense_conv` on CPU: few pixel pairs, and fewer than im2col's rows."""
-  if all(k == 1 for k in kernel_spatial):
-    return False  # a 1x1 kernel has no padding taps to skip: im2col's single matmul
-  if int(np.prod(_output_shape(in_spatial, kernel_spatial, strides, padding))) > DENSE_MAX_PAIRS:
-    return False  # (nearly) every output pixel has a pair of its own: too many
-  out, triples = pixel_pairs(in_spatial, kernel_spatial, strides, padding)
-  return 0 < len(triples) <= DENSE_MAX_PAIRS and len(triples) < int(np.prod(out)) * int(np.prod(kernel_spatial))
-
-
-def dense_conv(lhs, rhs, window_strides, padding, precision=None):
-  """Channels-last convolution as a sum of per-pixel matmuls: output pixel o gets
-  `x[:, p] @ kernel[tap]` for every input pixel p that a kernel tap joins to it.
-
-  Exact FLOPs (none on padding) and no patches; XLA differentiates it into the same kind of
-  matmuls. Partial sums accumulate in float32 at least.
-  """
-  kernel_spatial, cin, cout = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
-  n, in_spatial = lhs.shape[0], lhs.shape[1:-1]
-  out, triples = pixel_pairs(in_spatial, kernel_spatial, tuple(window_strides), padding)
-  # Split, not indexed: the gradient of a split is one concatenate, of each index a padded copy.
-  pixels = [v.reshape(n, cin) for v in jnp.split(lhs.reshape(n, -1, cin), int(np.prod(in_spatial)), axis=1)]
-  taps = [v.reshape(cin, cout) for v in jnp.split(rhs.reshape(-1, cin, cout), int(np.prod(kernel_spatial)), axis=0)]
-  acc_dtype = jnp.promote_types(jnp.result_type(lhs, rhs), jnp.float32)
-  sums = [None] * int(np.prod(out))
-  for o, p, t in triples:
-    term = lax.dot_general(pixels[p], taps[t], (((1,), (0,)), ((), ())), precision=precision,
-                           preferred_element_type=acc_dtype)
-    sums[o] = term if sums[o] is None else sums[o] + term
-  zero = jnp.zeros((n, cout), acc_dtype)
-  y = jnp.stack([zero if v is None else v for v in sums], axis=1)
-  return y.reshape((n, *out, cout)).astype(jnp.result_type(lhs, rhs))
-
-
-def im2col_conv(lhs, rhs, window_strides, padding, precision=None):
-  """Channels-last convolution as pad + shifted strided slices + one matmul."""
-  kernel_spatial, cin, cout = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
-  in_spatial = lhs.shape[1:-1]
-  padding = _explicit_pads(in_spatial, kernel_spatial, window_strides, padding)
-  out = [_out_size(n, k, s, p) for n, k, s, p in zip(in_spatial, kernel_spatial, window_strides, padding)]
-  if any(p != (0, 0) for p in padding):
-    # lax.pad also crops for negative padding, as the convolution does.
-    lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)])
-  n = lhs.shape[0]
-  cols = []
-  for offset in np.ndindex(*kernel_spatial):
-    start = (0,) + offset + (0,)
-    limit = (n,) + tuple(o + (m - 1) * s + 1 for o, m, s in zip(offset, out, window_strides)) + (cin,)
-    cols.append(lax.slice(lhs, start, limit, (1,) + tuple(window_strides) + (1,)))
-  patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
-  y = lax.dot_general(patches, rhs.reshape(-1, cout), (((patches.ndim - 1,), (0,)), ((), ())), precision=precision)
-  return y
-
-
-def _fence(x, witness):
-  """`x`, written to its own buffer: XLA:CPU fuses nothing across a conditional.
-
-  XLA:CPU removes `lax.optimization_barrier` before fusion, so the fence is a `lax.cond`
-  whose predicate XLA cannot fold but which is always true (an integer with its low bit set
-  is never zero). The predicate reads the first element of `witness`, an array that is
-  ready early (a weight), so it waits for nothing, and that is replicated, so it needs no
-  cross-device read.
-  """
-  first = witness.reshape(-1)[0].astype(jnp.float32)
-  bits = lax.bitcast_convert_type(first, jnp.int32)
-  return lax.cond((bits | 1) != 0, lambda v: v, lambda v: -v, x)
-
-
-@jax.custom_vjp
-def fence_input(x, witness):
-  """Identity on `x`; under `jax.grad` the value saved for the backward pass is fenced.
-
-  The kernel gradient of XLA:CPU's convolution reads the input transposed to (C, H, W, N).
-  Left alone, XLA fuses the input's producers (BatchNorm, residual add, ReLU: often two
-  blocks' worth) into that transpose, which then gathers from several tensors with strided
-  reads: 3-14 ms per 8 MB tensor against under 1 ms for a plain transpose (NOTES §6f).
-  Fencing costs one copy. Plain evaluation runs the primal: no fence, no copy.
-  """
-  del witness
-  return x
-
-
-def _fence_input_fwd(x, witness):
-  return _fence(x, witness), witness
-
-
-def _fence_input_bwd(witness, g):
-  return g, jnp.zeros_like(witness)  # callers pass a stop_gradient'ed witness
-
-
-fence_input.defvjp(_fence_input_fwd, _fence_input_bwd)
-
-
-def _conv(impl: str, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-          preferred_element_type=None):
-  if impl == "auto":
-    impl = _override or os.environ.get("JAXAL_CONV_IMPL") or "auto"
-  xla = lambda lhs: lax.conv_general_dilated(
-      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type)
+def conv(impl: str, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+         preferred_element_type=None):
+  """`lax.conv_general_dilated` computed by `impl` ("xla", "per_shape" or "im2col") where it applies."""
   if (impl == "xla" or batch_group_count != 1 or preferred_element_type is not None
-      or not applies(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)):
-    return xla(lhs)
-  strides = tuple(window_strides)
-  on_cpu = jax.default_backend() == "cpu"
-  if impl == "auto" and on_cpu and use_dense(lhs.shape[1:-1], rhs.shape[:-2], strides, padding):
-    return dense_conv(lhs, rhs, strides, padding, precision)
-  if impl == "auto" and not (on_cpu and use_im2col(lhs.shape[1:-1], rhs.shape[:-2], strides, padding)):
-    fence = on_cpu and fencing()
-    return xla(fence_input(lhs, lax.stop_gradient(rhs)) if fence else lhs)
-  return im2col_conv(lhs, rhs, strides, padding, precision)
+      or not cpu_convs.applies(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type)
+  if impl == "per_shape":
+    return cpu_convs.per_shape_conv(lhs, rhs, window_strides, padding, dimension_numbers, precision)
+  return cpu_convs.im2col_conv(lhs, rhs, tuple(window_strides), padding, precision)
 
 
-def conv_auto(*args, **kwargs):
-  return _conv("auto", *args, **kwargs)
-
-
-def conv_xla(*args, **kwargs):
-  return _conv("xla", *args, **kwargs)
-
-
-def conv_im2col(*args, **kwargs):
-  return _conv("im2col", *args, **kwargs)
-
-
-_FNS = {"auto": conv_auto, "xla": conv_xla, "im2col": conv_im2col}
+def _is_ours(fn) -> bool:
+  return isinstance(fn, functools.partial) and fn.func is conv
 
 
 class Conv(nn.Conv):
-  """`nn.Conv` (identical parameters) whose algorithm `conv_impl` picks; see the module doc."""
+  """`nn.Conv` (identical parameters) computed as `conv_impl` says; see the module docstring.
+
+  `runtime` optionally fixes the policy of this layer alone (tests, benchmarks)."""
 
   conv_impl: str = "auto"
+  runtime: runtime_lib.Runtime | None = None
 
   def __post_init__(self):
     if self.conv_impl not in IMPLS:
       raise ValueError(f"conv_impl must be one of {IMPLS}, got {self.conv_impl!r}")
-    if self.conv_general_dilated_cls is None and self.conv_general_dilated in (None, *_FNS.values()):
-      object.__setattr__(self, "conv_general_dilated", _FNS[self.conv_impl])
-    super().__post_init__()
-
+    super().__post_init__()  # sets `parent`, which `runtime_of` walks
+    if self.conv_general_dilated_cls is None and (self.conv_general_dilated is None
+                                                  or _is_ours(self.conv_general_dilated)):
+      impl = runtime_of(self).conv_impl if self.conv_impl == "auto" else self.conv_impl
+      object.__setattr__(self, "conv_general_dilated", functools.partial(conv, impl))

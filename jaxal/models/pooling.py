@@ -1,121 +1,27 @@
-"""Max-pooling with `nn.max_pool`'s values and gradients and a faster backward on XLA:CPU.
+"""Max-pooling as the models call it: stock `nn.max_pool`, or the CPU policy's backward.
 
 `max_pool_2x2` (non-overlapping windows, the small CNN's) and `max_pool_3x3_s2` (the ResNet
-stems') route each window's gradient to the first input holding its max, as XLA's
-select-and-scatter does, without select-and-scatter (benchmarks/NOTES.md §2, §6).
+stems') give `nn.max_pool`'s values and gradients under every policy; under the CPU policy
+(`runtime.kernels = "cpu"`) the backward avoids select-and-scatter (`jaxal.cpu.pooling`).
 """
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-from jax import lax
+
+from jaxal import runtime as runtime_lib
+from jaxal.cpu import pooling as cpu_pooling
 
 
-@jax.custom_vjp
-def _max_pool_2x2_even(x):
-  n, h, w, c = x.shape
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+def max_pool_2x2(x, runtime: runtime_lib.Runtime = runtime_lib.STOCK):
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` on NHWC maps (odd trailing rows and columns
+  are dropped, as VALID pooling does)."""
+  if runtime.cpu_kernels:
+    _, h, w, _ = x.shape
+    return cpu_pooling.max_pool_2x2_even(x[:, :h // 2 * 2, :w // 2 * 2])
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
-def _max_pool_2x2_fwd(x):
-  out = _max_pool_2x2_even(x)
-  return out, (x, out)
-
-
-def _max_pool_2x2_bwd(res, g):
-  x, out = res
-  n, h, w, c = x.shape
-  blocks = x.reshape(n, h // 2, 2, w // 2, 2, c)
-  taken = jnp.zeros(out.shape, bool)
-  parts = []
-  for i in range(2):  # row-major window order: the first input holding the max gets g
-    row = []
-    for j in range(2):
-      hit = (blocks[:, :, i, :, j] == out) & ~taken
-      taken = taken | hit
-      row.append(jnp.where(hit, g, jnp.zeros((), g.dtype)))
-    parts.append(jnp.stack(row, axis=3))  # (n, h/2, w/2, 2, c)
-  return (jnp.stack(parts, axis=2).reshape(x.shape),)
-
-
-_max_pool_2x2_even.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
-
-
-def max_pool_2x2(x):
-  """`nn.max_pool(x, (2, 2), strides=(2, 2))` on NHWC maps as a reshape and a max.
-
-  Same forward and same gradient: each window's gradient goes to the first input holding
-  its max (row-major), as XLA's select-and-scatter does, but as one elementwise pass (a
-  custom VJP) instead of select-and-scatter (4.7x faster on CPU, benchmarks/NOTES.md §2) or
-  jnp.max's tie-counting reduction (NOTES §6). Odd trailing rows/columns are dropped, as
-  VALID pooling does, and get zero gradient.
-  """
-  _, h, w, _ = x.shape
-  return _max_pool_2x2_even(x[:, :h // 2 * 2, :w // 2 * 2])
-
-
-def _pool_3x3_s2_geometry(h: int, w: int):
-  """SAME 3x3/2 pooling of an h x w map: output size (oh, ow) and total padding (ph, pw),
-  of which the low side gets half (rounded down), as XLA pads."""
-  oh, ow = -(-h // 2), -(-w // 2)
-  return oh, ow, max((oh - 1) * 2 + 3 - h, 0), max((ow - 1) * 2 + 3 - w, 0)
-
-
-def _pool_3x3_s2_views(x):
-  """The 9 stride-2 views of `x`, SAME-padded with -inf, in row-major window order: view
-  k = 3i + j holds input (2r + i - ph // 2, 2s + j - pw // 2)."""
-  n, h, w, c = x.shape
-  oh, ow, ph, pw = _pool_3x3_s2_geometry(h, w)
-  xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), constant_values=-jnp.inf)
-  return [lax.slice(xp, (0, i, j, 0), (n, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 2, 2, 1))
-          for i in range(3) for j in range(3)]
-
-
-def _max_pool_3x3_s2_xla(x):
+def max_pool_3x3_s2(x, runtime: runtime_lib.Runtime = runtime_lib.STOCK):
+  """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")` on NHWC maps (ResNet stems)."""
+  if runtime.cpu_kernels:
+    return cpu_pooling.max_pool_3x3_s2(x)
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-
-
-@jax.custom_vjp
-def _max_pool_3x3_s2_cpu(x):
-  return _max_pool_3x3_s2_xla(x)
-
-
-def _max_pool_3x3_s2_fwd(x):
-  out = _max_pool_3x3_s2_xla(x)
-  views = _pool_3x3_s2_views(x)
-  first = jnp.full(out.shape, 8, jnp.int8)  # the first window position holding the max
-  for k in range(7, -1, -1):
-    first = jnp.where(views[k] == out, jnp.int8(k), first)
-  return out, (first, x.shape)
-
-
-def _max_pool_3x3_s2_bwd(res, g):
-  first, (_, h, w, _) = res
-  oh, ow, ph, pw = _pool_3x3_s2_geometry(h, w)
-  total = None
-  for k in range(9):
-    i, j = divmod(k, 3)
-    lo_h, lo_w = i - ph // 2, j - pw // 2  # output (r, s) of view k sits on input (2r + lo_h, 2s + lo_w)
-    part = jnp.where(first == k, g, jnp.zeros((), g.dtype))
-    placed = lax.pad(part, jnp.zeros((), g.dtype),
-                     ((0, 0, 0), (lo_h, h - lo_h - 2 * oh + 1, 1), (lo_w, w - lo_w - 2 * ow + 1, 1), (0, 0, 0)))
-    total = placed if total is None else total + placed
-  return (total,)
-
-
-_max_pool_3x3_s2_cpu.defvjp(_max_pool_3x3_s2_fwd, _max_pool_3x3_s2_bwd)
-
-
-def max_pool_3x3_s2(x):
-  """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")` on NHWC maps (ResNet stems).
-
-  Same forward and same gradient (up to the order of float additions where windows
-  overlap): each window's gradient goes to the first input holding its max, in row-major
-  window order, as XLA's select-and-scatter does. On the CPU backend the backward is a
-  custom VJP (an int8 argmax per output, then nine strided pads summed in one fusion)
-  instead of select-and-scatter: 4.3x faster forward+backward at 128x32x32x64
-  (benchmarks/NOTES.md §6). Other backends keep XLA's own.
-  """
-  if jax.default_backend() != "cpu":
-    return _max_pool_3x3_s2_xla(x)
-  return _max_pool_3x3_s2_cpu(x)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from jaxal.models import layers
 from jaxal.models.base import global_avg_pool
 from jaxal.models.pooling import max_pool_3x3_s2
 from jaxal.models.resnet_grid import BLOCKS, BatchNorm, Conv
@@ -44,7 +45,7 @@ class ResNet(nn.Module):
       x = Conv(self.width, (3, 3), name="stem_conv")(x)
     x = nn.relu(BatchNorm(use_running_average=not train, name="stem_bn")(x))
     if self.stem == "imagenet":
-      x = max_pool_3x3_s2(x)  # nn.max_pool 3x3/2 SAME; faster backward on CPU
+      x = max_pool_3x3_s2(x, layers.runtime_of(self))  # 3x3/2 SAME
     block_cls = BLOCKS[self.block]
     for s, n in enumerate(self.stage_sizes):
       for b in range(n):

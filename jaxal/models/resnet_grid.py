@@ -100,7 +100,7 @@ class ResNetGrid(nn.Module):
     block_cls = BLOCKS[self.block]
     x = Conv(self.width, (3, 3), name="stem_conv")(x)
     x = nn.relu(BatchNorm(use_running_average=not train, name="stem_bn")(x))
-    x = pooling.max_pool_3x3_s2(x)  # nn.max_pool 3x3/2 SAME; faster backward on CPU
+    x = pooling.max_pool_3x3_s2(x, layers.runtime_of(self))  # 3x3/2 SAME
     for s in range(self.stacks):
       for b in range(self.blocks):
         strides = 2 if (s > 0 and b == 0) else 1

@@ -10,6 +10,7 @@ and in MC-dropout mode.
 
 import flax.linen as nn
 
+from jaxal.models import layers
 from jaxal.models.batch_norm import BatchNorm
 from jaxal.models.layers import Conv
 from jaxal.models.pooling import max_pool_2x2
@@ -33,7 +34,7 @@ class SmallCNN(nn.Module):
       x = Conv(features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i}")(x)
       x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(x))
       if x.shape[1] > 2:
-        x = max_pool_2x2(x)  # nn.max_pool's values, a faster backward on CPU
+        x = max_pool_2x2(x, layers.runtime_of(self))  # the CPU policy's backward is faster
       x = drop(x)
     x = x.reshape((x.shape[0], -1))
     return nn.relu(nn.Dense(self.embed, name="embed")(x))

@@ -1,43 +1,24 @@
 """The run's pretrained backbone: computed once per workdir, optionally shared through a cache.
 
-`pretrained_backbone` is called by the loop before round 0; `save_tree`/`load_tree` store a
-nested dict of arrays as npz (never pickle).
+`pretrained_backbone` is called by the loop before round 0; the backbone is a nested dict of
+arrays stored as npz (`checkpoint.artifacts.save_tree`, never pickle).
 """
 
 import hashlib
 import json
 import pathlib
-import shutil
 
 import jax
-import numpy as np
 
 from jaxal import parallel
 from jaxal import pretrain as pretrain_lib
+from jaxal.checkpoint import artifacts
 from jaxal.checkpoint import run_files
 
 PRETRAIN_KEY = 2**31 - 1  # fold_in tag of the pretraining key (rounds use 0, 1, 2, ...)
 
 
-def save_tree(path: pathlib.Path, tree) -> None:
-  """Writes a nested dict of arrays to `path` (npz, keys joined by '/'), atomically."""
-  flat = {"/".join(str(getattr(k, "key", k)) for k in kp): np.asarray(v)
-          for kp, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **flat)
-  tmp.replace(path)
-
-
-def load_tree(path: pathlib.Path) -> dict:
-  tree = {}
-  with np.load(path) as f:
-    for name in f.files:
-      node = tree
-      *parents, leaf = name.split("/")
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = f[name]
-  return tree
+save_tree, load_tree = artifacts.save_tree, artifacts.load_tree  # where tests and tools look for them
 
 
 def pretrain_fingerprint(config) -> str:
@@ -72,8 +53,7 @@ def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, l
       log(config, f"pretraining: reusing {cached}")
       if parallel.is_primary():
         for name in ("pretrained.json", "pretrained.npz"):  # the npz last: it marks the workdir done
-          shutil.copyfile(cached / name, workdir / (name + ".tmp"))
-          (workdir / (name + ".tmp")).replace(workdir / name)
+          artifacts.copy_file(cached / name, workdir / name)
       return load_tree(cached / "pretrained.npz")
   log(config, f"pretraining ({p.name}, {p.style}): {p.epochs} epochs on {len(data.pool)} pool inputs")
   trainer = trainer_for(config.model.name, dict(config.model.options))

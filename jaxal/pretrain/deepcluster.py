@@ -184,7 +184,7 @@ def _compiled(cluster_model, preprocess, sample_shape, dtype, momentum, weight_d
   tx = optim.make_optimizer(cfg)
   block = jax.jit(functools.partial(
       step_lib.train_block, model=cluster_model, tx=tx, preprocess=preprocess, augment=augment_lib.AugmentConfig(),
-      batch_sharding=sharding), donate_argnums=(0,))
+      batch_sharding=sharding, unroll=models.runtime_for(cluster_model).unroll_steps), donate_argnums=(0,))
 
   @jax.jit
   def init(key):
@@ -227,18 +227,20 @@ def pretrain(model, pool_inputs, num_classes: int, key, *, preprocess: Callable,
   if style not in STYLES:
     raise ValueError(f"pretrain.style: must be one of {STYLES}, got {style!r}")
   model = getattr(model, "model", model)
+  pool_inputs = parallel.on_auto_mesh(pool_inputs)  # a user's Explicit-axis mesh, see parallel.py
   k = clusters_per_class * num_classes
   n = int(pool_inputs.shape[0])
   if k > n:
     raise ValueError(f"pretrain: {k} clusters exceed the pool of {n} points")
-  cluster_model = model.clone(num_classes=k)
+  from jaxal import models  # pylint: disable=g-import-not-at-top
+  policy = models.runtime_for(model)  # the trainer's model carries the run's policy
+  cluster_model = models.with_runtime(model.clone(num_classes=k), policy)
   sharding = parallel.batch_sharded(mesh)
   init, block, reinit_head = _compiled(cluster_model, preprocess, (1,) + tuple(pool_inputs.shape[1:]),
                                        np.dtype(pool_inputs.dtype), float(momentum), float(weight_decay),
                                        int(batch_size), int(steps_per_call), sharding)
   init_key, loop_key = jax.random.split(key)
-  from jaxal import models  # pylint: disable=g-import-not-at-top
-  with models.init_rng_context():  # see there: a much faster init compile
+  with jax.threefry_partitionable(policy.partitionable_init):  # read while tracing the init
     state = init(init_key)
   lr_arr, scale_arr = np.float32(lr), np.float32(data_scale)
   history, start = [], time.perf_counter()

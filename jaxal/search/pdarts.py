@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from jaxal import compiles
+from jaxal import runtime as runtime_lib
 from jaxal.data import augment as augment_lib
 from jaxal.models import darts
 from jaxal.models import darts_net
@@ -81,10 +82,11 @@ class Settings:
   arch_weight_decay: float = 1e-3
   max_skips: int = 2
   nodes: int = 4
+  runtime: runtime_lib.Runtime | None = None  # the supernet's kernels (None: the backend's "auto")
 
   @classmethod
-  def from_config(cls, p) -> "Settings":
-    return cls(layers=tuple(int(v) for v in p.layers), drop_ops=tuple(int(v) for v in p.drop_ops),
+  def from_config(cls, p, runtime: runtime_lib.Runtime | None = None) -> "Settings":
+    return cls(runtime=runtime, layers=tuple(int(v) for v in p.layers), drop_ops=tuple(int(v) for v in p.drop_ops),
                skip_dropout=tuple(float(v) for v in p.skip_dropout), channels=int(p.channels),
                epochs=int(p.epochs), warmup_epochs=int(p.warmup_epochs), batch_size=int(p.batch_size),
                lr=float(p.lr), momentum=float(p.momentum), weight_decay=float(p.weight_decay),
@@ -204,7 +206,8 @@ class StageFunctions:
 def stage_functions(num_classes: int, layers: int, switches_normal: Switches, switches_reduce: Switches,
                     settings: Settings, preprocess, augment, sample_shape: tuple, sample_dtype) -> StageFunctions:
   """The jitted init and steps of one stage's supernet, cached so later rounds reuse them."""
-  model = darts.SuperNet(num_classes, settings.channels, layers, switches_normal, switches_reduce, settings.nodes)
+  model = darts.SuperNet(num_classes, settings.channels, layers, switches_normal, switches_reduce, settings.nodes,
+                         runtime=settings.runtime or runtime_lib.for_backend(jax.default_backend()))
   w_tx, a_tx = weight_optimizer(settings), arch_optimizer(settings)
 
   def init(key):
@@ -330,7 +333,7 @@ def search(context):
       return "darts_net", {**base, "genotype": darts_net.genotype_json(genotype)}, {
           "mode": s.mode, "searched": False, "from_round": searched_round, "genotype": genotype}
   p = s.pdarts
-  settings = Settings.from_config(p)
+  settings = Settings.from_config(p, runtime_lib.from_config(config))
   augment = augment_lib.AugmentConfig(bool(config.augment.flip), int(config.augment.max_shift),
                                       float(config.augment.max_degrees))
   num_classes = context.data.dataset.num_classes

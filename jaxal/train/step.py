@@ -1,6 +1,6 @@
 """Pure, jitted training steps.
 
-`train_block` runs a fixed number of SGD steps (unrolled); each step gathers its
+`train_block` runs a fixed number of SGD steps (unrolled or scanned); each step gathers its
 batch from the device-resident pool by index, preprocesses and augments it, and applies
 one update. Steps whose `valid` flag is False leave the state untouched, so an epoch of
 any length runs through the same compiled block: the labeled set can grow every round
@@ -25,7 +25,6 @@ import optax
 
 from jaxal import parallel
 from jaxal.data import augment as augment_lib
-from jaxal.models import layers
 
 Array = Any
 
@@ -50,7 +49,7 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
                 key: Array, learning_rate: Array, data_scale: Array = 0.0, key_tag: Array | None = None, *,
                 model, tx: optax.GradientTransformation,
                 preprocess: Callable, augment: augment_lib.AugmentConfig, batch_sharding=None,
-                compute_dtype=jnp.float32):
+                compute_dtype=jnp.float32, unroll: bool = True):
   """Runs `len(valid)` steps; returns the new state and per-step (loss, correct) sums.
 
   Args:
@@ -67,6 +66,9 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     batch_sharding: where to place each batch (split over the mesh's data axis), or None.
     compute_dtype: bfloat16 runs the forward and backward pass in bf16 (mixed precision);
       parameters, optimizer state, BatchNorm statistics and the loss stay float32.
+    unroll: the steps as straight-line code (the CPU policy: on XLA:CPU a convolution inside
+      a while loop ran ~35x slower, benchmarks/NOTES.md) or as one `lax.scan` (accelerators:
+      the step compiles once, whatever the block length). Same steps, same keys.
   Returns:
     `(state, (loss_sum, correct_sum))`, sums over valid steps of batch means/counts.
   """
@@ -86,9 +88,8 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     def loss_fn(params):
       cast = lambda t: jax.tree_util.tree_map(
           lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
-      with layers.fence_conv_inputs():  # on CPU: keeps BatchNorm/ReLU out of the kernel gradient's copy
-        (logits, _), updates = model.apply({"params": cast(params), "batch_stats": state.batch_stats}, cast(x),
-                                           train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
+      (logits, _), updates = model.apply({"params": cast(params), "batch_stats": state.batch_stats}, cast(x),
+                                         train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
       stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), updates.get("batch_stats", {}),
                                      state.batch_stats)
       loss = cross_entropy(logits=logits, labels=jnp.broadcast_to(y, logits.shape[:-1])).mean()
@@ -108,13 +109,13 @@ def train_block(state: TrainState, inputs: Array, labels: Array, batch_indices: 
     correct = jnp.sum(jnp.argmax(logits, -1) == y)
     return new, (jnp.where(ok, loss, 0.0), jnp.where(ok, correct, 0))
 
-  # A Python loop, so the compiled block is straight-line code: on XLA:CPU a convolution
-  # inside a while loop (lax.scan / fori_loop, even fully unrolled) ran ~35x slower than
-  # the same convolution outside one (benchmarks/NOTES.md). The cost is compile time.
-  losses, correct = [], []
-  for i in range(valid.shape[0]):
-    state, (loss, hits) = one_step(state, (batch_indices[i], valid[i], keys[i]))
-    losses.append(loss)
-    correct.append(hits)
-  losses, correct = jnp.stack(losses), jnp.stack(correct)
+  if unroll:
+    losses, correct = [], []
+    for i in range(valid.shape[0]):
+      state, (loss, hits) = one_step(state, (batch_indices[i], valid[i], keys[i]))
+      losses.append(loss)
+      correct.append(hits)
+    losses, correct = jnp.stack(losses), jnp.stack(correct)
+  else:
+    state, (losses, correct) = jax.lax.scan(one_step, state, (batch_indices, valid, keys))
   return state, (losses.sum(), correct.sum())

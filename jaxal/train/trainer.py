@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxal import models as models_lib
-from jaxal import cpu_runtime, parallel
+from jaxal import parallel
+from jaxal import runtime as runtime_lib
 from jaxal.data import augment as augment_lib
 from jaxal.inference import Predictor
 from jaxal.train import optim
@@ -68,8 +69,11 @@ class Trainer:
   """Holds the compiled init and training functions of one architecture."""
 
   def __init__(self, model, train_cfg, preprocess: Callable, augment: augment_lib.AugmentConfig,
-               input_shape: tuple[int, ...], input_dtype, mesh=None):
-    self.model = model
+               input_shape: tuple[int, ...], input_dtype, mesh=None, runtime: runtime_lib.Runtime | None = None):
+    """`runtime` is the run's policy (default: `models.runtime_for(model)`); the model is
+    cloned to run under it, and it picks the step block's loop form."""
+    self.runtime = models_lib.runtime_for(model, runtime)
+    self.model = model = models_lib.with_runtime(model, self.runtime)
     self.mesh = mesh
     self.batch_sharding = parallel.batch_sharded(mesh)
     if train_cfg.batch_size % parallel.num_devices(mesh):
@@ -85,8 +89,9 @@ class Trainer:
     self._block = jax.jit(
         functools.partial(step_lib.train_block, model=model, tx=self.tx, preprocess=preprocess, augment=augment,
                           batch_sharding=self.batch_sharding,
-                          compute_dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[train_cfg.compute_dtype]),
-        donate_argnums=(0,), compiler_options=cpu_runtime.train_compiler_options())
+                          compute_dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[train_cfg.compute_dtype],
+                          unroll=self.runtime.unroll_steps),
+        donate_argnums=(0,), compiler_options=self.runtime.jit_compiler_options())
 
   def _init_impl(self, key, start=None, *, sample):
     variables = models_lib.init_variables(self.model, key, sample.shape, sample.dtype)
@@ -96,8 +101,8 @@ class Trainer:
 
   def init(self, key: jax.Array, start=None) -> step_lib.TrainState:
     """A fresh state; `start` (partial variables, e.g. a pretrained backbone) replaces its subtrees."""
-    with models_lib.init_rng_context():
-      return self._init(key, start)
+    with jax.threefry_partitionable(self.runtime.partitionable_init):  # read while tracing the init
+      return self._init(key, parallel.on_auto_mesh(start))
 
   def fit(self, key: jax.Array, inputs, labels: np.ndarray, labeled: np.ndarray, *,
           validation: tuple | None = None, epochs: int | None = None,
@@ -122,6 +127,7 @@ class Trainer:
         stays freshly initialized from `key`.
     """
     cfg = self.cfg
+    inputs = parallel.on_auto_mesh(inputs)  # a user's Explicit-axis mesh, as parallel.py explains
     if labeled.size == 0:
       raise ValueError("cannot train on an empty labeled set")
     init_key, loop_key = jax.random.split(key)
@@ -180,8 +186,11 @@ class Trainer:
       state = best_state
     # Each loss above precedes its step's update, so the last update (with one step, the only
     # one) shows in no loss: the trained model must still give finite outputs.
+    # A fixed number of rows (labeled ones repeated when fewer): device outputs of a new row
+    # count would compile anew every round.
     logits, _ = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=cfg.eval_chunk_size,
-                          rows=labeled[:cfg.eval_chunk_size], sharding=self.batch_sharding).outputs()
+                          rows=np.resize(labeled, cfg.eval_chunk_size), sharding=self.batch_sharding,
+                          runtime=self.runtime).outputs()
     if not np.isfinite(logits).all():
       raise TrainingDiverged(f"training diverged: the model's outputs became NaN or inf by epoch {epoch + 1} "
                              f"(lr {lr:g}); lower train.lr_schedule or check the data")
@@ -191,12 +200,12 @@ class Trainer:
 
   def predictor(self, state: step_lib.TrainState, inputs, *, chunk_size: int, verbose: bool = False) -> Predictor:
     return Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, verbose=verbose,
-                     sharding=self.batch_sharding)
+                     sharding=self.batch_sharding, runtime=self.runtime)
 
   def accuracy(self, state, inputs, labels: np.ndarray, rows: np.ndarray | None = None,
                chunk_size: int = 512) -> float:
     """Accuracy on `inputs` (or on its `rows`) against `labels`."""
     predictor = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=chunk_size, rows=rows,
-                          sharding=self.batch_sharding)
+                          sharding=self.batch_sharding, runtime=self.runtime)
     logits, _ = predictor.outputs()
     return float(np.mean(np.argmax(logits, -1) == labels))
