@@ -84,7 +84,10 @@ def test_main_fills_the_persistent_compilation_cache(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
   assert done.returncode == 0, done.stderr
-  assert cache.is_dir() and len(list(cache.iterdir())) >= 3, sorted(p.name for p in cache.iterdir())
+  names = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+  # The run stops at round 0's labels after a few small programs; each is cached, the PRNG
+  # seed's too, which compiles in milliseconds (JAX's default would skip it).
+  assert len(names) >= 2 and any(n.startswith("jit__threefry_seed") for n in names), names
 
 
 @pytest.mark.parametrize("module, args, expected", [

@@ -17,9 +17,11 @@ Choices where the paper is ambiguous (the authors' code is github.com/avihu111/T
 `deep-al/pycls/al/typiclust.py`):
 * Embeddings are L2-normalised first (`normalize`; the authors' `load_features` does so).
 * Clusters: `min(|L| + b, max_clusters)` with `max_clusters = 500` (the authors' cap), by
-  jaxal's jitted Lloyd k-means (`pretrain.deepcluster.kmeans`: `k` distinct random points
-  as initial centroids, `kmeans_iters` fixed iterations, empty clusters re-seeded). The
-  authors use sklearn KMeans (MiniBatchKMeans above 50 clusters).
+  Lloyd k-means (`kmeans_up_to`: the first `k` rows of a random permutation as initial
+  centroids, `kmeans_iters` fixed iterations, an empty cluster keeps its centroid). It runs
+  with `min(max_clusters, n)` centroid slots of which the first `k` are live, so one
+  compiled program serves every round although `k` grows with |L|. The authors use sklearn
+  KMeans (MiniBatchKMeans above 50 clusters).
 * K = min(knn, cluster size - 1), at least 1, with knn = 20 (the authors' K_NN; in
   clusters under 40 points the authors use half the cluster, scikit-activeml all the
   other points, as here). Distances are Euclidean (the paper; the authors' faiss
@@ -46,7 +48,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxal import config as config_lib
-from jaxal.pretrain.deepcluster import kmeans
 
 DEFAULTS = {"typiclust_knn": 20, "typiclust_max_clusters": 500, "typiclust_min_cluster_size": 5,
             "typiclust_kmeans_iters": 20, "typiclust_normalize": True}
@@ -141,6 +142,29 @@ def _select(x, labeled, assign, budget: int, num_clusters: int, knn: int, min_si
   return order[first[seq] + visit].astype(jnp.int32), mean
 
 
+@functools.partial(jax.jit, static_argnames=("capacity", "iters"))
+def kmeans_up_to(x, k, key, *, capacity: int, iters: int):
+  """`(n,)` cluster ids in `[0, k)` of Lloyd k-means with `k <= capacity` live centroids (a
+  traced count: one compile for every `k`); the other slots never take a point."""
+  n = x.shape[0]
+  live = jnp.arange(capacity) < k
+  centroids = x[jax.random.permutation(key, n)[:capacity]]
+  sq = jnp.sum(x * x, axis=1)
+
+  def assign(c):
+    d2 = sq[:, None] - 2 * jnp.dot(x, c.T, precision=_HI) + jnp.sum(c * c, axis=1)[None, :]
+    return jnp.argmin(jnp.where(live[None, :], d2, jnp.inf), axis=1)
+
+  def one_iter(c, _):
+    a = assign(c)
+    sums = jax.ops.segment_sum(x, a, num_segments=capacity)
+    counts = jax.ops.segment_sum(jnp.ones((n,), x.dtype), a, num_segments=capacity)
+    return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], c), None
+
+  centroids, _ = jax.lax.scan(one_iter, centroids, None, length=iters)
+  return assign(centroids).astype(jnp.int32)
+
+
 def typiclust_select(embeddings, labeled_mask, assignments, budget: int, *, knn: int = 20,
                      min_cluster_size: int = 5, num_clusters: int | None = None, block: int = 256,
                      with_scores: bool = False):
@@ -178,10 +202,11 @@ def typiclust(embeddings, labeled_mask, budget: int, key, *, knn: int = 20, max_
   labeled_mask = np.asarray(labeled_mask, bool)
   x = embeddings if isinstance(embeddings, jax.Array) else jax.device_put(np.asarray(embeddings, np.float32))
   x = l2_normalize(x) if normalize else x.astype(jnp.float32)
-  k = int(min(int(labeled_mask.sum()) + int(budget), int(max_clusters), labeled_mask.size))
-  assign = kmeans(x, max(k, 1), key, iters=int(kmeans_iters)).assignments
+  capacity = max(1, min(int(max_clusters), labeled_mask.size))
+  k = max(1, min(int(labeled_mask.sum()) + int(budget), capacity))
+  assign = kmeans_up_to(x, jax.device_put(np.int32(k)), key, capacity=capacity, iters=int(kmeans_iters))
   picks = typiclust_select(x, labeled_mask, assign, budget, knn=knn, min_cluster_size=min_cluster_size,
-                           num_clusters=max(k, 1), block=block)
+                           num_clusters=capacity, block=block)
   return (picks, np.asarray(jax.device_get(assign))) if with_clusters else picks
 
 
