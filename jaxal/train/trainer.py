@@ -186,10 +186,8 @@ class Trainer:
       state = best_state
     # Each loss above precedes its step's update, so the last update (with one step, the only
     # one) shows in no loss: the trained model must still give finite outputs.
-    # A fixed number of rows (labeled ones repeated when fewer): device outputs of a new row
-    # count would compile anew every round.
     logits, _ = Predictor(self.model, state.variables, inputs, self.preprocess, chunk_size=cfg.eval_chunk_size,
-                          rows=np.resize(labeled, cfg.eval_chunk_size), sharding=self.batch_sharding,
+                          rows=labeled[:cfg.eval_chunk_size], sharding=self.batch_sharding,
                           runtime=self.runtime).outputs()
     if not np.isfinite(logits).all():
       raise TrainingDiverged(f"training diverged: the model's outputs became NaN or inf by epoch {epoch + 1} "
