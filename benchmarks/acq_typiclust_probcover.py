@@ -2,6 +2,7 @@
 
     python benchmarks/acq_typiclust_probcover.py --json bench_out/typiclust_probcover.json
     python benchmarks/acq_typiclust_probcover.py --quick
+    python benchmarks/selection.py --section typiclust --section probcover --json FILE  # the same rows
 
 scikit-activeml runs in its own venv (`--peer-python`, default /work/peervenv_typiprob/bin/python:
 `pip install scikit-activeml`), in a subprocess; inputs and picks go through .npz files.
@@ -205,22 +206,31 @@ def bench_probcover_solo(n: int, rows: list):
                    **rec))
 
 
+PEER_PYTHON = "/work/peervenv_typiprob/bin/python"
+PARTS = ("typiclust", "probcover", "probcover50k")
+
+
+def bench(quick: bool = False, peer_python: str = PEER_PYTHON, only=PARTS) -> list:
+  """The JSON rows of the parts in `only` (see the module doc)."""
+  sizes = dict(zip(PARTS, (5000, 3000, 10000) if quick else (50000, 15000, 50000)))
+  rows = []
+  if "typiclust" in only:
+    bench_typiclust(sizes["typiclust"], peer_python, rows)
+  if "probcover" in only:
+    bench_probcover(sizes["probcover"], peer_python, rows)
+  if "probcover50k" in only:
+    bench_probcover_solo(sizes["probcover50k"], rows)
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
   parser.add_argument("--json", help="write the records here")
-  parser.add_argument("--peer-python", default="/work/peervenv_typiprob/bin/python")
-  parser.add_argument("--only", choices=("typiclust", "probcover", "probcover50k"), action="append")
+  parser.add_argument("--peer-python", default=PEER_PYTHON)
+  parser.add_argument("--only", choices=PARTS, action="append")
   args = parser.parse_args()
-  sizes = (5000, 3000, 10000) if args.quick else (50000, 15000, 50000)
-  only = set(args.only or ("typiclust", "probcover", "probcover50k"))
-  rows = []
-  if "typiclust" in only:
-    bench_typiclust(sizes[0], args.peer_python, rows)
-  if "probcover" in only:
-    bench_probcover(sizes[1], args.peer_python, rows)
-  if "probcover50k" in only:
-    bench_probcover_solo(sizes[2], rows)
+  rows = bench(args.quick, args.peer_python, set(args.only or PARTS))
   for r in rows:
     extra = {k: v for k, v in r.items() if k not in ("method", "implementation", "size", "seconds")}
     print(f"{r['method']:10s} {r['implementation']:52s} n={r['size']:6d} {r['seconds']:9.2f} s  {extra}")

@@ -21,6 +21,22 @@ reads /proc/self/statm every 2 ms; this covers numpy and XLA:CPU buffers alike).
   with dropout after every block (T whole forward passes, as BaaL runs them) against the
   head-only path on the same network with dropout only before the classifier.
 * `badge`: n=10k, C=10, d=512, budget 1k: factorized numpy against jaxal.
+
+Issue 29's acquisitions, against their peers on the same input (the peers run in their own
+venvs, `--bbald-python` and `--typiprob-python`, in subprocesses); these sections call the
+functions of `acq_batchbald.py`, `acq_typiclust_probcover.py` and `acq_cluster_margin.py`, whose
+module docs say what is measured and what agreement means. Their rows keep their own fields
+(`method`, `objective`/`agreement`, `same_picks`, ...) with `kernel` = `method`:
+
+* `batchbald`: T=100, n=10k, C=10, batch 100, against BaaL (compare objectives, not picks);
+* `epig`: T=100, n=10k, C=10, 100 targets, against BaaL;
+* `typiclust`: 50k x 512 against scikit-activeml;
+* `probcover`: 15k x 512 against scikit-activeml, and jaxal alone at 50k x 512 (peak RSS);
+* `cluster_margin`: 1M x 128 with a 100k batch (clustering, selection, peak RSS), stochastic
+  and class-balanced top-k on that pool, and exact HAC on 50k x 128 (time, peak RSS growth).
+
+    python benchmarks/selection.py --section all --json bench_out/selection.json   # everything
+    python benchmarks/selection.py --section epig --section cluster_margin --json FILE
 """
 
 import argparse
@@ -45,6 +61,10 @@ from jaxal.inference import Predictor  # noqa: E402
 
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",
                      "mnist_test")
+
+
+SECTIONS = ("kcenter", "kcenter_mnist", "kcenter_1m", "bald", "badge", "batchbald", "epig", "typiclust", "probcover",
+            "cluster_margin")
 
 
 def rss_mb() -> float:
@@ -231,9 +251,14 @@ def main():
   parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--json", default="")
-  parser.add_argument("--skip", default="", help="comma list of: kcenter,kcenter_mnist,kcenter_1m,bald,badge")
+  parser.add_argument("--skip", default="", help="comma list of sections not to run")
+  parser.add_argument("--section", action="append", choices=SECTIONS + ("all",),
+                      help="run only these sections (repeatable; default: all)")
+  parser.add_argument("--bbald-python", default="/work/peervenv_bbald/bin/python", help="BaaL's venv")
+  parser.add_argument("--typiprob-python", default="/work/peervenv_typiprob/bin/python", help="scikit-activeml's venv")
   args = parser.parse_args()
-  skip = set(filter(None, args.skip.split(",")))
+  chosen = set(SECTIONS) if not args.section or "all" in args.section else set(args.section)
+  skip = set(SECTIONS) - chosen | set(filter(None, args.skip.split(",")))
   q = args.quick
   rng = np.random.default_rng(0)
   records = []
@@ -343,11 +368,34 @@ def main():
     add("badge", "numpy factorized", size, t_np, m_np)
     add("badge", "jaxal", size, t_jx, m_jx, vs_numpy=round(t_jx / t_np, 3),
         materialized_gradients_mb=round(n * c * d * 4 / 2**20, 1))
+  acquisition_sections(q, skip, args, records)
   print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
-      json.dump(records, f, indent=2)
+      json.dump(records, f, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+
+
+def acquisition_sections(quick, skip, args, records):
+  """Issue 29's sections (see the module doc): each acq_*.py script's rows, `kernel` = `method`."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  rows = []
+  methods = tuple(m for m in ("batchbald", "epig") if m not in skip)
+  if methods:
+    import acq_batchbald
+    rows += acq_batchbald.bench(quick, args.bbald_python, methods=methods)
+  parts = {"typiclust"} - skip | ({"probcover", "probcover50k"} if "probcover" not in skip else set())
+  if parts:
+    import acq_typiclust_probcover
+    rows += acq_typiclust_probcover.bench(quick, args.typiprob_python, parts)
+  if "cluster_margin" not in skip:
+    import acq_cluster_margin
+    rows += acq_cluster_margin.bench(quick)
+  for row in rows:
+    records.append({"kernel": row["method"], **row})
+    notes = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("method", "implementation", "size", "seconds"))
+    print(f"{row['method']:<14} {row['implementation']:<26} {str(row['size']):<36} {row['seconds']:>9.3f} s  {notes}",
+          flush=True)
 
 
 if __name__ == "__main__":

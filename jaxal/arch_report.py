@@ -15,7 +15,6 @@ architecture, and between the best and worst architecture per acquisition
 """
 
 import argparse
-import pathlib
 
 import matplotlib
 
@@ -24,6 +23,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
+from jaxal import paths  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import artifacts  # pylint: disable=g-import-not-at-top
 from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
@@ -76,8 +77,7 @@ def plot_architecture(history: list[dict], path, title: str = "") -> dict:
   bottom.set_xticklabels([str(n) for n in a["num_labeled"]], rotation=45)
   bottom.set_xlabel("labels (round)")
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  artifacts.save_figure(fig, path)
   return a
 
 
@@ -105,7 +105,7 @@ def plot_spreads(table: dict, out_dir) -> dict:
 
 def plot_spread_arrays(archs, acqs, labels, acc, out_dir, suffix: str = "") -> None:
   """The two spread figures from test accuracy `acc` of shape (architectures, acquisitions, rounds)."""
-  out = pathlib.Path(out_dir)
+  out = paths.of(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   acc = np.asarray(acc, np.float64)
   for name, axis, groups in (("spread_by_architecture", 1, archs), ("spread_by_acquisition", 0, acqs)):
@@ -125,8 +125,7 @@ def plot_spread_arrays(archs, acqs, labels, acc, out_dir, suffix: str = "") -> N
     right.set_ylabel("test accuracy")
     left.legend(fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(out / f"{name}{suffix}.png")
-    plt.close(fig)
+    artifacts.save_figure(fig, out / f"{name}{suffix}.png")
 
 
 def main(argv=None):
@@ -134,7 +133,7 @@ def main(argv=None):
   parser.add_argument("run", help="run directory holding rounds.jsonl")
   parser.add_argument("--out", default="", help="output PNG (default RUN/architecture.png)")
   args = parser.parse_args(argv)
-  out = pathlib.Path(args.out or pathlib.Path(args.run) / "architecture.png")
+  out = paths.of(args.out or paths.of(args.run) / "architecture.png")
   a = plot_architecture(run_files.read_rounds(args.run), out)
   print(f"{a['method']}: {len(a['rounds'])} rounds, depths {a['depth'].tolist()} -> {out}")
 

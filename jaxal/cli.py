@@ -9,7 +9,6 @@ Runs themselves start with `python -m jaxal.main --config=...`.
 """
 
 import argparse
-import csv
 import json
 import pathlib
 import sys
@@ -17,7 +16,7 @@ import sys
 import ml_collections
 
 
-def export_labels(workdir, out=None) -> pathlib.Path:
+def export_labels(workdir, out=None):
   """Writes the labeled set of `workdir`'s latest checkpoint as CSV; returns its path.
 
   Example ids and class names come from reloading the run's data with its saved config.
@@ -26,7 +25,9 @@ def export_labels(workdir, out=None) -> pathlib.Path:
   """
   from jaxal import checkpoint  # pylint: disable=g-import-not-at-top
   from jaxal import loop  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir)
+  from jaxal import paths  # pylint: disable=g-import-not-at-top
+  from jaxal.checkpoint import artifacts  # pylint: disable=g-import-not-at-top
+  workdir = paths.of(workdir)
   config_path = workdir / "config.json"
   if not config_path.exists():
     raise SystemExit(f"error: {workdir} has no config.json; is it a jaxal run directory?")
@@ -45,35 +46,34 @@ def export_labels(workdir, out=None) -> pathlib.Path:
   pool = restored[0]
   data = loop.load_data(config)
   names = data.dataset.class_names
-  out = pathlib.Path(out) if out else workdir / "labels.csv"
-  tmp = out.with_suffix(".tmp")
-  with open(tmp, "w", newline="", encoding="utf-8") as f:
-    w = csv.writer(f)
-    w.writerow(["index", "id", "label", "label_name"])
-    for i in pool.labeled_indices:
-      w.writerow([int(i), data.pool.ids[i], int(pool.labels[i]), names[pool.labels[i]]])
-  tmp.replace(out)
+  out = paths.of(out) if out else workdir / "labels.csv"
+  rows = ([int(i), data.pool.ids[i], int(pool.labels[i]), names[pool.labels[i]]] for i in pool.labeled_indices)
+  artifacts.write_csv(out, ["index", "id", "label", "label_name"], rows)
   return out
 
 
 def convert(config_file, out, records_per_shard: int = 0) -> pathlib.Path:
   """Writes the data of `config_file`'s `config.data` to `out` for `data.source = "array_record"`.
 
-  Loads through `jaxal.data.datasets.load`, as a run does (so the whole dataset passes through
-  memory once; streaming the conversion is a later step), then `jaxal.data.array_record.convert`.
+  Reads through `jaxal.data.source_streams.load` (the rows, labels and ids `datasets.load` gives a
+  run, inputs read by index a chunk at a time, never the whole dataset), then
+  `jaxal.data.array_record.convert`.
   Returns the written index. A bad config or bad data is a one-line SystemExit.
   """
   from jaxal import config as config_lib  # pylint: disable=g-import-not-at-top
   from jaxal import errors  # pylint: disable=g-import-not-at-top
   from jaxal.data import array_record  # pylint: disable=g-import-not-at-top
+  from jaxal import paths  # pylint: disable=g-import-not-at-top
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
+  from jaxal.data import source_streams  # pylint: disable=g-import-not-at-top
   try:
     config = config_lib.load_config_file(config_file)
   except Exception as e:  # pylint: disable=broad-except  (missing file, SyntaxError, no get_config, ...)
     raise SystemExit(f"error: --config={config_file}: the config file does not load: {type(e).__name__}: {e}") from None
   try:
+    paths.local(out, "--out", datasets.DataError, "the ArrayRecord writer")  # before the data is read
     config_lib.validate(config)
-    return array_record.convert(datasets.load(config.data), out, records_per_shard)
+    return array_record.convert(source_streams.load(config.data), out, records_per_shard)
   except errors.USER_ERRORS as e:
     raise SystemExit(f"error: {e}") from None
   except OSError as e:

@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
       max_train=0, max_examples=0,  # trim the pool / TFDS splits (0 = all)
       shuffle_train=False,    # shuffle training rows (data.seed) before max_train: files sorted by class
       normalization="per_channel",  # per_channel | scalar | none
+      pool_storage="memory",  # memory | stream (pool inputs read by index from ArrayRecord shards)
       seed=0,
   ))
 
@@ -112,8 +113,13 @@ def base_config() -> ml_collections.ConfigDict:
       cache_dir="",           # share backbones between runs with the same data, model, seed and settings
   ))
   c.oracle = ml_collections.ConfigDict(dict(
-      name="simulated",       # simulated | files (people label exported queries)
+      name="simulated",       # simulated | files (people label exported queries) | label_studio
       allow_partial=False,    # accept label files that answer only some queries
+      url="http://localhost:8080",  # label_studio: the server (jaxal/label_studio.py)
+      project="jaxal",        # label_studio: a project id, or a title (created when missing)
+      token_env="LABEL_STUDIO_API_KEY",  # label_studio: the variable holding the API token (never saved)
+      token_file="",          # label_studio: or a file holding it
+      annotations="latest",   # label_studio: a task with several annotations: latest | majority
   ))
   c.parallel = ml_collections.ConfigDict(dict(
       num_devices=0,          # data-parallel devices (0 = all local devices)
@@ -215,7 +221,7 @@ def validate(config) -> None:
   from jaxal import acquisition, pretrain, search  # pylint: disable=g-import-not-at-top
   from jaxal.data import datasets  # pylint: disable=g-import-not-at-top
 
-  from jaxal import config_schema, oracle  # pylint: disable=g-import-not-at-top
+  from jaxal import config_schema, label_studio, oracle  # pylint: disable=g-import-not-at-top
   for section in ("data", "model", "train", "augment", "al", "acquisition", "search", "pretrain", "oracle",
                   "parallel", "output"):
     _check(section in config, section, "missing section")
@@ -229,6 +235,8 @@ def validate(config) -> None:
   _check(d.normalization in ("per_channel", "scalar", "none"), "data.normalization",
          f"must be per_channel, scalar or none, got {d.normalization!r}")
   _check(d.modality in ("image", "text"), "data.modality", f"must be image or text, got {d.modality!r}")
+  from jaxal.data import stream  # pylint: disable=g-import-not-at-top
+  stream.check_config(config)  # data.pool_storage
   for field in ("test_size", "validation_size", "max_train", "max_examples", "num_classes"):
     _check(int(d[field]) >= 0, f"data.{field}", f"must be >= 0, got {d[field]}")
   _check(d.max_length >= 1, "data.max_length", "must be >= 1")
@@ -276,6 +284,7 @@ def validate(config) -> None:
   _check(config.acquisition.chunk_size >= 1, "acquisition.chunk_size", "must be >= 1")
   _check(config.oracle.name in oracle.ORACLES, "oracle.name",
          f"unknown oracle {config.oracle.name!r}; known: {sorted(oracle.ORACLES)}")
+  label_studio.check_config(config.oracle)
   _check(config.search.name in search.SEARCHES, "search.name",
          f"unknown search {config.search.name!r}; known: {sorted(search.SEARCHES)}")
   _check(config.parallel.num_devices >= 0, "parallel.num_devices", "must be >= 0")

@@ -7,6 +7,7 @@ diverging learning rate or an unwritable workdir with the same one line a single
 from jaxal import checkpoint
 from jaxal import config as config_lib
 from jaxal import file_oracle
+from jaxal import label_studio_api
 from jaxal.data import datasets
 from jaxal.train import trainer as trainer_lib
 
@@ -16,7 +17,7 @@ class RunFailed(RuntimeError):
 
 
 USER_ERRORS = (config_lib.ConfigError, datasets.DataError, checkpoint.WorkdirConflict, file_oracle.LabelFileError,
-               checkpoint.CheckpointDamaged, RunFailed)
+               label_studio_api.LabelStudioError, checkpoint.CheckpointDamaged, RunFailed)
 
 
 def message(error: BaseException, workdir) -> str | None:

@@ -21,11 +21,12 @@ import csv
 import dataclasses
 import hashlib
 import json
-import pathlib
 import warnings
 
 import numpy as np
+from etils import epath
 
+from jaxal import paths
 from jaxal.checkpoint import artifacts
 from jaxal.checkpoint import run_files
 from jaxal.oracle import LabelsPending
@@ -39,26 +40,26 @@ class LabelsIgnoredWarning(UserWarning):
   """An answer file of an earlier round changed after its labels were applied."""
 
 
-def _sha256(path: pathlib.Path) -> str:
+def _sha256(path: epath.Path) -> str:
   return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclasses.dataclass
 class FileOracle:
-  workdir: pathlib.Path
+  workdir: epath.Path
   ids: np.ndarray
   class_names: list[str]
   images: np.ndarray | None = None  # uint8 NHWC pool images, for contact sheets
   allow_partial: bool = False
   wants_predictions = True
 
-  def query_path(self, round_: int) -> pathlib.Path:
+  def query_path(self, round_: int) -> epath.Path:
     return self.workdir / "queries" / f"round_{round_:03d}.csv"
 
-  def label_path(self, round_: int) -> pathlib.Path:
+  def label_path(self, round_: int) -> epath.Path:
     return self.workdir / "labels" / f"round_{round_:03d}.csv"
 
-  def applied_path(self) -> pathlib.Path:
+  def applied_path(self) -> epath.Path:
     """Which answer file each round's labels came from, with its SHA-256 (JSON)."""
     return self.workdir / "labels" / "applied.json"
 
@@ -87,7 +88,7 @@ class FileOracle:
         f"(or write {labels_file} with 'id,label' rows), using the class names "
         f"{self._class_list()}, then rerun the same command.")
 
-  def _answers_file(self, round_: int) -> pathlib.Path:
+  def _answers_file(self, round_: int) -> epath.Path:
     labels_file = self.label_path(round_)
     return labels_file if labels_file.exists() else self.query_path(round_)
 
@@ -95,7 +96,7 @@ class FileOracle:
     path = self.applied_path()
     return json.loads(path.read_text()) if path.exists() else {}
 
-  def _accept(self, round_: int, path: pathlib.Path, indices: np.ndarray):
+  def _accept(self, round_: int, path: epath.Path, indices: np.ndarray):
     answered = self._read(path, indices)
     applied = self._applied()
     applied[f"{round_:03d}"] = {"file": path.relative_to(self.workdir).as_posix(), "sha256": _sha256(path)}
@@ -130,24 +131,24 @@ class FileOracle:
     return [f"{int(i)}" + (f"\n{pred[:10]}? {float(conf):.2f}" if pred else "")
             for i, (pred, conf) in zip(indices, self._guesses(indices, predictions))]
 
-  def _write_queries(self, path: pathlib.Path, indices, predictions):
+  def _write_queries(self, path: epath.Path, indices, predictions):
     rows = [[int(i), self.ids[i], pred, conf, ""] for i, (pred, conf) in zip(indices, self._guesses(indices, predictions))]
     artifacts.write_csv(path, ["index", "id", "predicted", "confidence", "label"], rows)
     if self.images is not None:  # after the CSV: `reveal` redraws a sheet that is missing
       contact_sheet(self.images[indices], self._captions(indices, predictions), path.with_suffix(".png"))
 
   @staticmethod
-  def _has_answers(path: pathlib.Path) -> bool:
-    with open(path, newline="", encoding="utf-8-sig") as f:
+  def _has_answers(path: epath.Path) -> bool:
+    with paths.open_text(path) as f:
       return any((row.get("label") or "").strip() for row in csv.DictReader(f))
 
-  def _read(self, path: pathlib.Path, queried: np.ndarray):
+  def _read(self, path: epath.Path, queried: np.ndarray):
     index_of_id = {str(v): i for i, v in enumerate(self.ids)}
     class_index = {n: i for i, n in enumerate(self.class_names)}
     queried_set = set(queried.tolist())
     problems, answers, seen_at = [], {}, {}
     try:
-      with open(path, newline="", encoding="utf-8-sig") as f:
+      with paths.open_text(path) as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames or []
         if "label" not in fields or not ({"id", "index"} & set(fields)):
@@ -201,7 +202,7 @@ class FileOracle:
     return answered, np.array([answers[i] for i in answered], np.int32)
 
 
-def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, columns: int = 10) -> None:
+def contact_sheet(images: np.ndarray, captions: list[str], path: epath.Path, columns: int = 10) -> None:
   """Writes a grid of `images` (uint8 NHWC, at most 100) with captions as a PNG.
 
   Query sheets caption each image with its pool index (the CSV's `index` column) and, after
@@ -225,5 +226,5 @@ def contact_sheet(images: np.ndarray, captions: list[str], path: pathlib.Path, c
 
 def make_file_oracle(config, workdir, data):
   images = data.pool.inputs if data.dataset.modality == "image" else None
-  return FileOracle(pathlib.Path(workdir), data.pool.ids, list(data.dataset.class_names), images,
+  return FileOracle(paths.of(workdir), data.pool.ids, list(data.dataset.class_names), images,
                     bool(config.oracle.allow_partial))

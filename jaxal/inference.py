@@ -9,6 +9,9 @@ has the same shape whatever the number of inputs. Results stay on the device (ja
 the chunks' outputs are joined there, and the caller decides when to read them, so a round
 transfers what it selects once instead of syncing with the host after every chunk (it runs
 under `jax.transfer_guard("disallow")`).
+A streamed pool scored by several processes (`Predictor.spread`) keeps them where they were
+computed: each device scores a contiguous block of the pool, and the outputs are global arrays
+whose rows are split over the processes (`jaxal.global_arrays`; the selection kernels take them).
 """
 
 import dataclasses
@@ -23,6 +26,7 @@ import scipy.special
 from jaxal import parallel
 from jaxal import progress
 from jaxal import runtime as runtime_lib
+from jaxal.data import stream
 
 Array = Any
 
@@ -40,12 +44,12 @@ def _gather_rows(inputs, indices, sharding=None):
   return parallel.constrain_batch(jnp.take(inputs, indices, axis=0), sharding)
 
 
-def _forward_chunk(model, preprocess, variables, rows, sharding=None):
+def _forward_chunk(model, preprocess, variables, rows, sharding=None, gather=True):
   x = preprocess(parallel.constrain_batch(rows, sharding))
   logits, embedding = model.apply(variables, x, train=False)
   out = logits.astype(jnp.float32), embedding.astype(jnp.float32)
-  if sharding is not None:  # gather to every device, so every host can read the result
-    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh))
+  if sharding is not None:  # gather to every device, so every host can read the result; else left where computed
+    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh) if gather else sharding)
   return out
 
 
@@ -53,7 +57,8 @@ def _forward_chunk(model, preprocess, variables, rows, sharding=None):
 def _forward_jit(options: tuple):
   """`_forward_chunk` jitted with the policy's compiler options (`Runtime.jit_compiler_options`:
   on the CPU, XLA's own convolutions, evaluation 1.0-1.2x faster, NOTES §6h), one per set."""
-  return jax.jit(_forward_chunk, static_argnames=("model", "preprocess", "sharding"), compiler_options=dict(options) or None)
+  return jax.jit(_forward_chunk, static_argnames=("model", "preprocess", "sharding", "gather"),
+                 compiler_options=dict(options) or None)
 
 
 def forward_jit(policy: runtime_lib.Runtime):
@@ -62,9 +67,9 @@ def forward_jit(policy: runtime_lib.Runtime):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "preprocess", "num_samples", "group", "head_only",
-                                             "sharding", "unroll"))
+                                             "sharding", "unroll", "gather"))
 def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, group, head_only, sharding=None,
-              unroll=True):
+              unroll=True, gather=True):
   """Per-point MC-dropout statistics of one chunk, accumulated over passes (never (T, B, C)).
 
   The groups of passes run as straight-line code with `unroll` (XLA:CPU runs convolutions
@@ -106,11 +111,13 @@ def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, 
       carry, _ = accumulate(carry, ts[g])
   else:
     carry, _ = jax.lax.scan(accumulate, zeros, ts)
+  if not gather:  # where the gathered program gathers the sums: XLA then folds the tail alike (same bits)
+    carry = jax.lax.optimization_barrier(carry)
   sp, sh, votes, s1, s2 = carry
   mean_p1 = s1 / num_samples
   out = (sp / num_samples, sh / num_samples, votes, jnp.maximum(s2 / num_samples - mean_p1 ** 2, 0.0), c_hat)
   if sharding is not None:
-    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh))
+    out = parallel.constrain_batch(out, parallel.replicated(sharding.mesh) if gather else sharding)
   return out
 
 
@@ -118,6 +125,23 @@ def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, 
 def _first_rows(chunks, n: int):
   """The chunks' outputs joined along the rows, without the last chunk's padding (rows >= n)."""
   return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:n], *chunks)
+
+
+@functools.partial(jax.jit, static_argnames=("sharding",))
+def _spread_rows(chunks, sharding):
+  """The chunks' outputs joined into arrays whose row `r` is pool row `r`, split over the
+  `data` axis as they were computed (`spread_chunks` gives device `d` of chunk `j` the rows
+  `d * padded / D + j * chunk / D + [0, chunk / D)`): each device keeps its own results, and
+  the rows past the pool's are padding."""
+  devices = sharding.mesh.shape[parallel.DATA_AXIS]
+
+  def join(*parts):
+    x = jnp.stack(parts)  # (chunks, chunk, ...), the chunk's rows split over the devices
+    x = x.reshape((x.shape[0], devices, x.shape[1] // devices) + x.shape[2:])
+    x = jnp.swapaxes(x, 0, 1)  # device-major: each device's rows in pool order
+    return parallel.constrain_batch(x.reshape((-1,) + x.shape[3:]), sharding)
+
+  return jax.tree_util.tree_map(join, *chunks)
 
 
 @jax.jit
@@ -154,6 +178,16 @@ def chunk_indices(n: int, chunk_size: int):
     yield np.where(valid, idx, 0).astype(np.int32), valid
 
 
+def spread_chunks(n: int, chunk_size: int, devices: int) -> list[np.ndarray]:
+  """Pool indices of each chunk when the outputs stay spread over `devices` (`_spread_rows`):
+  device `d` scores a contiguous block of the pool, `chunk_size / devices` rows per chunk.
+  Rows past `n` (padding) read row 0."""
+  share = chunk_size // devices
+  num_chunks = -(-n // chunk_size)
+  rows = np.arange(num_chunks * chunk_size).reshape(devices, num_chunks, share)
+  return [np.where(c < n, c, 0).astype(np.int32) for c in rows.transpose(1, 0, 2).reshape(num_chunks, chunk_size)]
+
+
 @dataclasses.dataclass
 class Predictor:
   """A trained model plus the pool inputs it scores.
@@ -163,7 +197,8 @@ class Predictor:
       `apply(variables, x, *, train, mc_dropout, rngs, method)` (`querying.ApplyFnModel`
       wraps a user's apply function so).
     variables: its `{"params", "batch_stats"}`.
-    inputs: pool inputs on device, uint8 images or int token ids, shape `(n, ...)`.
+    inputs: pool inputs on device, uint8 images or int token ids, shape `(n, ...)`, or a
+      streamed pool (`jaxal.data.stream.StreamedInputs`) whose chunks are read from disk.
     preprocess: a jittable function mapping raw inputs to model inputs (hashable).
     chunk_size: rows per forward call.
     verbose: print progress.
@@ -196,19 +231,46 @@ class Predictor:
   def num_points(self) -> int:
     return int(self.inputs.shape[0] if self.rows is None else len(self.rows))
 
+  @property
+  def spread(self) -> bool:
+    """Whether the outputs stay spread over processes: a streamed pool scored by several
+    processes, each keeping the results of the rows it read (`global_arrays`)."""
+    return (self.rows is None and self.sharding is not None and not self.sharding.is_fully_addressable
+            and stream.is_streamed(self.inputs))
+
+  def _kept(self) -> dict:
+    """The chunk programs' `gather=False` when the outputs stay spread (no argument otherwise:
+    the same compiled programs as before)."""
+    return {"gather": False} if self.spread else {}
+
   def _chunks(self, label: str):
-    """Each chunk's pool indices, on the device (put there explicitly: no implicit transfer)."""
-    chunks = list(chunk_indices(self.num_points, self.chunk_size))
+    """Each chunk's pool indices and input rows, on the device (put there explicitly: no implicit
+    transfer). A streamed pool's rows are read on the host ahead of use (`stream.prefetched`)
+    and put beside the rows the in-memory pool gathers, so the same compiled programs run."""
+    if self.spread:  # each device scores a contiguous block of the pool, its rows stay there
+      chunks = spread_chunks(self.num_points, self.chunk_size, self.sharding.mesh.shape[parallel.DATA_AXIS])
+    else:
+      chunks = [idx if self.rows is None else np.asarray(self.rows, np.int32)[idx]
+                for idx, _ in chunk_indices(self.num_points, self.chunk_size)]
     sharding = None if self.sharding is None else parallel.replicated(self.sharding.mesh)
-    for idx, _ in progress.track(chunks, label, enabled=self.verbose and parallel.is_primary()):
-      if self.rows is not None:
-        idx = np.asarray(self.rows, np.int32)[idx]
-      yield jax.device_put(idx, sharding)
+    streamed = None
+    if stream.is_streamed(self.inputs):  # with several processes, each reads its own share of a chunk
+      mine = stream.local_positions(self.sharding, self.chunk_size)
+      streamed = stream.prefetched(self.inputs, [idx[mine] for idx in chunks])
+    for idx in progress.track(chunks, label, enabled=self.verbose and parallel.is_primary()):
+      idx = jax.device_put(idx, sharding)
+      if streamed is None:
+        yield idx, _gather_rows(self.inputs, idx, self.sharding)
+      else:
+        yield idx, stream.put_rows(next(streamed), mine, self.chunk_size, self.sharding)
 
   def _join(self, parts):
     """The chunks' outputs as whole arrays: on the device for the pool (whose size is fixed, so
     the join compiles once); on the host, with one explicit transfer, for `rows` subsets, whose
-    size changes from round to round (a device join would compile once per size)."""
+    size changes from round to round (a device join would compile once per size). Spread
+    outputs (`spread`) are joined where they were computed (`_spread_rows`)."""
+    if self.spread:
+      return _spread_rows(parts, self.sharding)
     if self.rows is None:
       return _first_rows(parts, self.num_points)
     host = jax.device_get(parts)
@@ -216,12 +278,14 @@ class Predictor:
 
   def outputs(self) -> tuple[jax.Array, jax.Array]:
     """`(logits (n, C), embeddings (n, d))` in float32 for every pool point, as device
-    arrays (cached; `jax.device_get` reads them); numpy arrays for a `rows` subset."""
+    arrays (cached; `jax.device_get` reads them); numpy arrays for a `rows` subset. When
+    `spread`, global arrays of `padded >= n` rows split over the processes (rows >= n are
+    padding; `global_arrays.fetch` reads them)."""
     if "outputs" not in self._cache:
       parts = []
-      for idx in self._chunks("scoring pool"):
-        rows = _gather_rows(self.inputs, idx, self.sharding)
-        parts.append(forward_jit(self.runtime)(self.model, self.preprocess, self.variables, rows, self.sharding))
+      for _, rows in self._chunks("scoring pool"):
+        parts.append(forward_jit(self.runtime)(self.model, self.preprocess, self.variables, rows, self.sharding,
+                                               **self._kept()))
       self._cache["outputs"] = self._join(parts)
     return self._cache["outputs"]
 
@@ -245,7 +309,8 @@ class Predictor:
     Returns:
       device arrays `mean_probs (n, C)`, `mean_entropy (n,)`, `votes (n, C)` (argmax
       counts), `pred_class_variance (n,)` (variance over passes of the deterministic
-      class's probability) and `pred_class (n,)` (cached per arguments).
+      class's probability) and `pred_class (n,)` (cached per arguments); padded global
+      arrays when `spread` (as `outputs`).
     """
     if head_only is None:  # a model without a separate backbone (a user's apply_fn) runs whole
       backbone = getattr(self.model, "backbone", None)
@@ -255,11 +320,10 @@ class Predictor:
     cache_key = ("mc", num_samples, head_only, group, key_bits)
     if cache_key not in self._cache:
       parts = []
-      for idx in self._chunks(f"MC-dropout x{num_samples}"):
-        rows = _gather_rows(self.inputs, idx, self.sharding)
+      for idx, rows in self._chunks(f"MC-dropout x{num_samples}"):
         parts.append(_mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key,
                                num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding,
-                               unroll=self.runtime.unroll_steps))
+                               unroll=self.runtime.unroll_steps, **self._kept()))
       names = ("mean_probs", "mean_entropy", "votes", "pred_class_variance", "pred_class")
       self._cache[cache_key] = dict(zip(names, self._join(parts)))
     return self._cache[cache_key]

@@ -18,8 +18,10 @@ import numpy as np
 
 from jaxal import compiles
 from jaxal import config as config_lib
+from jaxal import global_arrays
 from jaxal import oracle as oracle_lib
 from jaxal import parallel
+from jaxal import paths
 from jaxal import runtime as runtime_lib
 from jaxal import stages
 from jaxal import stopping
@@ -34,6 +36,7 @@ from jaxal.data import datasets
 from jaxal.data import fingerprint
 from jaxal.data import pipeline
 from jaxal.data import pool as pool_lib
+from jaxal.data import stream
 from jaxal.pretrain import backbone_cache
 
 SearchContext = stages.SearchContext  # what a search sees; `jaxal.search` documents it here
@@ -51,20 +54,36 @@ class RunData:
   test_inputs: jax.Array
   validation_inputs: jax.Array | None
   preprocess: object
+  fingerprint: dict | None = None  # the data's digests when computed while loading (streamed pool)
 
 
-def load_data(config, mesh=None) -> RunData:
-  """Loads the dataset, carves the validation split, and puts inputs on the devices."""
-  dataset = datasets.load(config.data)
+def load_data(config, mesh=None, workdir=None) -> RunData:
+  """Loads the dataset, carves the validation split, and puts inputs on the devices.
+
+  With `data.pool_storage = "stream"` the pool's inputs stay in ArrayRecord shards
+  (`pool_inputs` is a `stream.StreamedInputs`; a source of another kind is converted into
+  `workdir` first) and `fingerprint` holds the data's digests, hashed in the same streamed pass."""
+  streamed = config.data.get("pool_storage", "memory") == "stream"
+  if streamed:
+    dataset = stream.open_dataset(config.data, stream.prepare(config.data, workdir))
+  else:
+    dataset = datasets.load(config.data)
   pool, validation = dataset.train, None
   if config.data.validation_size:
     pool, validation = datasets.carve(pool, config.data.validation_size, config.data.seed + 1,
                                        field="data.validation_size")
-  preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
+  digests = None
+  if streamed:
+    if validation is not None:  # small: read into memory
+      validation = datasets.Split(np.asarray(validation.inputs), validation.labels, validation.ids)
+    preprocess, inputs_digest = stream.preprocess_and_digest(pool, dataset.modality, config.data.normalization)
+    digests = stream.fingerprints(pool, inputs_digest, validation=validation, test=dataset.test)
+  else:
+    preprocess = pipeline.make_preprocess(pool.inputs, dataset.modality, config.data.normalization)
   # One device copy of each split (`jnp.asarray` made two on the CPU backend).
   put = lambda x: parallel.to_device(x) if mesh is None else parallel.replicate(np.asarray(x), mesh)
-  return RunData(dataset, pool, validation, put(pool.inputs), put(dataset.test.inputs),
-                 None if validation is None else put(validation.inputs), preprocess)
+  return RunData(dataset, pool, validation, pool.inputs if streamed else put(pool.inputs), put(dataset.test.inputs),
+                 None if validation is None else put(validation.inputs), preprocess, digests)
 
 
 def with_resolved_runtime(config):
@@ -92,9 +111,9 @@ def run(config, workdir: str | pathlib.Path, *, force: bool = False, accept_data
     tensorboard.check_available()  # before any compute, not after round 0
   mesh = parallel.make_mesh(config.parallel.num_devices)
   config_lib.validate_against_devices(config, parallel.num_devices(mesh))
+  global_arrays.check_spread_run(config)  # process count known now; before any compute
   config = with_resolved_runtime(config)
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = paths.make_dirs(workdir)  # epath: a gs:// workdir stays on the bucket, never a local `gs:` folder
   with lock.hold(workdir):  # one run per workdir; taken before anything is written or loaded
     return _run_locked(config, workdir, mesh, force=force, accept_data_change=accept_data_change)
 
@@ -105,17 +124,25 @@ def _run_locked(config, workdir, mesh, *, force, accept_data_change) -> list[dic
   if parallel.is_primary():
     run_files.check_or_write_config(workdir, config, force=force)
 
-  data = load_data(config, mesh)
+  data = load_data(config, mesh, workdir)
   config_lib.validate_against_data(config, len(data.pool))
+  digests = data.fingerprint or fingerprint.of_splits(pool=data.pool, validation=data.validation,
+                                                      test=data.dataset.test)
   try:
-    data_file.check_or_write(workdir, fingerprint.of_splits(pool=data.pool, validation=data.validation,
-                                                            test=data.dataset.test),
+    data_file.check_or_write(workdir, digests,
                              accept=accept_data_change, write=parallel.is_primary())
-  except data_file.DataChanged:
+  except data_file.DataChanged as e:
     if parallel.is_primary():  # a refused run leaves the workdir as it was
       run_files.put_back_config(workdir, saved_config)
+    if stream.is_streamed(data.pool_inputs):  # name the files the pool is read from
+      raise data_file.DataChanged(f"{e} (the pool is read from {data.pool_inputs.records.index_path})") from None
     raise
-  oracle = oracle_lib.make_oracle(config, workdir, data)
+  try:
+    oracle = oracle_lib.make_oracle(config, workdir, data)  # label_studio connects here
+  except Exception:
+    if parallel.is_primary():  # a server that is down or a wrong token changes nothing
+      run_files.put_back_config(workdir, saved_config)
+    raise
   ckpts = steps.RunCheckpoints(workdir)
   try:
     return _run_rounds(config, workdir, data, oracle, ckpts, mesh)

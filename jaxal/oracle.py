@@ -7,6 +7,7 @@ exported queries); the loop then saves its state and exits, and the same command
 
 * `simulated`: reads the true labels of the pool.
 * `files`: people fill in exported CSV files (`jaxal.file_oracle`).
+* `label_studio`: people annotate tasks in a Label Studio server (`jaxal.label_studio`).
 
 `make_oracle(config, workdir, data)` builds the configured one (`oracle.name`).
 """
@@ -43,8 +44,13 @@ def _files(config, workdir, data):
   return file_oracle.make_file_oracle(config, workdir, data)
 
 
+def _label_studio(config, workdir, data):
+  from jaxal import label_studio  # pylint: disable=g-import-not-at-top
+  return label_studio.make_label_studio_oracle(config, workdir, data)
+
+
 # name -> factory(config, workdir, run data) -> oracle
-ORACLES: dict[str, Callable] = {"simulated": _simulated, "files": _files}
+ORACLES: dict[str, Callable] = {"simulated": _simulated, "files": _files, "label_studio": _label_studio}
 
 
 def make_oracle(config, workdir, data):

@@ -15,7 +15,6 @@ and prints the table. `render(runs, out)` does the same from Python.
 import argparse
 import collections
 import json
-import pathlib
 
 import matplotlib
 
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
+from jaxal import paths as paths_lib  # pylint: disable=g-import-not-at-top
 from jaxal.checkpoint import artifacts  # pylint: disable=g-import-not-at-top
 from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
@@ -51,7 +51,7 @@ def plot_learning_curve(history: list[dict], path, title: str = "") -> None:
 
 def _setting(directory) -> dict | None:
   """The flattened config of a run minus its seed and result-neutral fields, or None."""
-  path = pathlib.Path(directory) / "config.json"
+  path = paths_lib.of(directory) / "config.json"
   if not path.exists():
     return None
   flat = {}
@@ -106,9 +106,9 @@ def group_runs(specs: list[str]) -> dict[str, list[list[dict]]]:
     names[key] = name
   for key, (setting, dirs) in unlabeled.items():
     if setting is None:
-      names[key] = pathlib.Path(key[4:]).name
+      names[key] = paths_lib.of(key[4:]).name
     if list(names.values()).count(names[key]) > 1:  # never merge two settings under one name
-      names[key] += f" ({pathlib.Path(dirs[0]).name})"
+      names[key] += f" ({paths_lib.of(dirs[0]).name})"
   label_of_dir = {d: names[k] for k, (_, dirs) in unlabeled.items() for d in dirs}
   groups = collections.OrderedDict()
   for label, directory in entries:
@@ -206,7 +206,7 @@ def summary_table(groups, passive: str | None = None) -> str:
   return "\n".join(rows)
 
 
-def render(runs: list[str], out, *, passive: str | None = None, title: str = "") -> dict[str, pathlib.Path]:
+def render(runs: list[str], out, *, passive: str | None = None, title: str = "") -> dict:
   """Writes the standard figures of `runs` (`LABEL=DIR` or `DIR`) to the folder `out`.
 
   Args:
@@ -219,7 +219,7 @@ def render(runs: list[str], out, *, passive: str | None = None, title: str = "")
     `{"curves": path, "trajectory": path, "times": path, "table": path}` (the table is markdown).
   """
   groups = group_runs(runs)
-  out = pathlib.Path(out)
+  out = paths_lib.of(out)
   out.mkdir(parents=True, exist_ok=True)
   paths = {name: out / f"{name}.png" for name in ("curves", "trajectory", "times")}
   plot_curves(groups, paths["curves"], title)

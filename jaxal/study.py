@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import itertools
 import os
-import pathlib
 import sys
 
 from jaxal.cpu import process as cpu_process
@@ -35,6 +34,7 @@ if __name__ == "__main__":
 # pylint: disable=wrong-import-position
 from absl import app
 from absl import flags
+from etils import epath
 import ml_collections
 from ml_collections import config_flags
 
@@ -42,6 +42,7 @@ from jaxal import checkpoint as checkpoint_lib
 from jaxal import config as config_lib
 from jaxal import errors
 from jaxal import loop
+from jaxal import paths
 from jaxal import pretrain as pretrain_lib
 from jaxal import study_report
 
@@ -54,9 +55,9 @@ class StudyRun:
   pretrain: str = "none"
   setting: str = ""  # "" when the study has no `settings` axis
 
-  def workdir(self, root) -> pathlib.Path:
+  def workdir(self, root) -> epath.Path:
     cell = self.acquisition if self.pretrain == "none" else f"{self.acquisition}+{self.pretrain}"
-    base = pathlib.Path(root) / self.model
+    base = paths.of(root) / self.model
     if self.setting:
       base = base / self.setting
     return base / cell / f"seed{self.seed}"
@@ -161,12 +162,12 @@ def run_config(config, run: StudyRun, root=None):
     if run.setting:
       apply_overrides(c, config.study.settings[run.setting], f"study.settings.{run.setting}")
     if root is not None and run.pretrain != "none" and not c.pretrain.cache_dir:
-      c.pretrain.cache_dir = str(pathlib.Path(root).absolute() / "pretrained")
+      c.pretrain.cache_dir = str(paths.absolute(root) / "pretrained")
     c.seed = run.seed
   return c
 
 
-def is_finished(workdir: pathlib.Path) -> bool:
+def is_finished(workdir) -> bool:
   if not (workdir / "checkpoints").exists():
     return False
   ckpts = checkpoint_lib.RunCheckpoints(workdir)
@@ -203,7 +204,7 @@ def run_study(config, root, *, process_index: int = 0, num_processes: int = 1) -
 
 def report(config, root) -> list[dict]:
   """Writes the study's tables and figures under `root` (`jaxal.study_report`); returns the rows."""
-  return study_report.write(expand(config), pathlib.Path(root))
+  return study_report.write(expand(config), paths.of(root))
 
 
 def _define_flags():
@@ -232,7 +233,7 @@ def main(argv):
           "--report_only", flush=True)
     return
   report(f.config, f.root)
-  print((pathlib.Path(f.root) / "study.md").read_text())
+  print((paths.of(f.root) / "study.md").read_text())
 
 
 if __name__ == "__main__":

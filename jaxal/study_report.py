@@ -15,7 +15,7 @@ pretrained bars are measured against; we hold everything but the acquisition fix
 """
 
 import csv
-import pathlib
+import io
 
 import matplotlib
 
@@ -24,6 +24,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from jaxal import metrics  # pylint: disable=g-import-not-at-top
+from jaxal import paths  # pylint: disable=g-import-not-at-top
+from jaxal.checkpoint import artifacts  # pylint: disable=g-import-not-at-top
 from jaxal.checkpoint import run_files  # pylint: disable=g-import-not-at-top
 
 
@@ -66,14 +68,15 @@ def write(runs, root) -> list[dict]:
                  "labeling_efficiency": float(np.nanmean(le)) if np.isfinite(le).any() else float("nan"),
                  "gain_over_random": float(gain.mean()), "gain_std": float(gain_std.mean()),
                  "final_accuracy": float(acc[:, k - 1].mean()), "setting": setting})
-  root = pathlib.Path(root)
+  root = paths.of(root)
   root.mkdir(parents=True, exist_ok=True)
-  with open(root / "study.csv", "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=["model", "pretrain", "acquisition", "reference", "seeds",
-                                           "labeling_efficiency", "gain_over_random", "gain_std", "final_accuracy",
-                                           "setting"])
-    writer.writeheader()
-    writer.writerows(rows)
+  table = io.StringIO(newline="")
+  writer = csv.DictWriter(table, fieldnames=["model", "pretrain", "acquisition", "reference", "seeds",
+                                             "labeling_efficiency", "gain_over_random", "gain_std", "final_accuracy",
+                                             "setting"])
+  writer.writeheader()
+  writer.writerows(rows)
+  paths.write_atomic(root / "study.csv", table.getvalue())
   with_settings = any(r["setting"] for r in rows)
   head = "| model | setting " if with_settings else "| model "
   lines = [head + "| pretraining | acquisition | reference | seeds | labeling efficiency | gain over random (pts) "
@@ -87,7 +90,7 @@ def write(runs, root) -> list[dict]:
   spreads = _spreads(curves, root)
   if spreads:
     lines += ["", "Final-round spread (max - min test accuracy, ALGORITHMS §6.4):", ""] + spreads
-  (root / "study.md").write_text("\n".join(lines) + "\n")
+  paths.write_atomic(root / "study.md", "\n".join(lines) + "\n")
   if rows:
     _bars(rows, root / "study.png")
   _curves(curves, root)
@@ -180,8 +183,7 @@ def _curves(curves, root):
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(model)
     fig.tight_layout()
-    fig.savefig(pathlib.Path(root) / f"curves_{model}.png")
-    plt.close(fig)
+    artifacts.save_figure(fig, paths.of(root) / f"curves_{model}.png")
 
 
 def _bars(rows, path):
@@ -206,5 +208,4 @@ def _bars(rows, path):
   axes[1].axhline(0.0, color="k", lw=0.8)
   axes[1].legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
+  artifacts.save_figure(fig, path)

@@ -12,9 +12,11 @@ labels (the x axis of a learning curve):
 The writer is tensorboardX, an optional dependency: `pip install 'jaxal[tensorboard]'`.
 """
 
-import pathlib
+import contextlib
+import tempfile
 
 from jaxal import config as config_lib
+from jaxal import paths
 
 LOGDIR = "tensorboard"
 _ARCHITECTURE = ("num_params", "depth")
@@ -62,14 +64,22 @@ def log_round(workdir, record: dict) -> None:
     record: a round record as written to `rounds.jsonl`.
   """
   writer_cls = _writer_class()
-  logdir = pathlib.Path(workdir) / LOGDIR
-  # tensorboardX names event files by the second; the round suffix keeps them apart.
-  writer = writer_cls(str(logdir), filename_suffix=f".round{int(record['round']):04d}")
-  try:
-    for tag, value in scalars(record).items():
-      writer.add_scalar(tag, value, global_step=int(record["num_labeled"]))
-  finally:
-    writer.close()
+  logdir = paths.of(workdir) / LOGDIR
+  with contextlib.ExitStack() as stack:
+    # tensorboardX writes local files only (its gs:// writer needs google-cloud-storage): on shared
+    # storage the round's event file is written to a local temporary folder, then uploaded.
+    local = logdir if paths.is_local(logdir) else stack.enter_context(tempfile.TemporaryDirectory())
+    # tensorboardX names event files by the second; the round suffix keeps them apart.
+    writer = writer_cls(str(local), filename_suffix=f".round{int(record['round']):04d}")
+    try:
+      for tag, value in scalars(record).items():
+        writer.add_scalar(tag, value, global_step=int(record["num_labeled"]))
+    finally:
+      writer.close()
+    if not paths.is_local(logdir):
+      logdir.mkdir(parents=True, exist_ok=True)
+      for event_file in paths.of(local).iterdir():
+        paths.write_atomic(logdir / event_file.name, event_file.read_bytes())
 
 
 def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
@@ -78,7 +88,7 @@ def read_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
   from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
   from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   out = {}
-  for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+  for path in sorted(paths.of(logdir).glob("events.out.tfevents.*")):
     for event in event_file_loader.EventFileLoader(str(path)).Load():
       for v in event.summary.value:  # the loader turns simple_value into a scalar tensor
         value = v.simple_value if v.WhichOneof("value") == "simple_value" else tensor_util.make_ndarray(v.tensor)

@@ -1,11 +1,41 @@
 """Shared test setup: small, CPU-only, no network."""
 
+import importlib.util
 import os
 import pathlib
+import shutil
+import sys
+import tempfile
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the whole run: its xdist workers and the
+  subprocesses they start inherit it through the environment, so a program that many tests
+  build (the tiny loop's train step, a scoring chunk) compiles once per run instead of once
+  per test module. Tests that count compilations count cache loads too
+  (`jaxal.compiles.CompileCounter`). A size limit turns on JAX's file lock, so a worker never
+  reads an entry another is still writing."""
+  if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return
+  cache = tempfile.mkdtemp(prefix="jaxal-tests-xla-cache-")
+  config.jaxal_xla_cache = cache
+  settings = {"jax_compilation_cache_dir": cache, "jax_persistent_cache_min_compile_time_secs": 0.0}
+  if importlib.util.find_spec("filelock"):
+    settings["jax_compilation_cache_max_size"] = 16 << 30
+  for name, value in settings.items():
+    os.environ[name.upper()] = str(value)
+    if "jax" in sys.modules:  # a plugin imported jax before this hook ran
+      sys.modules["jax"].config.update(name, value)
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, "jaxal_xla_cache", None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

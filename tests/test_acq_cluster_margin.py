@@ -1,4 +1,4 @@
-"""Cluster-Margin: the device HAC against scipy, the round-robin pick against a literal
+"""Cluster-Margin: both HAC paths (device matrix, host condensed) against scipy, the round-robin pick against a literal
 numpy loop, the large-pool (k-means) path, and option validation."""
 
 import jax
@@ -33,6 +33,21 @@ def test_average_linkage_equals_scipy():
     for k in (1, 5, n):
       assert len(set(hac.cut(merges, heights, n, num_clusters=k).tolist())) == min(k, n)
 
+
+
+def test_exact_path_on_points_equals_scipy():
+  # The host path over a condensed float32 matrix, built in many row blocks (tiny block_bytes).
+  rng = np.random.default_rng(5)
+  for n, d in ((2, 3), (97, 5), (400, 16)):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    merges, heights = hac.average_linkage_points(x, block_bytes=4096)
+    z = hac.scipy_linkage_matrix(merges, heights, n)
+    want = linkage(x.astype(np.float64), "average")
+    np.testing.assert_allclose(z[:, 2], want[:, 2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(z[:, [0, 1, 3]], want[:, [0, 1, 3]])
+  clustering = cm.cluster_pool(x, num_clusters=7)  # n = 400 <= the default cap: exact, on points
+  assert clustering.exact and cm.DEFAULTS["cluster_margin_exact_max"] == 50000
+  assert same_partition(clustering.labels, fcluster(want, 7, "maxclust"))
 
 def test_weighted_leaves_equal_scipy_on_repeated_points():
   # A leaf of weight w is w points at one place: scipy on the repeated points merges the copies
@@ -104,7 +119,8 @@ def test_large_pool_path_clusters_kmeans_centroids():
 
 def test_bad_input_is_refused():
   for key, value in (("cluster_margin_ratio", 0.5), ("cluster_margin_clusters", 2.5),
-                     ("cluster_margin_epsilon", -1.0), ("cluster_margin_centroids", True)):
+                     ("cluster_margin_epsilon", -1.0), ("cluster_margin_centroids", True),
+                     ("cluster_margin_exact_max", 65537), ("cluster_margin_exact_max", 1.5)):
     with pytest.raises(config_lib.ConfigError, match=f"acquisition.options.{key}:"):
       cm.validate({key: value})
   cm.validate(dict(cm.DEFAULTS))

@@ -116,6 +116,18 @@ class FakePredictor:
     return np.asarray(softmax64(self.logits), np.float32)
 
 
+def test_each_method_has_an_array_level_export():
+  """`jaxal.acquisition` exports every method's entry point on arrays (issue 29's contract)."""
+  expected = {"batchbald": "batchbald", "typiclust": "typiclust", "probcover": "probcover",
+              "epig_scores": "epig", "cluster_margin_select": "cluster_margin", "cluster_pool": "cluster_margin",
+              "stochastic_top_k": "stochastic", "class_balanced_top_k": "class_balance", "badge": "badge_seeding",
+              "kcenter_greedy": "kcenter", "bald": "mc_dropout"}
+  for name, module in expected.items():
+    fn = getattr(acquisition, name)
+    assert callable(fn) and name in acquisition.__all__, name
+    assert fn.__module__ == f"jaxal.acquisition.{module}", (name, fn.__module__)
+
+
 def test_registry_names_and_options():
   assert set(acquisition.ACQUISITIONS) == {"random", "least_confidence", "margin", "entropy", "bald", "mc_variance",
                                            "coreset", "badge", "batchbald", "epig", "typiclust", "probcover",

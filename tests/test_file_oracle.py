@@ -198,8 +198,8 @@ def test_contact_sheet_is_drawn_again_after_a_kill(tmp_path, monkeypatch):
   o = file_oracle.FileOracle(tmp_path, np.array([f"img{i}" for i in range(10)]), NAMES, images)
   sheet = o.query_path(0).with_suffix(".png")
 
-  def killed(fig, fname, **kwargs):
-    pathlib.Path(fname).write_bytes(b"\x89PNG half")
+  def killed(fig, fname, **kwargs):  # half a PNG into whatever savefig writes to (a buffer, or a file)
+    fname.write(b"\x89PNG half") if hasattr(fname, "write") else pathlib.Path(fname).write_bytes(b"\x89PNG half")
     raise KeyboardInterrupt
   monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed)
   with pytest.raises(KeyboardInterrupt):

@@ -1,5 +1,6 @@
 """Greedy k-center (ALGORITHMS.md §3): plain and pruned kernels against a naive float64 greedy."""
 
+import functools
 import itertools
 
 import jax
@@ -430,3 +431,16 @@ def test_guard_bound_covers_both_forms_round_off():
       exact = ((x.astype(np.float64) - x[u].astype(np.float64)) ** 2).sum(1)
       assert np.all(np.abs(approx - direct) <= slack), (d, scale, offset)
       assert np.all(np.abs(approx - exact) <= slack / 2), (d, scale, offset)
+
+
+def test_pruned_kernel_traces_at_a_million_rows_and_ten_thousand_picks():
+  """`budget * n` passes int32 at 1M x 10k (issue 28's coreset at scale): the kernel's
+  statistics once divided by it as a Python int, which JAX refuses (OverflowError) when
+  tracing. Tracing at that size (shapes only, no compute) catches it."""
+  n, budget, lookahead = 1_000_000, 10_000, 32
+  out = jax.eval_shape(
+      functools.partial(kcenter_pruned._kcenter_pruned, budget=budget, block=32, cap=int(0.3 * n * lookahead),
+                        proj=8, guard_cap=0, probes=8, probe_fraction=0.3, lookahead=lookahead),
+      jax.ShapeDtypeStruct((n, 8), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.bool_),
+      jax.ShapeDtypeStruct((n,), jnp.bool_))
+  assert out[0].shape == (budget,) and out[1].dtype == jnp.float32

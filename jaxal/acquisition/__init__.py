@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxal import config as config_lib
 from jaxal.acquisition.badge_seeding import badge
+from jaxal.acquisition.class_balance import class_balanced_top_k
 from jaxal.acquisition.epig import epig_scores
 from jaxal.acquisition import base
 from jaxal.acquisition.base import NEEDS, Acquisition, PoolView, score_based, top_k_selectable
@@ -58,10 +59,18 @@ from jaxal.inference import Predictor
 
 from jaxal.registry import Registry
 
-batchbald = batchbald_lib.batchbald  # the function, as the package's name (its module: `batchbald_lib`)
+# Each method's array-level entry point under the package. `batchbald`, `typiclust` and
+# `probcover` are the functions (their modules: `importlib.import_module("jaxal.acquisition.X")`).
+batchbald = batchbald_lib.batchbald
+typiclust = typiclust_lib.typiclust
+probcover = probcover_lib.probcover_full
+cluster_pool = cluster_margin_lib.cluster_pool
+cluster_margin_select = cluster_margin_lib.cluster_margin_select
+stochastic_top_k = stochastic.stochastic_top_k
 
 __all__ = ["ACQUISITIONS", "Acquisition", "PoolView", "Predictor", "acquire", "check_options", "register",
-           "unregister", "badge", "bald", "bald_from_stats", "batchbald", "entropy", "epig_scores",
+           "unregister", "badge", "bald", "bald_from_stats", "batchbald", "class_balanced_top_k", "cluster_margin_select",
+           "cluster_pool", "entropy", "epig_scores", "probcover", "stochastic_top_k", "typiclust",
            "kcenter_greedy", "least_confidence", "least_confidence_from_logits", "margin", "mc_pred_class_variance",
            "predictive_entropy", "top_k_selectable", "variation_ratio", "variation_ratio_mode"]
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import parallel
+from jaxal import global_arrays, parallel
 
 
 def gradient_factors(probs):
@@ -109,12 +109,22 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
     budget: number of points.
     key: PRNG key for the D^2 draws.
     mesh: optional device mesh to split the rows over (same picks as without, with Auto or
-      Explicit axes: see `parallel.as_auto_mesh`).
+      Explicit axes: see `parallel.as_auto_mesh`). `probs` and `embeddings` whose rows are
+      already split over a mesh's `data` axis (`global_arrays.global_rows`: a share per
+      process) run so in place; rows past `labeled_mask`'s length are padding, never picked,
+      and every process gets the picks.
   """
   candidates = ~np.asarray(labeled_mask, bool)
   if budget > int(candidates.sum()):
     raise ValueError(f"budget {budget} exceeds the {int(candidates.sum())} unlabeled points")
-  if mesh is None:  # explicit transfers only (the selection runs under jax.transfer_guard("disallow"))
+  row_mesh = global_arrays.row_mesh(embeddings)
+  if row_mesh is not None:  # rows already split over a mesh (e.g. a share per process): used in place
+    probs, embeddings = parallel.on_auto_mesh((probs, embeddings))
+    if global_arrays.row_mesh(probs) != row_mesh or probs.shape[0] != embeddings.shape[0]:
+      raise ValueError("badge: probs and embeddings must have their rows split over the same mesh")
+    arrays = (probs.astype(jnp.float32), embeddings.astype(jnp.float32),
+              global_arrays.rows_beside(candidates, embeddings.shape[0], row_mesh))
+  elif mesh is None:  # explicit transfers only (the selection runs under jax.transfer_guard("disallow"))
     arrays = (parallel.to_device(probs, jnp.float32), parallel.to_device(embeddings, jnp.float32),
               jax.device_put(candidates))
   else:
@@ -122,4 +132,4 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
     pad = -probs.shape[0] % mesh.size
     padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
     arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))
-  return np.asarray(jax.device_get(_badge(*arrays, int(budget), key)))
+  return np.asarray(global_arrays.fetch(_badge(*arrays, int(budget), key)))

@@ -20,9 +20,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from jaxal import global_arrays, parallel
 from jaxal.acquisition.scoring import Predictor
 from jaxal.inference import put_beside
+from jaxal.parallel import DATA_AXIS
 
 Array = Any
 
@@ -81,18 +84,48 @@ def _top_k_masked(scores, selectable_mask, k: int):
   return jax.lax.top_k(jnp.where(selectable_mask, scores, -jnp.inf), k)[1].astype(jnp.int32), has_nan
 
 
+@functools.partial(jax.jit, static_argnames=("k", "mesh"))
+def _top_k_sharded(scores, selectable_mask, k: int, mesh):
+  """`_top_k_masked` for scores split over `mesh`'s `data` axis (e.g. over processes): each
+  shard's own top k, an all-gather of those k per shard and the top k of the gathered ones.
+  Each shard's list is in (score desc, index asc) order and the shards' indices increase with
+  their position in the gather, so ties still go to the lower global index; k values per
+  shard cross devices, not all n."""
+  def local(s, m):
+    s = jnp.where(s == 0, 0.0, s)
+    has_nan = jax.lax.psum(jnp.sum(jnp.isnan(s) & m, dtype=jnp.int32), DATA_AXIS) > 0
+    vals, idx = jax.lax.top_k(jnp.where(m, s, -jnp.inf), min(k, s.shape[0]))
+    idx = idx.astype(jnp.int32) + jax.lax.axis_index(DATA_AXIS).astype(jnp.int32) * s.shape[0]
+    vals, idx = (jax.lax.all_gather(v, DATA_AXIS, tiled=True) for v in (vals, idx))
+    return idx[jax.lax.top_k(vals, k)[1]], has_nan
+
+  # check_vma off: an all_gather's result is typed as varying, though every shard holds the same.
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS)), out_specs=(P(), P()),
+                       check_vma=False)(scores, selectable_mask)
+
+
 def top_k_selectable(scores: Array, selectable_mask: np.ndarray, budget: int) -> np.ndarray:
   """Indices of the `budget` highest scores among selectable points (host int32).
 
   Ties go to the lower index (stable sort on `-score`). NaN scores are rejected. Scores
   that are a floating-point jax Array are ranked on their device, and only the picks come
-  back; others (numpy, lists, integers) are ranked by numpy in float64.
+  back; others (numpy, lists, integers) are ranked by numpy in float64. Scores whose rows
+  are split over a mesh's `data` axis (`global_arrays.global_rows`, one share per process)
+  are ranked shard by shard (`_top_k_sharded`) with the same picks, on every process; their
+  rows past `selectable_mask`'s length are padding and never picked.
   """
   selectable_mask = np.asarray(selectable_mask, bool)
   if isinstance(scores, jax.Array) and jnp.issubdtype(scores.dtype, jnp.floating):
+    mesh = global_arrays.row_mesh(scores)
+    if mesh is not None:  # padding rows are unselectable
+      selectable_mask = np.pad(selectable_mask, (0, scores.shape[0] - selectable_mask.size))
     # k rounded up to a power of two: a new budget seldom compiles anew (the tail is dropped here).
     k = min(selectable_mask.size, 1 << max(0, int(budget) - 1).bit_length())
-    picked, has_nan = jax.device_get(_top_k_masked(scores, put_beside(selectable_mask, scores), k))
+    if mesh is None:
+      picked, has_nan = jax.device_get(_top_k_masked(scores, put_beside(selectable_mask, scores), k))
+    else:
+      picked, has_nan = jax.device_get(_top_k_sharded(parallel.on_auto_mesh(scores), global_arrays.rows_beside(
+          selectable_mask, scores.shape[0], mesh), k, mesh))
     picked = picked[:budget]
   else:
     scores = np.asarray(scores, dtype=np.float64)

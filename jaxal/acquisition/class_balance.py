@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import parallel
+from jaxal import global_arrays, parallel
 from jaxal.acquisition import round_robin
 from jaxal.acquisition.stochastic import as_device_scores
 from jaxal.inference import put_beside
@@ -55,9 +55,9 @@ def class_balanced_top_k(scores, predicted_class, selectable_mask, budget: int, 
     predicted_class = parallel.on_auto_mesh(predicted_class)
   else:
     predicted_class = put_beside(np.asarray(predicted_class, np.int32), scores)
-  k = min(selectable_mask.size, 1 << max(0, int(budget) - 1).bit_length())
-  picked, has_nan, bad_class = jax.device_get(_class_balanced(
-      scores, predicted_class, put_beside(selectable_mask, scores), k=k, num_classes=int(num_classes)))
+  k = min(scores.shape[0], 1 << max(0, int(budget) - 1).bit_length())
+  picked, has_nan, bad_class = jax.device_get(_class_balanced(  # rows past the mask: padding
+      scores, predicted_class, global_arrays.mask_beside(selectable_mask, scores), k=k, num_classes=int(num_classes)))
   if has_nan:
     raise FloatingPointError("acquisition produced NaN scores")
   if bad_class:

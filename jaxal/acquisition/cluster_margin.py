@@ -22,13 +22,15 @@ Choices where the paper is open, as made here:
   epsilon depends on the embedding's scale;
 * the clustering covers every pool point (labeled too) and is computed once, from the
   embeddings of the model that first asks for it;
-* exact HAC up to `exact_max_points` (default 16384) points: an `(n, n)` float32 matrix on the
-  device, 4 n^2 bytes (16384: 1 GiB, about a minute on 2 CPU cores; raise it for exact HAC up
-  to 50k at 10 GiB). Beyond that, the approximation: k-means (`num_centroids`, default 2048,
-  Lloyd from distinct random points, fitted on a random sample of at most 64 points per
-  centroid, then every point assigned to its nearest centroid), then HAC over the non-empty
-  centroids, each weighted by its number of points (distances between centroids stand in for
-  the mean distances between their points). Memory O(n d + k^2) besides the embeddings.
+* exact HAC up to `exact_max_points` (default 50,000) points, on the host over a float32
+  condensed distance matrix (`hac.average_linkage_points`): 2 n^2 bytes (50k: 4.7 GiB; 16k:
+  0.5 GiB), plus O(n d) and about 256 MiB of row blocks while it is built; time O(n^2)
+  (benchmarks/selection.py --section cluster_margin measures 50k x 128). Beyond that, the
+  approximation: k-means (`num_centroids`, default 2048, Lloyd from distinct random points,
+  fitted on a random sample of at most 64 points per centroid, then every point assigned to
+  its nearest centroid), then HAC over the non-empty centroids (on device, `hac.average_linkage`),
+  each weighted by its number of points (distances between centroids stand in for the mean
+  distances between their points). Memory O(n d + k^2) besides the embeddings.
 """
 
 import dataclasses
@@ -38,14 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import config as config_lib
+from jaxal import config as config_lib, global_arrays
 from jaxal.acquisition import hac, round_robin
 from jaxal.acquisition.stochastic import as_device_scores, fold_in
 from jaxal.acquisition.uncertainty import margin
 from jaxal.inference import put_beside
 
+EXACT_MAX_LIMIT = 65536  # points; the exact path's condensed matrix is 2 n^2 bytes
 DEFAULTS = {"cluster_margin_ratio": 10.0, "cluster_margin_epsilon": 0.0, "cluster_margin_clusters": 0,
-            "cluster_margin_exact_max": 16384, "cluster_margin_centroids": 2048}
+            "cluster_margin_exact_max": 50000, "cluster_margin_centroids": 2048}
 
 
 def validate(options: dict) -> None:
@@ -60,6 +63,10 @@ def validate(options: dict) -> None:
   number("cluster_margin_epsilon", 0)
   number("cluster_margin_clusters", 0, integer=True)
   number("cluster_margin_exact_max", 2, integer=True)
+  if options.get("cluster_margin_exact_max", 0) > EXACT_MAX_LIMIT:
+    raise config_lib.ConfigError(
+        f"acquisition.options.cluster_margin_exact_max: at most {EXACT_MAX_LIMIT} (exact HAC holds 2 n^2 bytes, "
+        f"8 GiB at {EXACT_MAX_LIMIT}; larger pools use k-means centroids), got {options['cluster_margin_exact_max']!r}")
   number("cluster_margin_centroids", 2, integer=True)
 
 
@@ -157,7 +164,7 @@ def kmeans(x, num_centroids: int, key, *, iterations: int = 10, sample_per_centr
 
 
 def cluster_pool(embeddings, *, key=None, epsilon: float | None = None, num_clusters: int | None = None,
-                 exact_max_points: int = 16384, num_centroids: int = 2048) -> Clustering:
+                 exact_max_points: int = 50000, num_centroids: int = 2048) -> Clustering:
   """Average-linkage HAC of the pool's embeddings, cut into flat clusters (see module doc).
 
   Args:
@@ -167,7 +174,7 @@ def cluster_pool(embeddings, *, key=None, epsilon: float | None = None, num_clus
   """
   n = int(embeddings.shape[0])
   if n <= exact_max_points:
-    merges, heights = hac.average_linkage(hac.euclidean_matrix(embeddings), donate=True)
+    merges, heights = hac.average_linkage_points(embeddings)
     leaf_of_point = np.arange(n, dtype=np.int32)
     active = np.ones(n, bool)
   else:
@@ -238,6 +245,7 @@ def cluster_margin_acquire(view, budget: int, key, *, clustering: Clustering | N
   options = {**DEFAULTS, **view.options}
   if clustering is None:
     _, embeddings = view.predictor.outputs()
+    global_arrays.refuse_spread("cluster_margin", embeddings)
     clustering = cluster_pool(embeddings, key=fold_in(key, 1),
                               epsilon=options["cluster_margin_epsilon"] or None,
                               num_clusters=int(options["cluster_margin_clusters"]) or None,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import parallel
+from jaxal import global_arrays, parallel
 from jaxal.acquisition.kcenter_dense import _guard_cap, _kcenter
 from jaxal.acquisition.kcenter_pruned import _kcenter_pruned
 
@@ -31,7 +31,10 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
       `parallel.as_auto_mesh`); the rows are then split over its `data` axis (padded to a
       multiple of the device count with rows that can never be picked), and each device
       scans its own share. The picks are the same as on one device. Not combined with
-      `prune` (the unpruned sharded kernel runs; the picks are the same).
+      `prune` (the unpruned sharded kernel runs; the picks are the same). Embeddings whose
+      rows are already split over a mesh's `data` axis (`global_arrays.global_rows`: a
+      share per process) run so in place, whatever `mesh`; rows past `labeled_mask`'s
+      length are padding, never picked, and every process gets the picks.
     prune: screen the (row, new center) pairs by a projected lower bound before reading any
       row, and compute distances only for the pairs that may change (same picks).
     dense_fraction: with `prune`, a step takes the plain update when more than
@@ -58,12 +61,16 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   labeled_mask = np.asarray(labeled_mask, bool)
   if budget > int((~labeled_mask).sum()):
     raise ValueError(f"budget {budget} exceeds the {int((~labeled_mask).sum())} unlabeled points")
-  n = np.shape(embeddings)[0]
+  row_mesh = global_arrays.row_mesh(embeddings)
+  n = labeled_mask.size if row_mesh is not None else np.shape(embeddings)[0]
   if block is None:
     block = int(min(256, max(16, 2**25 // max(n, 1))))
   valid = np.ones(n, bool)
   guard_cap = 0
-  if mesh is not None:
+  if row_mesh is not None:  # rows already split over a mesh (e.g. a share per process): used in place
+    x = parallel.on_auto_mesh(embeddings).astype(storage_dtype)
+    labeled_mask, valid = (global_arrays.rows_beside(v, x.shape[0], row_mesh) for v in (labeled_mask, valid))
+  elif mesh is not None:
     pad = -n % mesh.size
     x = np.asarray(jax.device_get(embeddings))
     x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
@@ -81,6 +88,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
           probe_fraction=float(dense_fraction), lookahead=int(lookahead)))
       stats = {"fraction_read": float(read), "screened": bool(screened), "steps": int(steps)}
       return (np.asarray(picks), stats) if with_stats else np.asarray(picks)
-  picks, steps = jax.device_get(_kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead)))
+  picks, steps = global_arrays.fetch(_kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap,
+                                               int(lookahead)))
   picks = np.asarray(picks)
   return (picks, {"fraction_read": 1.0, "steps": int(steps)}) if with_stats else picks

@@ -174,4 +174,4 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
 
   settle = functools.partial(_settle, data, labeled, batch=resolve_batch)
   picks, reads, steps = _greedy_dense(xs, m0, any_labeled, budget, guard, lookahead, update, settle, exact)
-  return picks, reads / (budget * n), screened, steps
+  return picks, reads / float(budget * n), screened, steps  # a float: budget * n passes int32 at 1M x 10k

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import config as config_lib, parallel
+from jaxal import config as config_lib, global_arrays, parallel
 from jaxal.inference import put_beside
 
 MODES = ("power", "softmax", "softrank")
@@ -129,8 +129,8 @@ def _scalar(value, scores):
 
 
 def _device_mask(selectable_mask, scores):
-  if isinstance(scores, jax.Array):
-    return put_beside(selectable_mask, scores)
+  if isinstance(scores, jax.Array):  # padded with False past the mask (`global_arrays.global_rows`)
+    return global_arrays.mask_beside(selectable_mask, scores)
   return jnp.asarray(selectable_mask)
 
 
@@ -152,7 +152,7 @@ def stochastic_top_k(scores, selectable_mask, budget: int, key, *, mode: str, te
     raise ValueError(f"budget {budget} exceeds the {int(selectable_mask.sum())} selectable points")
   scores = as_device_scores(scores)
   # k rounded up to a power of two, so a new budget seldom compiles anew (as top_k_selectable).
-  k = min(selectable_mask.size, 1 << max(0, int(budget) - 1).bit_length())
+  k = min(scores.shape[0], 1 << max(0, int(budget) - 1).bit_length())
   picked, has_nan = jax.device_get(_stochastic_top_k(scores, _device_mask(selectable_mask, scores), key,
                                                      _scalar(temperature, scores), k=k, mode=mode))
   if has_nan:

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import config as config_lib
+from jaxal import config as config_lib, global_arrays
 
 DEFAULTS = {"typiclust_knn": 20, "typiclust_max_clusters": 500, "typiclust_min_cluster_size": 5,
             "typiclust_kmeans_iters": 20, "typiclust_normalize": True}
@@ -238,6 +238,7 @@ def pool_embeddings(view, name: str):
   pool; rows neither labeled nor selectable are held out). Non-finite embeddings raise
   FloatingPointError (as NaN scores do in `top_k_selectable`)."""
   logits, embeddings = view.predictor.outputs()
+  global_arrays.refuse_spread(name, embeddings)
   if not jax.device_get(_all_finite(embeddings)):
     raise FloatingPointError(f"{name}: the embeddings hold NaN or inf")
   labeled = np.asarray(view.labeled_mask, bool)

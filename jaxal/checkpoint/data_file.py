@@ -5,9 +5,9 @@ first run, compared by every later one (see that module for why).
 """
 
 import json
-import pathlib
 import sys
 
+from jaxal import paths
 from jaxal.checkpoint import run_files
 from jaxal.data import fingerprint
 
@@ -19,11 +19,11 @@ class DataChanged(run_files.WorkdirConflict):
 
 
 def _has_checkpoints(workdir) -> bool:
-  checkpoints = pathlib.Path(workdir) / "checkpoints"
+  checkpoints = paths.of(workdir) / "checkpoints"
   return checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
 
 
-def check_or_write(workdir: pathlib.Path, digests: dict, *, accept: bool, write: bool) -> None:
+def check_or_write(workdir, digests: dict, *, accept: bool, write: bool) -> None:
   """Compares `digests` (`fingerprint.of_splits`) with the workdir's file; writes them (when
   `write`) if the file is new or the change accepted.
 
@@ -31,7 +31,7 @@ def check_or_write(workdir: pathlib.Path, digests: dict, *, accept: bool, write:
     DataChanged: the data differs and `accept` is False, or the pool's size differs (the
       checkpoints index pool rows, so no run can continue on another pool).
   """
-  path = pathlib.Path(workdir) / FILE_NAME
+  path = paths.of(workdir) / FILE_NAME
   changes = []
   # Absent: a new workdir, or one written before fingerprints. Without a checkpoint nothing of
   # the old data was used, so a run that stopped before its first one may take new data.

@@ -5,14 +5,14 @@ run takes an exclusive `flock` on the lock file and records its PID and host the
 run fails at once with `WorkdirLocked`, naming the holder. The kernel drops the lock when the
 holder dies, so a lock file left by a killed run is simply taken over. The other processes of
 one multi-process run (`launch/local_multiprocess.sh`) learn from process 0 whether it got the
-lock. Where the filesystem has no locks (some network filesystems), the run warns and goes on.
+lock. Where the filesystem has no locks (some network filesystems, object stores such as
+`gs://`), the run warns and goes on.
 """
 
 import contextlib
 import errno
 import json
 import os
-import pathlib
 import socket
 import sys
 import time
@@ -20,6 +20,7 @@ import time
 import jax
 import numpy as np
 
+from jaxal import paths
 from jaxal.checkpoint import run_files
 
 try:
@@ -39,14 +40,16 @@ class WorkdirLocked(run_files.WorkdirConflict):
 class RunLock:
   """An exclusive lock on `workdir/run.lock`; `acquire()` raises `WorkdirLocked` if it is held."""
 
-  def __init__(self, workdir: str | pathlib.Path):
-    self.path = pathlib.Path(workdir) / LOCK_NAME
+  def __init__(self, workdir):
+    self.path = paths.of(workdir) / LOCK_NAME
     self.fd = None
 
   def acquire(self) -> bool:
     """True when locked; False (after a warning) where the filesystem cannot lock."""
     if fcntl is None:
       return self._cannot_lock("this system has no fcntl")
+    if not paths.is_local(self.path):
+      return self._cannot_lock(f"{paths.scheme(self.path)} storage has no file locks")
     try:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -84,7 +87,7 @@ class RunLock:
             "wait for it to finish or use another --workdir")
 
 
-def _read_holder(path: pathlib.Path, wait_s: float = 1.0) -> dict | None:
+def _read_holder(path, wait_s: float = 1.0) -> dict | None:
   """The holder's `{"pid", "host"}`; waits briefly for a holder that has just locked to write it."""
   deadline = time.monotonic() + wait_s
   while True:
@@ -100,7 +103,7 @@ def _read_holder(path: pathlib.Path, wait_s: float = 1.0) -> dict | None:
 
 
 @contextlib.contextmanager
-def hold(workdir: str | pathlib.Path):
+def hold(workdir):
   """Holds the workdir's lock for the `with` block: process 0 locks, every process of the run
   raises `WorkdirLocked` if it could not."""
   lock, refused = RunLock(workdir), None

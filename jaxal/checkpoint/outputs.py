@@ -5,8 +5,10 @@ One place says what a completed round writes; `run_files`, `jaxal.tensorboard` a
 """
 
 import dataclasses
-import pathlib
 
+from etils import epath
+
+from jaxal import paths
 from jaxal import report
 from jaxal import tensorboard
 from jaxal.checkpoint import run_files
@@ -16,15 +18,15 @@ from jaxal.checkpoint import run_files
 class RoundOutputs:
   """Writes a run's round records and the views of them its config asks for."""
 
-  workdir: pathlib.Path
+  workdir: epath.Path
   title: str  # of the learning curve
   tensorboard: bool
   plot: bool
   primary: bool
 
   @classmethod
-  def for_run(cls, config, workdir: pathlib.Path, dataset_name: str, primary: bool) -> "RoundOutputs":
-    return cls(workdir, f"{dataset_name}: {config.acquisition.name}", bool(config.output.tensorboard),
+  def for_run(cls, config, workdir, dataset_name: str, primary: bool) -> "RoundOutputs":
+    return cls(paths.of(workdir), f"{dataset_name}: {config.acquisition.name}", bool(config.output.tensorboard),
                bool(config.output.plot), primary)
 
   def rewrite(self, history: list[dict]) -> None:

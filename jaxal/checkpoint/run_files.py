@@ -1,12 +1,13 @@
 """The plain files of a run directory: `config.json` and `rounds.jsonl`.
 
 Only JSON is written here (`outputs` adds the figures); every write goes to a temporary
-file that is renamed into place, so a crash never leaves a truncated file behind.
+file that is renamed into place (on an object store, one upload: `paths.write_atomic`), so a
+crash never leaves a truncated file behind.
 """
 
 import json
-import os
-import pathlib
+
+from jaxal import paths
 
 
 # Fields that do not change results; a rerun may change them freely.
@@ -21,29 +22,15 @@ class WorkdirConflict(RuntimeError):
   """The workdir holds a run with a different config."""
 
 
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-  """Writes via `path.tmp`; an OSError (read-only, full disk) names `path` and leaves no `.tmp`."""
-  tmp = path.with_name(path.name + ".tmp")
-  try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    tmp.replace(path)
-  except OSError as e:
-    try:
-      tmp.unlink(missing_ok=True)
-    except OSError:
-      pass
-    if e.errno is None:
-      raise
-    raise OSError(e.errno, e.strerror, str(path)) from None
+def atomic_write_text(path, text: str) -> None:
+  """Writes `path` atomically (`paths.write_atomic`); an OSError (read-only, full disk) names `path`."""
+  paths.write_atomic(path, text)
 
 
 def os_error_message(error: OSError, workdir) -> str:
   """One line for an OSError of a run: the workdir that is a file, or the path and the reason."""
-  path = pathlib.Path(workdir)
-  for candidate in (path, *path.parents):
+  path = paths.of(workdir)
+  for candidate in (path, *path.parents) if paths.is_local(path) else ():
     if candidate.exists():
       if not candidate.is_dir():
         where = f"workdir {path}" + (f": {candidate}" if candidate != path else "")
@@ -56,7 +43,7 @@ def config_to_json(config) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
 
 
-def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None:
+def check_or_write_config(workdir, config, *, force: bool) -> None:
   """Writes `config.json`, refusing a workdir that holds a different config unless `force`."""
   path = workdir / "config.json"
   new = config_to_json(config)
@@ -73,13 +60,13 @@ def check_or_write_config(workdir: pathlib.Path, config, *, force: bool) -> None
   atomic_write_text(path, new)
 
 
-def saved_config_text(workdir: pathlib.Path) -> str | None:
+def saved_config_text(workdir) -> str | None:
   """The workdir's `config.json` as it is before a run writes its own (None: there is none)."""
   path = workdir / "config.json"
   return path.read_text() if path.exists() else None
 
 
-def put_back_config(workdir: pathlib.Path, saved: str | None) -> None:
+def put_back_config(workdir, saved: str | None) -> None:
   """Undoes `check_or_write_config`: a refused run leaves the workdir as it was."""
   if saved is not None:
     atomic_write_text(workdir / "config.json", saved)
@@ -87,7 +74,7 @@ def put_back_config(workdir: pathlib.Path, saved: str | None) -> None:
     (workdir / "config.json").unlink(missing_ok=True)
 
 
-def _read_saved_config(path: pathlib.Path) -> dict:
+def _read_saved_config(path) -> dict:
   try:
     saved = json.loads(path.read_text(encoding="utf-8"))
   except (ValueError, UnicodeDecodeError) as e:  # truncated or overwritten
@@ -99,7 +86,7 @@ def _read_saved_config(path: pathlib.Path) -> dict:
   return saved
 
 
-def _round0_unfinished(workdir: pathlib.Path, diff: list[str]) -> bool:
+def _round0_unfinished(workdir, diff: list[str]) -> bool:
   """True for a run that never finished round 0 (e.g. it stopped at bad data or a diverging lr),
   so a corrected config may take it over: no round records and no checkpoint past step 0, and
   when step 0 (the initial set) exists, the changes leave it as it is."""
@@ -142,13 +129,13 @@ def _diff(old, new, prefix="", defaults=None) -> list[str]:
   return out
 
 
-def write_rounds(workdir: pathlib.Path, history: list[dict]) -> None:
+def write_rounds(workdir, history: list[dict]) -> None:
   """Rewrites `rounds.jsonl`, one JSON object per completed round."""
   atomic_write_text(workdir / "rounds.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
 
-def read_rounds(workdir: str | pathlib.Path) -> list[dict]:
-  path = pathlib.Path(workdir) / "rounds.jsonl"
+def read_rounds(workdir) -> list[dict]:
+  path = paths.of(workdir) / "rounds.jsonl"
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -16,15 +16,15 @@ can be read, or `rounds.jsonl` holds rounds that no checkpoint backs, the run re
 import contextlib
 import json
 import logging
-import pathlib
-import shutil
 import sys
 import time
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from jaxal import paths
 from jaxal.data.pool import PoolState
 
 
@@ -48,7 +48,7 @@ def _quiet_orbax():
     logger.setLevel(level)
 
 
-def _rounds_lines(workdir: pathlib.Path) -> list[str]:
+def _rounds_lines(workdir) -> list[str]:
   """The non-blank lines of `rounds.jsonl` (none when it is missing)."""
   path = workdir / "rounds.jsonl"
   return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -57,8 +57,8 @@ def _rounds_lines(workdir: pathlib.Path) -> list[str]:
 class RunCheckpoints:
   """Saves and restores a run's per-round state."""
 
-  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 3):
-    self.workdir = pathlib.Path(workdir).absolute()
+  def __init__(self, workdir, max_to_keep: int = 3):
+    self.workdir = paths.absolute(workdir)  # orbax takes the epath as it is (gs://, s3://, local)
     self.directory = self.workdir / "checkpoints"
     self._max_to_keep = max_to_keep
     self.manager = self._open_manager()
@@ -85,9 +85,10 @@ class RunCheckpoints:
     self.manager.wait_until_finished()
     if stale and jax.process_index() == 0:
       for folder in stale:  # only now that the redone step is on disk
-        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+          folder.rmtree()
 
-  def _set_aside_steps_from(self, step: int) -> list[pathlib.Path]:
+  def _set_aside_steps_from(self, step: int) -> list[epath.Path]:
     """Renames steps >= `step` (a redone round: an extended run) to `<s>.superseded-<time>`.
 
     Orbax skips `save(s)` for any `s` at or below its latest step, so a stale step would
@@ -163,7 +164,7 @@ class RunCheckpoints:
       self.manager = self._open_manager()
     return restored
 
-  def _move_aside(self, step: int, why: str = "corrupt") -> pathlib.Path:
+  def _move_aside(self, step: int, why: str = "corrupt") -> epath.Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = self.directory / f"{step}.{why}-{stamp}"
     n = 1

@@ -23,20 +23,19 @@ Ids travel in the records, so the index stays small at millions of examples. The
 `sha256` and `bytes` per shard let a reader name a shard that is truncated, replaced or
 missing before it decodes anything.
 
-Today both directions go through memory: `convert` loads the dataset with
-`jaxal.data.datasets.load`, as a run does, and `load_array_record_split` reads every record
-into the same in-memory arrays, so every feature of the in-memory path works on converted
-data. Streaming both (writing source by source, reading by index through grain) is the next
-step (issue 28).
+`convert` streams: `jaxal convert` and a streamed run's conversion pass it the dataset of
+`source_streams.load`, whose inputs are read by index, a chunk at a time, from the source's
+files. `load_array_record_split` (the `array_record` source with `data.pool_storage=memory`)
+reads every record into in-memory arrays; `stream.ShardedRecords` reads them by index.
 """
 
 import hashlib
 import json
-import os
 import pathlib
 
 import numpy as np
 
+from jaxal import parallel, paths
 from jaxal.data.types import DataError, Split, require_file
 
 FORMAT = "jaxal.array_record"
@@ -45,6 +44,7 @@ INDEX_NAME = "index.json"
 SPLITS = ("pool", "test")
 MAGIC = b"JXR1"
 HEADER = np.dtype([("magic", "S4"), ("label", "<i4"), ("id_length", "<u4")])
+READ_BLOCK = 4096  # records decoded per read when a split is loaded into memory
 WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access by index, as grain reads
 SHARD_BYTES = 128 << 20  # default target size of a shard's inputs
 
@@ -83,10 +83,11 @@ def decode_record(record: bytes, shape: tuple[int, ...], dtype: np.dtype, where:
 
 
 def _file_digest(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
+  digest, block = hashlib.sha256(), bytearray(1 << 16)  # one reused buffer: a conversion's memory stays small
+  view = memoryview(block)
+  with open(path, "rb", buffering=0) as f:
+    while size := f.readinto(block):
+      digest.update(view[:size])
   return digest.hexdigest()
 
 
@@ -95,8 +96,10 @@ def _shard_name(split: str, k: int, n: int) -> str:
 
 
 def write_split(out: pathlib.Path, split_name: str, split: Split, records_per_shard: int) -> dict:
-  """Writes `split` as shards under `out`; returns its index entry."""
-  inputs = np.asarray(split.inputs)
+  """Writes `split` as shards under `out`, its inputs read a chunk at a time (an array or a lazy
+  `source_streams` view, so a conversion never holds them whole); returns its index entry."""
+  from jaxal.data import source_streams  # pylint: disable=g-import-not-at-top  (it imports datasets, which imports this)
+  inputs = split.inputs
   n = len(split)
   num_shards = max(1, -(-n // records_per_shard))
   module = _records_module()
@@ -104,26 +107,30 @@ def write_split(out: pathlib.Path, split_name: str, split: Split, records_per_sh
   for k in range(num_shards):
     name = _shard_name(split_name, k, num_shards)
     path = out / name
-    rows = range(k * records_per_shard, min(n, (k + 1) * records_per_shard))
+    rows = np.arange(k * records_per_shard, min(n, (k + 1) * records_per_shard))
     writer = module.ArrayRecordWriter(str(path), WRITER_OPTIONS)
     try:
-      for i in rows:
-        writer.write(encode_record(inputs[i], split.labels[i], split.ids[i]))
+      done = rows[0] if len(rows) else 0
+      for chunk in source_streams.read_in_chunks(inputs, rows):
+        for j, row in enumerate(chunk, start=done):
+          writer.write(encode_record(row, split.labels[j], split.ids[j]))
+        done += len(chunk)
     finally:
       writer.close()
     shards.append({"file": name, "num_records": len(rows), "bytes": path.stat().st_size,
                    "sha256": _file_digest(path)})
-  return {"num_examples": n, "input_shape": list(inputs.shape[1:]), "input_dtype": inputs.dtype.name,
+  return {"num_examples": n, "input_shape": list(inputs.shape[1:]), "input_dtype": np.dtype(inputs.dtype).name,
           "shards": shards}
 
 
 def convert(dataset, out, records_per_shard: int = 0) -> pathlib.Path:
-  """Writes a loaded `datasets.Dataset` to `out` (shards, then `index.json`); returns the index path.
+  """Writes a `datasets.Dataset` to `out` (shards, then `index.json`); returns the index path. Its
+  inputs may be lazy (`source_streams.load`): `jaxal convert` then streams source by source.
 
   `records_per_shard` 0 picks about `SHARD_BYTES` of inputs per shard. The index is written
   last, through a temporary file, so a directory with an index holds every shard it names.
   """
-  out = pathlib.Path(os.path.expanduser(str(out)))
+  out = paths.local(out, "--out", DataError, "the ArrayRecord writer")  # never a local `gs:` folder
   out.mkdir(parents=True, exist_ok=True)
   if (out / INDEX_NAME).exists():
     raise DataError(f"{out / INDEX_NAME} already exists; convert into an empty directory")
@@ -188,7 +195,7 @@ def read_split(directory: pathlib.Path, index: dict, name: str) -> Split:
   """Every record of split `name` as in-memory arrays, shards checked against the index."""
   meta = index["splits"][name]
   shape, dtype, n = tuple(meta["input_shape"]), np.dtype(meta["input_dtype"]), int(meta["num_examples"])
-  inputs = np.empty((n,) + shape, dtype)
+  inputs = parallel.aligned_empty((n,) + shape, dtype)  # goes to the device without a copy
   labels = np.empty(n, np.int32)
   ids = []
   module = _records_module()
@@ -201,21 +208,21 @@ def read_split(directory: pathlib.Path, index: dict, name: str) -> Split:
         count = reader.num_records()
         if count != shard["num_records"]:
           raise DataError(f"{path}: shard holds {count} records, {INDEX_NAME} says {shard['num_records']}")
-        records = reader.read_all()
+        for begin in range(0, count, READ_BLOCK):  # a block of records at a time, not the whole shard
+          for k, record in enumerate(reader.read(begin, min(begin + READ_BLOCK, count)), begin):
+            inputs[row], labels[row], example_id = decode_record(record, shape, dtype, f"{path} record {k}")
+            ids.append(example_id)
+            row += 1
       finally:
         reader.close()
     except RuntimeError as e:  # riegeli's message for a damaged file
       raise DataError(f"{path}: unreadable ArrayRecord shard ({e})") from None
-    for k, record in enumerate(records):
-      inputs[row], labels[row], example_id = decode_record(record, shape, dtype, f"{path} record {k}")
-      ids.append(example_id)
-      row += 1
   return Split(inputs, labels, np.array(ids))
 
 
 def load_array_record_split(cfg):
   """The `array_record` source: `data.path` is a directory written by `jaxal convert`."""
-  directory = require_file(cfg.path, "path")
+  directory = pathlib.Path(require_file(cfg.path, "path", local_for="the ArrayRecord reader"))
   if not directory.is_dir():
     raise DataError(f"data.path: {directory} is not a directory written by `jaxal convert`")
   index = read_index(directory)

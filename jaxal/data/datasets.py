@@ -90,7 +90,9 @@ def _unreadable_tfds_message(builder, cfg, split_name: str, error: Exception) ->
           f"{prepare}")
 
 
-def load_tfds_split(cfg) -> tuple[Split, Split | None, list[str]]:
+def load_tfds_split(cfg, split_of=None) -> tuple[Split, Split | None, list[str]]:
+  """The TFDS source in memory; `split_of(source, n, labels, ids, image_key, text_keys)` builds each
+  split instead (`source_streams`: inputs read by index), labels and ids read a record at a time."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   kwargs = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
   try:
@@ -110,10 +112,15 @@ def load_tfds_split(cfg) -> tuple[Split, Split | None, list[str]]:
     n = len(source)
     if cfg.max_examples:
       n = min(n, cfg.max_examples)
-    records = [source[i] for i in range(n)]
-    labels = np.array([r[cfg.label_key] for r in records]).reshape(-1)
-    ids = np.array([str(r.get("id", f"{cfg.name}/{split_name}/{i}")) if not isinstance(r.get("id"), bytes)
-                    else r["id"].decode() for i, r in enumerate(records)])
+    records = (source[i] for i in range(n)) if split_of else [source[i] for i in range(n)]
+    labels, ids = [], []
+    for i, r in enumerate(records):
+      labels.append(r[cfg.label_key])
+      ids.append(str(r.get("id", f"{cfg.name}/{split_name}/{i}")) if not isinstance(r.get("id"), bytes)
+                 else r["id"].decode())
+    labels, ids = np.array(labels).reshape(-1), np.array(ids)
+    if split_of:
+      return split_of(source, n, labels, ids, cfg.image_key, text_keys)
     if text_keys:
       texts = [" ".join(_as_str(r[k]) for k in text_keys) for r in records]
       inputs = np.array(texts, dtype=object)
@@ -124,6 +131,13 @@ def load_tfds_split(cfg) -> tuple[Split, Split | None, list[str]]:
   train = read(cfg.train_split)
   test = read(cfg.test_split) if cfg.test_split else None
   return train, test, class_names
+
+
+def _largest(inputs) -> int:
+  """The largest value of an array, or of a lazy one (`source_streams`) read a chunk at a time."""
+  if isinstance(inputs, np.ndarray):
+    return int(inputs.max())
+  return max(int(inputs.read(np.arange(s, min(len(inputs), s + 4096))).max()) for s in range(0, len(inputs), 4096))
 
 
 def _as_str(v) -> str:
@@ -145,7 +159,7 @@ SOURCES: dict[str, Callable] = {
 
 # The `data.*` fields each source reads (`load` reads COMMON_FIELDS for all of them).
 COMMON_FIELDS = ("source", "name", "seed", "num_classes", "test_size", "validation_size", "max_train",
-                 "shuffle_train")
+                 "shuffle_train", "pool_storage")
 _IMAGES = ("normalization",)  # text inputs skip normalization (pipeline.make_preprocess)
 _TEXTS = ("tokenizer", "max_length", "modality")  # raw texts become token ids in `load`
 _FILES = ("path", "labels_path", "test_path", "test_labels_path")
@@ -229,11 +243,15 @@ def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
   return np.array(order, dtype=np.int64)
 
 
-def load(cfg) -> Dataset:
-  """Loads `config.data` into a `Dataset` (test split carved from train if absent)."""
+def load(cfg, read=None, encode=None) -> Dataset:
+  """Loads `config.data` into a `Dataset` (test split carved from train if absent).
+
+  `read` replaces the source's reader and `encode(cfg, train, test) -> (train, test, vocab_size)`
+  the tokenization of raw texts: `source_streams` passes readers whose inputs are read by index,
+  so a conversion selects, carves and checks the same rows as this in-memory path."""
   if cfg.source not in SOURCES:
     raise DataError(f"data.source: unknown source {cfg.source!r}; known: {', '.join(sorted(SOURCES))}")
-  train, test, class_names = SOURCES[cfg.source](cfg)
+  train, test, class_names = (read or SOURCES[cfg.source])(cfg)
   name = cfg.name or cfg.source
   if cfg.get("shuffle_train", False):  # e.g. a CSV sorted by class: max_train would keep a few classes
     train = train.subset(np.random.default_rng(cfg.seed).permutation(len(train)))
@@ -246,14 +264,16 @@ def load(cfg) -> Dataset:
     train, test = carve(train, cfg.test_size, cfg.seed, field="data.test_size")
   modality = "text" if train.inputs.dtype == object or cfg.modality == "text" else "image"
   vocab_size = 0
-  if train.inputs.dtype == object:  # raw texts -> token ids
+  if train.inputs.dtype == object and encode:
+    train, test, vocab_size = encode(cfg, train, test)
+  elif train.inputs.dtype == object:  # raw texts -> token ids
     fit = list(train.inputs)
     train_ids, vocab_size = tokenize.encode_texts(fit, tokenizer=cfg.tokenizer, max_length=cfg.max_length, fit_texts=fit)
     test_ids, _ = tokenize.encode_texts(list(test.inputs), tokenizer=cfg.tokenizer, max_length=cfg.max_length, fit_texts=fit)
     train = dataclasses.replace(train, inputs=train_ids)
     test = dataclasses.replace(test, inputs=test_ids)
   elif modality == "text":
-    vocab_size = int(max(train.inputs.max(), test.inputs.max())) + 1
+    vocab_size = max(_largest(train.inputs), _largest(test.inputs)) + 1
   num_classes = int(cfg.num_classes or len(class_names) or int(max(train.labels.max(), test.labels.max())) + 1)
   if not class_names:
     class_names = [str(i) for i in range(num_classes)]

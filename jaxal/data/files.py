@@ -4,24 +4,25 @@ Each `load_*_split(cfg)` returns `(train, test or None, class_names)`; bad input
 `DataError` naming the file (and line, for CSV) and the reason. Nothing is unpickled.
 """
 
+import contextlib
 import csv
 import gzip
 import json
-import pathlib
 import zipfile
 import zlib
 
 import numpy as np
+from etils import epath
 
+from jaxal import paths
 from jaxal.data.types import DataError, Split, check_pair, make_ids, require_file, shape_option
 from jaxal.data.types import to_labels, to_uint8_images
 
-def read_idx(path: pathlib.Path) -> np.ndarray:
+def read_idx(path: epath.Path) -> np.ndarray:
   """Reads an IDX file (optionally gzipped) into a numpy array."""
-  opener = gzip.open if path.suffix == ".gz" else open
   try:
-    with opener(path, "rb") as f:
-      raw = f.read()
+    with paths.of(path).open("rb") as f:
+      raw = gzip.GzipFile(fileobj=f).read() if path.suffix == ".gz" else f.read()
   except (OSError, EOFError) as e:
     raise DataError(f"{path}: cannot read IDX file: {e}") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
@@ -56,16 +57,17 @@ def load_idx_split(cfg):
   return train, test, []
 
 
-def _read_npz_arrays(p: pathlib.Path, keys) -> list[np.ndarray]:
+def _read_npz_arrays(p: epath.Path, keys) -> list[np.ndarray]:
   """The arrays `keys` of the archive `p`; a truncated, corrupt or non-npz file is a `DataError`."""
   try:
-    archive = np.load(p, allow_pickle=False)
+    raw = paths.of(p).open("rb")  # closed with the archive (or, on a bad file, by the collector)
+    archive = np.load(raw, allow_pickle=False)
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise DataError(f"{p}: cannot read npz archive (truncated, or not a zip file?): {e}") from None
   if isinstance(archive, np.ndarray):
     raise DataError(f"{p}: holds a single .npy array {archive.dtype} {archive.shape}, not an .npz archive "
                     "of named arrays (write one with np.savez(path, x=images, y=labels))")
-  with archive:
+  with raw, archive:
     for key in keys:
       if key not in archive.files:
         raise DataError(f"{p}: no array {key!r}; the archive holds {sorted(archive.files)}")
@@ -133,7 +135,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
-def _decode_image(im, path: pathlib.Path, image_size) -> np.ndarray:
+def _decode_image(im, path: epath.Path, image_size) -> np.ndarray:
   """An opened PIL image as uint8 `(h, w, 1 or 3)`: grayscale stays one channel, colour is RGB.
 
   Modes: L and RGB as they are; RGBA and LA lose their alpha channel (no compositing);
@@ -168,7 +170,7 @@ def _same_channels(*stacks: np.ndarray) -> list[np.ndarray]:
   return [np.repeat(s, 3, axis=-1) if s.shape[-1] == 1 else s for s in stacks]
 
 
-def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_size=()):
+def read_image_folder(root: epath.Path, class_names: list[str] | None, image_size=()):
   """Reads `root/<class>/<image>`; returns `(images, labels, ids, class_names)`.
 
   Every image becomes uint8 grayscale or RGB (see `_decode_image` for each PIL mode);
@@ -196,7 +198,7 @@ def read_image_folder(root: pathlib.Path, class_names: list[str] | None, image_s
       raise DataError(f"{root}: class folder {name!r} has no images (PNG/JPEG)")
     for f in files:
       try:
-        with Image.open(f) as im:
+        with f.open("rb") as raw, Image.open(raw) as im:
           im.load()
           arr = _decode_image(im, f, image_size)
       except DataError:
@@ -242,14 +244,14 @@ def text_column_specs(text_column: str, head: list[str] | None = None) -> list[s
   return specs
 
 
-def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, header: bool, separator: str = " "):
+def read_csv_text(path: epath.Path, text_column: str, label_column: str, header: bool, separator: str = " "):
   """Reads `(texts, raw_labels, ids)`; columns are names (with a header) or 0-based indices.
 
   Several text columns ("title,body") are joined with `separator`, skipping blank ones; a row
   whose text columns are all blank is an error naming `file:line`.
   """
   try:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drops the BOM Excel writes
+    with paths.open_text(path) as f:  # UTF-8 without the BOM Excel writes
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise DataError(f"{path}: cannot read CSV: {e}") from None
@@ -291,14 +293,14 @@ def read_csv_text(path: pathlib.Path, text_column: str, label_column: str, heade
   return texts, labels, np.array(ids)
 
 
-def read_class_names(path: pathlib.Path) -> list[str]:
+def read_class_names(path: epath.Path) -> list[str]:
   """Class names from a `.json` file (a JSON list) or any other file (one name per line).
 
   Lines lose surrounding whitespace, as CSV labels do, and the file its byte-order mark; blank
   lines at the end are ignored, a blank line between names is an error naming `file:line`.
   """
   try:
-    text = path.read_text(encoding="utf-8-sig")
+    text = paths.read_text(path)
   except (OSError, UnicodeDecodeError) as e:
     raise DataError(f"{path}: cannot read class names: {e}") from None
   if path.suffix.lower() == ".json":
@@ -361,14 +363,15 @@ def load_csv_split(cfg):
   return train, test, names
 
 
-def _read_hdf5_arrays(p: pathlib.Path, keys) -> list[np.ndarray]:
+def _read_hdf5_arrays(p: epath.Path, keys) -> list[np.ndarray]:
   """The datasets `keys` (paths such as 'train/data') of the HDF5 file `p`."""
   try:
     import h5py  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise DataError("data.source='hdf5' needs h5py: pip install 'jaxal[hdf5]'") from None
   try:
-    with h5py.File(p, "r") as f:
+    with contextlib.ExitStack() as files:  # a URL is read through a file object
+      f = files.enter_context(h5py.File(p if paths.is_local(p) else files.enter_context(p.open("rb")), "r"))
       for key in keys:
         if key not in f:
           raise DataError(f"{p}: no dataset {key!r}; the file's top level holds {sorted(f.keys())}")

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxal import paths
+
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
 
 
@@ -25,7 +27,7 @@ def is_tokenizer_path(spec: str) -> bool:
 
 
 def _resolve(spec: str) -> pathlib.Path:
-  p = pathlib.Path(spec).expanduser()
+  p = paths.local(spec, "data.tokenizer", FileNotFoundError, "the tokenizers library")
   if p.is_dir():
     for name in ("tokenizer.json", "vocab.txt"):
       if (p / name).is_file():

@@ -5,11 +5,12 @@ uint8 NHWC images and int32 labels, raising `DataError` that names the file and 
 """
 
 import dataclasses
-import os
-import pathlib
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+from jaxal import paths
 
 
 class DataError(ValueError):
@@ -113,11 +114,21 @@ def check_pair(inputs: np.ndarray, labels: np.ndarray, source: str):
     raise DataError(f"{source}: no examples")
 
 
-def require_file(path: str, field: str) -> pathlib.Path:
+def require_file(path: str, field: str, local_for: str = "") -> epath.Path:
+  """The existing file or folder `data.<field>`, local or on shared storage (`gs://`, through epath).
+
+  `local_for` names what needs an OS path (ArrayRecord, h5py): a URL is then a `DataError`.
+  """
   if not path:
     raise DataError(f"data.{field} must be set for this source")
-  p = pathlib.Path(os.path.expanduser(path))
-  if not p.exists():
+  if local_for:
+    paths.local(path, f"data.{field}", DataError, local_for)
+  p = paths.of(path)
+  try:
+    exists = p.exists()
+  except Exception as e:  # pylint: disable=broad-except  (no gcsfs, no credentials, no network: many kinds)
+    raise DataError(f"data.{field}: cannot reach {p} ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+  if not exists:
     raise DataError(f"data.{field}: {p} does not exist")
   return p
 

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxal import paths
+
 Path = tuple[str, ...]
 
 
@@ -127,7 +129,7 @@ def to_flax(state_dict: dict[str, np.ndarray], expected: dict[Path, tuple[int, .
 
 
 def _directory(path) -> pathlib.Path:
-  p = pathlib.Path(path).expanduser()
+  p = paths.local(path, "model.options.pretrained", FileNotFoundError, "reading a Hugging Face checkpoint")
   if not p.is_dir():
     raise FileNotFoundError(f"pretrained checkpoint directory {p} does not exist")
   return p

@@ -6,11 +6,11 @@ arrays stored as npz (`checkpoint.artifacts.save_tree`, never pickle).
 
 import hashlib
 import json
-import pathlib
 
 import jax
 
 from jaxal import parallel
+from jaxal import paths
 from jaxal import pretrain as pretrain_lib
 from jaxal.checkpoint import artifacts
 from jaxal.checkpoint import run_files
@@ -42,13 +42,14 @@ def pretrained_backbone(config, workdir, data, trainer_for, base_key, mesh, *, l
   pretraining = pretrain_lib.PRETRAINS[p.name]
   if pretraining.fn is None:
     return None
+  workdir = paths.of(workdir)
   path = workdir / "pretrained.npz"
   if path.exists():
     log(config, f"pretraining: reusing {path}")
     return load_tree(path)
   cached = None
   if p.cache_dir:
-    cached = pathlib.Path(p.cache_dir) / pretrain_fingerprint(config)
+    cached = paths.of(p.cache_dir) / pretrain_fingerprint(config)
     if (cached / "pretrained.npz").exists() and (cached / "pretrained.json").exists():
       log(config, f"pretraining: reusing {cached}")
       if parallel.is_primary():

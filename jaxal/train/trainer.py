@@ -20,6 +20,7 @@ from jaxal import models as models_lib
 from jaxal import parallel
 from jaxal import runtime as runtime_lib
 from jaxal.data import augment as augment_lib
+from jaxal.data import stream
 from jaxal.inference import Predictor
 from jaxal.train import optim
 from jaxal.train import step as step_lib
@@ -63,6 +64,24 @@ def overlay(base, top, where: str = ""):
       raise ValueError(f"start variables: {where}/{name} is not in the model")
     out[name] = overlay(base[name], sub, f"{where}/{name}")
   return out
+
+
+class _StreamFeed:
+  """A streamed pool's training batches: each block's `steps_per_call * batch_size` rows, read
+  (from the labeled set cached in memory when it is small) ahead of use through grain, with their
+  labels and their positions `(steps, batch)`; one compiled block serves every epoch length."""
+
+  def __init__(self, inputs, labels, labeled, cfg, mesh):
+    self.source, self.position = stream.labeled_rows(inputs, labeled)
+    self.inputs, self.labels, self.mesh, self.spc = inputs, np.asarray(labels, np.int32), mesh, cfg.steps_per_call
+    self.local = np.arange(self.spc * cfg.batch_size, dtype=np.int32).reshape(self.spc, cfg.batch_size)
+
+  def blocks(self, idx: np.ndarray):
+    batches = [idx[b:b + self.spc].reshape(-1) for b in range(0, idx.shape[0], self.spc)]
+    read = lambda rows: (self.source.read(self.position(rows)), self.labels[rows])
+    put = jnp.asarray if self.mesh is None else lambda x: parallel.replicate(x, self.mesh)
+    for rows, labels in stream.prefetched(self.inputs, batches, read):
+      yield put(rows), put(labels), self.local
 
 
 class Trainer:
@@ -116,7 +135,7 @@ class Trainer:
 
     Args:
       key: PRNG key; init, shuffling, augmentation and dropout all derive from it.
-      inputs: device array of all pool inputs.
+      inputs: device array of all pool inputs, or a streamed pool (`stream.StreamedInputs`).
       labels: `(n,)` int32 revealed labels (only `labeled` rows are read).
       labeled: indices of labeled pool rows.
       validation: optional `(device inputs, labels)` or `(device inputs, labels, rows)`.
@@ -133,7 +152,8 @@ class Trainer:
     init_key, loop_key = jax.random.split(key)
     state = self.init(init_key, start)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(loop_key)).ravel().tolist())
-    labels_dev = parallel.replicate(jnp.asarray(labels, jnp.int32), self.mesh)
+    feed = _StreamFeed(inputs, labels, labeled, cfg, self.mesh) if stream.is_streamed(inputs) else None
+    labels_dev = None if feed else parallel.replicate(jnp.asarray(labels, jnp.int32), self.mesh)
     spc = cfg.steps_per_call
     num_epochs = cfg.epochs if epochs is None else epochs
     use_val = validation is not None and (cfg.patience > 0 or track_best)
@@ -152,10 +172,13 @@ class Trainer:
       lr = optim.lr_at_epoch(epoch, self.lr_schedule)
       block_sums = []  # device scalars, summed on the host: adding them in jax would compile
       data_scale = np.float32(1.0 / labeled.size)  # scales a model's sown losses (KL / N)
+      blocks = feed.blocks(idx) if feed else None
       for b in range(0, padded, spc):
         # The block's key is fold_in(loop_key, tag), folded inside the compiled block.
         tag = np.int32(epoch * 100_003 + b)
-        state, (l, c) = self._block(state, inputs, labels_dev, idx[b:b + spc], valid[b:b + spc], loop_key, lr,
+        # A streamed pool: the block's rows and labels, read ahead, indexed by their position.
+        block_inputs, block_labels, block_idx = next(blocks) if feed else (inputs, labels_dev, idx[b:b + spc])
+        state, (l, c) = self._block(state, block_inputs, block_labels, block_idx, valid[b:b + spc], loop_key, lr,
                                    data_scale, tag)
         block_sums.append((l, c))
       sums = np.asarray(jax.device_get(block_sums), np.float64).sum(0)
