@@ -157,7 +157,8 @@ def _restore(ckpts, step=None) -> stages.RoundState | None:
     return None
   pool, _, meta = restored
   return stages.RoundState(pool, list(meta["history"]), np.asarray(meta.get("pending", []), np.int32),
-                           meta.get("pending_predictions"), meta.get("stop_predictions"))
+                           meta.get("pending_predictions"), meta.get("stop_predictions"),
+                           ckpts.restore_acquisition_state(pool.round))
 
 
 def _start_or_resume(config, workdir, ckpts, data, base_key) -> stages.RoundState:

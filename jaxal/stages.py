@@ -31,13 +31,15 @@ from jaxal.train import trainer as trainer_lib
 
 @dataclasses.dataclass(frozen=True)
 class RoundState:
-  """What a checkpoint holds: the pool, the round history, and queries awaiting labels."""
+  """What a checkpoint holds: the pool, the round history, queries awaiting labels, and the
+  acquisition state (`PoolView.state`) that later rounds and a resumed run reuse."""
 
   pool: pool_lib.PoolState
   history: list
   pending: np.ndarray  # pool indices queried but not yet labeled
   pending_predictions: dict | None = None
   stop_predictions: list | None = None  # the last model's classes on the stop set (`al.stop`)
+  acquisition_state: dict = dataclasses.field(default_factory=dict)  # `PoolView.state`, saved as arrays
 
   def meta(self, num_rounds: int) -> dict:
     return {"history": self.history, "pending": self.pending.tolist(),
@@ -89,6 +91,7 @@ class Round:
   next_state: RoundState | None = None
   stop: dict | None = None  # this round's stopping-rule record (`al.stop`)
   stop_predictions: list | None = None
+  acquisition_state: dict | None = None  # the run's `PoolView.state` after this round's selection
 
 
 @dataclasses.dataclass
@@ -200,18 +203,21 @@ def score_and_select(run: Run, rnd: Round) -> Round:
   config, pool = run.config, rnd.state.pool
   budget = 0 if rnd.stop is not None and rnd.stop["fired"] else _budget(config, pool, run.schedule)
   picked, predictions, predictor = np.zeros(0, np.int32), None, rnd.predictor  # `stop` may have made it
+  acquisition_state = dict(rnd.state.acquisition_state)  # the acquisition may add to it
   if budget:
     predictor = predictor or rnd.trainer.predictor(rnd.fit.state, run.data.pool_inputs,
                                                    chunk_size=config.acquisition.chunk_size,
                                                    verbose=config.output.verbose)
     view = acquisition.PoolView(labeled_mask=pool.labeled_mask, selectable_mask=~pool.labeled_mask,
-                                predictor=predictor, options=dict(config.acquisition.options))
+                                predictor=predictor, options=dict(config.acquisition.options),
+                                state=acquisition_state)
     picked = acquisition.acquire(config.acquisition.name, view, budget, rnd.select_key)
     if getattr(run.oracle, "wants_predictions", False):
       predicted, confidence = jax.device_get(inference.class_and_confidence(predictor.probs()))  # one transfer
       predictions = {"predicted_class": predicted[picked].tolist(), "confidence": confidence[picked].tolist()}
   return dataclasses.replace(rnd, picked=picked, predictions=predictions, predictor=predictor,
-                             seconds={**rnd.seconds, "selection": time.perf_counter() - t0})
+                             seconds={**rnd.seconds, "selection": time.perf_counter() - t0},
+                             acquisition_state=acquisition_state)
 
 
 def record(run: Run, rnd: Round) -> Round:
@@ -257,15 +263,16 @@ def target(run: Run, rnd: Round) -> Round:
 
 def save(checkpoints: steps.RunCheckpoints, state: RoundState, config, base_key, variables) -> None:
   checkpoints.save(state.pool.round, state.pool, np.asarray(jax.random.key_data(base_key)),
-                   variables, state.meta(config.al.num_rounds))
+                   variables, state.meta(config.al.num_rounds), state.acquisition_state)
 
 
 def checkpoint(run: Run, rnd: Round) -> Round:
   """Saves the round (model, pool, history, queries awaiting labels), then its outputs."""
   state = rnd.state
   stop_predictions = state.stop_predictions if rnd.stop_predictions is None else rnd.stop_predictions
+  acquisition_state = state.acquisition_state if rnd.acquisition_state is None else rnd.acquisition_state
   next_state = RoundState(state.pool.next_round(), state.history + [rnd.record], rnd.picked, rnd.predictions,
-                          stop_predictions)
+                          stop_predictions, acquisition_state)
   save(run.checkpoints, next_state, run.config, run.base_key, rnd.fit.state.variables)
   run.outputs.add_round(next_state.history)
   row, seconds = rnd.record, rnd.seconds
@@ -291,7 +298,7 @@ def resolve_pending(run: Run, state: RoundState) -> RoundState:
     raise ValueError(f"the oracle answered {answered.size} of {state.pending.size} queries; "
                      "set oracle.allow_partial=True to accept partial answers")
   return RoundState(state.pool.label(answered, labels), state.history, np.zeros(0, np.int32), None,
-                    state.stop_predictions)
+                    state.stop_predictions, state.acquisition_state)
 
 
 def label(run: Run, rnd: Round) -> Round:

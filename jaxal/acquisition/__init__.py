@@ -32,6 +32,7 @@ selection makes no implicit transfer (it runs under `jax.transfer_guard("disallo
 An `fn` may return host or device indices.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -209,7 +210,7 @@ def acquire(name: str, view: PoolView, budget: int, key: jax.Array) -> np.ndarra
   if name not in ACQUISITIONS:
     raise ValueError(ACQUISITIONS.unknown(name))
   entry = ACQUISITIONS[name]
-  view = PoolView(view.labeled_mask, view.selectable_mask, view.predictor, {**entry.defaults, **view.options})
+  view = dataclasses.replace(view, options={**entry.defaults, **view.options})  # `state` stays the run's dict
   picked = np.asarray(jax.device_get(entry(view, budget, key)), dtype=np.int32)
   if picked.shape != (budget,) or len(set(picked.tolist())) != budget:
     raise AssertionError(f"acquisition {name!r} returned {picked.shape} indices, not {budget} distinct")

@@ -39,12 +39,16 @@ class PoolView:
     selectable_mask: `(n,)` bool, points that may be queried (unlabeled, not held out).
     predictor: the round's trained model over the same `n` points.
     options: acquisition options from the config (e.g. `mc_samples`).
+    state: the run's acquisition state, `{acquisition name: dict of host arrays}`, which an
+      acquisition may read and fill in (e.g. Cluster-Margin's clustering, computed once); the
+      loop saves it with each round's checkpoint and hands the same values back after a resume.
   """
 
   labeled_mask: np.ndarray
   selectable_mask: np.ndarray
   predictor: Predictor | None
   options: dict = dataclasses.field(default_factory=dict)
+  state: dict = dataclasses.field(default_factory=dict)
 
 
 # What an acquisition may read from `PoolView.predictor`.

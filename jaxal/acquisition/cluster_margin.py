@@ -20,8 +20,11 @@ Choices where the paper is open, as made here:
 * the cut: a distance threshold `epsilon` (merge while the average-linkage distance is
   <= epsilon) when given, else a number of clusters (default: one per 10 leaves), since a good
   epsilon depends on the embedding's scale;
-* the clustering covers every pool point (labeled too) and is computed once, from the
-  embeddings of the model that first asks for it;
+* the clustering covers every pool point (labeled too) and is computed once per run, in the
+  first round that acquires, from that round's embeddings, i.e. those of the model trained on
+  the initial labeled set, as in the paper; later rounds reuse it. In the loop it is kept in
+  the run's acquisition state (`PoolView.state["cluster_margin"]`), which is saved with every
+  checkpoint, so a resumed run reuses the very same clusters;
 * exact HAC up to `exact_max_points` (default 50,000) points, on the host over a float32
   condensed distance matrix (`hac.average_linkage_points`): 2 n^2 bytes (50k: 4.7 GiB; 16k:
   0.5 GiB), plus O(n d) and about 256 MiB of row blocks while it is built; time O(n^2)
@@ -88,6 +91,18 @@ class Clustering:
   leaf_of_point: np.ndarray
   merges: np.ndarray
   heights: np.ndarray
+
+  def to_arrays(self) -> dict:
+    """Host arrays only, as the loop saves `PoolView.state` with a checkpoint."""
+    return {"labels": np.asarray(self.labels, np.int32), "exact": np.asarray(self.exact, np.int32),
+            "leaf_of_point": np.asarray(self.leaf_of_point, np.int32), "merges": np.asarray(self.merges),
+            "heights": np.asarray(self.heights)}
+
+  @classmethod
+  def from_arrays(cls, arrays: dict) -> "Clustering":
+    labels = np.asarray(arrays["labels"], np.int32)
+    return cls(labels, int(labels.max()) + 1, bool(arrays["exact"]), np.asarray(arrays["leaf_of_point"], np.int32),
+               np.asarray(arrays["merges"]), np.asarray(arrays["heights"]))
 
   @property
   def num_points(self) -> int:
@@ -240,9 +255,12 @@ def cluster_margin_select(margin_scores, clustering: Clustering, selectable_mask
 
 
 def cluster_margin_acquire(view, budget: int, key, *, clustering: Clustering | None = None) -> np.ndarray:
-  """Cluster-Margin as an acquisition. Pass the `clustering` made in the first round (the
-  paper clusters once); without one it is computed from this round's embeddings."""
+  """Cluster-Margin as an acquisition. The paper clusters once: a given `clustering` is used;
+  else the one in `view.state["cluster_margin"]`; else it is computed from this round's
+  embeddings and stored there, so the loop's later rounds (and a resumed run) reuse it."""
   options = {**DEFAULTS, **view.options}
+  if clustering is None and "cluster_margin" in view.state:
+    clustering = Clustering.from_arrays(view.state["cluster_margin"])
   if clustering is None:
     _, embeddings = view.predictor.outputs()
     global_arrays.refuse_spread("cluster_margin", embeddings)
@@ -251,5 +269,6 @@ def cluster_margin_acquire(view, budget: int, key, *, clustering: Clustering | N
                               num_clusters=int(options["cluster_margin_clusters"]) or None,
                               exact_max_points=int(options["cluster_margin_exact_max"]),
                               num_centroids=int(options["cluster_margin_centroids"]))
+    view.state["cluster_margin"] = clustering.to_arrays()
   return cluster_margin_select(margin(view.predictor.probs()), clustering, view.selectable_mask, budget,
                                fold_in(key, 2), margin_ratio=float(options["cluster_margin_ratio"]))

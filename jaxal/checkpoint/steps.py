@@ -2,7 +2,8 @@
 
 After every round the loop saves, under `workdir/checkpoints/<round>`: the pool state
 (labeled mask, revealed labels, round), the run's PRNG key data, the round's model
-variables, and JSON metadata (the round history and whether the run is finished).
+variables, JSON metadata (the round history and whether the run is finished) and, when an
+acquisition keeps one, the run's acquisition state (`PoolView.state`, e.g. Cluster-Margin's clustering).
 Orbax writes to a temporary directory and renames it when complete, so a crash never
 leaves a half-written checkpoint that looks valid; disks and people can still damage one.
 
@@ -26,6 +27,8 @@ from etils import epath
 
 from jaxal import paths
 from jaxal.data.pool import PoolState
+
+ACQUISITION_ITEM = "acquisition"  # a step's item holding `PoolView.state`
 
 
 class CheckpointDamaged(RuntimeError):
@@ -71,8 +74,10 @@ class RunCheckpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, pool: PoolState, rng_key_data: np.ndarray, variables, meta: dict) -> None:
-    """Saves round `step` (the number of completed rounds) and waits until it is on disk."""
+  def save(self, step: int, pool: PoolState, rng_key_data: np.ndarray, variables, meta: dict,
+           acquisition_state: dict | None = None) -> None:
+    """Saves round `step` (the number of completed rounds) and waits until it is on disk;
+    `acquisition_state` (`PoolView.state`, arrays only) goes with it when it is not empty."""
     items = dict(
         pool=ocp.args.StandardSave(pool.to_arrays()),
         rng=ocp.args.StandardSave({"key_data": np.asarray(rng_key_data)}),
@@ -80,6 +85,8 @@ class RunCheckpoints:
     )
     if variables:  # the step-0 checkpoint (initial queries) has no model yet
       items["model"] = ocp.args.StandardSave(jax.tree_util.tree_map(np.asarray, variables))
+    if acquisition_state:
+      items[ACQUISITION_ITEM] = ocp.args.StandardSave(jax.tree_util.tree_map(np.asarray, acquisition_state))
     stale = self._set_aside_steps_from(step)
     self.manager.save(step, args=ocp.args.Composite(**items))
     self.manager.wait_until_finished()
@@ -203,6 +210,13 @@ class RunCheckpoints:
     if pool.round != step or not isinstance(meta.get("history"), list):
       raise ValueError(f"inconsistent contents (round {pool.round} in step {step})")
     return pool, np.asarray(restored["rng"]["key_data"]), meta
+
+  def restore_acquisition_state(self, step: int) -> dict:
+    """The acquisition state saved with `step` (host arrays), or {} when it has none."""
+    if not (self.directory / str(step) / ACQUISITION_ITEM).exists():
+      return {}
+    restored = self.manager.restore(step, args=ocp.args.Composite(**{ACQUISITION_ITEM: ocp.args.StandardRestore()}))
+    return jax.tree_util.tree_map(np.asarray, dict(restored[ACQUISITION_ITEM]))
 
   def restore_model(self, step: int | None = None):
     """The model variables saved at `step` (default: latest)."""
