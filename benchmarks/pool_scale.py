@@ -37,6 +37,11 @@ Peak RSS: every measured step runs in a fresh subprocess; the parent collects it
 `os.wait4`, whose `ru_maxrss` is the largest VmHWM of that process and of every descendant it
 reaped (grain's worker processes included); the child also reports its own VmHWM from /proc and
 how many descendant processes it saw. A row's `peak_rss_bytes` is the largest over its processes.
+Where the peak comes from: `rss_by_phase_bytes` (process 0's; `..._per_process` with several)
+gives, after each phase of the images and text children (`imports`, `pool_open`, `warm_up`,
+`scoring`, then one per acquisition), VmRSS, the phase's own peak (`peak_rss_bytes`: the
+child resets its VmHWM after each phase; `phase_peak_reset` False where the kernel refused)
+and the bytes of live jax arrays; the parent prints them under the row.
 
 JSON rows: `section`, `mode`, `processes`, `pool_size`, `pool_bytes`, `examples_per_second`
 (scoring, after a compiling warm-up chunk), `selection_seconds` (least confidence + coreset,
@@ -158,10 +163,47 @@ def text_config_file(cache_dir: pathlib.Path, train: pathlib.Path, test: pathlib
 
 
 def vm_hwm_bytes(pid="self") -> int:
+  return status_bytes(pid).get("VmHWM", 0)
+
+
+def status_bytes(pid="self") -> dict:
+  """The `Vm*` and `Rss*` sizes of /proc/PID/status, in bytes."""
+  out = {}
   for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-    if line.startswith("VmHWM:"):
-      return int(line.split()[1]) * 1024
-  return 0
+    key, _, value = line.partition(":")
+    if key.startswith(("Vm", "Rss")) and value.strip().endswith("kB"):
+      out[key] = int(value.split()[0]) * 1024
+  return out
+
+
+class PhaseMemory:
+  """The process's memory after each phase (`mark`): VmRSS, VmHWM and the bytes of live jax
+  arrays (on the CPU backend, host memory too). With `reset_peak` (a child), the high-water
+  mark is reset after each mark (writing 5 to /proc/self/clear_refs), so each phase's
+  `peak_rss_bytes` is its own peak; otherwise, or where the kernel refuses the reset
+  (`hwm_reset` False), it is the peak so far. `peak` keeps the largest over the phases (the
+  reset also lowers the process's own VmHWM and its ru_maxrss at exit)."""
+
+  def __init__(self, reset_peak: bool = False):
+    self.phases, self.peak, self.hwm_reset = {}, 0, reset_peak
+    self._start = time.perf_counter()
+
+  def mark(self, phase: str):
+    status = status_bytes()
+    self.peak = max(self.peak, status.get("VmHWM", 0))
+    row = {"rss_bytes": status.get("VmRSS", 0), "peak_rss_bytes": status.get("VmHWM", 0),
+           "rss_anon_bytes": status.get("RssAnon", 0), "seconds": round(time.perf_counter() - self._start, 1)}
+    if "jax" in sys.modules:
+      row["live_array_bytes"] = sum(x.nbytes for x in sys.modules["jax"].live_arrays())
+    self.phases[phase] = row
+    if self.hwm_reset:
+      try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+      except OSError:
+        self.hwm_reset = False
+
+  def result(self) -> dict:
+    return {"rss_by_phase_bytes": self.phases, "phase_peak_reset": self.hwm_reset}
 
 
 def _descendants(pid: int) -> list[int]:
@@ -256,6 +298,8 @@ def merge_processes(results: list[dict]) -> dict:
   row = dict(results[0])
   row["peak_rss_bytes_per_process"] = [max(r.get("own_peak_rss_bytes", 0), r["tree_peak_rss_bytes"]) for r in results]
   row["peak_rss_bytes"] = max(row["peak_rss_bytes_per_process"])
+  if len(results) > 1 and any("rss_by_phase_bytes" in r for r in results):
+    row["rss_by_phase_bytes_per_process"] = [r.get("rss_by_phase_bytes") for r in results]
   errors = [r["error"] for r in results if r.get("error")] + [f"exit code {r['exit_code']}" for r in results
                                                               if r["exit_code"] and not r.get("error")]
   if errors:
@@ -299,10 +343,13 @@ def score_and_select(model, variables, inputs, preprocess, n: int, args, acquisi
   warm = Predictor(model, variables, inputs, preprocess, chunk_size=args.chunk_size,
                    rows=np.arange(min(n, args.chunk_size)), **predictor_options)
   jax.block_until_ready(warm.outputs())
+  del warm
+  args.phases.mark("warm_up")
   predictor = Predictor(model, variables, inputs, preprocess, chunk_size=args.chunk_size, **predictor_options)
   start = time.perf_counter()
   jax.block_until_ready(predictor.outputs())
   scoring = time.perf_counter() - start
+  args.phases.mark("scoring")
   labeled_mask, selectable = pool_masks(n, args.labeled, args.seed)
   budget = min(args.budget, int(selectable.sum()))
   seconds, digests = {}, {}
@@ -311,6 +358,7 @@ def score_and_select(model, variables, inputs, preprocess, n: int, args, acquisi
     start = time.perf_counter()
     picks = acquisition.acquire(name, view, budget, jax.random.key(args.seed))
     seconds[name], digests[name] = time.perf_counter() - start, picks_digest(picks)
+    args.phases.mark(name)
   return {"scoring_seconds": scoring, "examples_per_second": n / scoring, "budget": budget,
           "selection_seconds": sum(seconds.values()), "seconds_by_acquisition": seconds, "picks_sha256": digests}
 
@@ -336,6 +384,7 @@ def child_images(args, storage: str) -> dict:
   (a mesh over every process's devices when there are several), then score, select (and train)."""
   import jax  # pylint: disable=import-outside-toplevel
   from jaxal import loop, models, parallel  # pylint: disable=import-outside-toplevel
+  args.phases.mark("imports")
   config = image_config(pathlib.Path(args.pool_dir), args.chunk_size)
   if storage != "memory":  # the default; left unset, the script also measures trees from before the field
     config.data.pool_storage = storage
@@ -345,6 +394,7 @@ def child_images(args, storage: str) -> dict:
   if storage == "memory":
     jax.block_until_ready(data.pool_inputs)
   load = time.perf_counter() - start
+  args.phases.mark("pool_open")
   model = models.create(MODEL[0], NUM_CLASSES, **MODEL[1])
   variables = parallel.replicate(models.init_variables(model, jax.random.key(args.seed), (1,) + IMAGE_SHAPE), mesh)
   row = {"load_seconds": load, "devices": jax.device_count(),
@@ -413,6 +463,7 @@ CHILDREN = {"memory": lambda args: child_images(args, "memory"), "stream": lambd
 
 def child_main(args):
   """Runs one mode in this fresh process and writes its result (never raises: errors are rows)."""
+  args.phases = PhaseMemory(reset_peak=True)
   with DescendantWatch() as watch:
     try:
       if os.environ.get("JAXAL_DISTRIBUTED") == "1":
@@ -421,8 +472,10 @@ def child_main(args):
       result = CHILDREN[args.child](args)
     except Exception as e:  # pylint: disable=broad-except  (reported in the row)
       result = {"error": f"{type(e).__name__}: {e}"}
-  result.update(own_peak_rss_bytes=vm_hwm_bytes(), descendant_processes=len(watch.seen),
+  result.update(own_peak_rss_bytes=max(vm_hwm_bytes(), args.phases.peak), descendant_processes=len(watch.seen),
                 descendant_peak_rss_bytes=watch.peak)
+  if args.phases.phases:
+    result.update(args.phases.result())
   pathlib.Path(args.result).write_text(json.dumps(result))
 
 
@@ -490,6 +543,9 @@ def print_row(row: dict):
         f"{mb(row.get('pool_bytes')):>8} "
         f"{num(row.get('examples_per_second'), '.0f'):>9} {num(row.get('selection_seconds'), '.2f'):>9} "
         f"{mb(row.get('peak_rss_bytes')):>8}  {row.get('error', '')}", flush=True)
+  for phase, m in (row.get("rss_by_phase_bytes") or {}).items():  # process 0's
+    print(f"    {phase:<18} rss {mb(m['rss_bytes']):>6} MB  peak {mb(m['peak_rss_bytes']):>6} MB  "
+          f"jax arrays {mb(m.get('live_array_bytes')):>6} MB  at {m['seconds']:.0f} s", flush=True)
 
 
 def parse_args(argv=None):
@@ -518,6 +574,7 @@ def parse_args(argv=None):
   for hidden in ("--child", "--result", "--pool-dir", "--text-config"):
     parser.add_argument(hidden, default="", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  args.phases = PhaseMemory()  # the child's resets its peak after each phase (child_main)
   if args.quick:
     args.pool_size, args.budget, args.labeled, args.chunk_size = 2000, 100, 100, 256
     args.text_rows, args.coreset_size, args.coreset_check_size = 2000, 20_000, 5000

@@ -122,9 +122,18 @@ def _mc_chunk(model, preprocess, variables, rows, indices, key, *, num_samples, 
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
-def _first_rows(chunks, n: int):
-  """The chunks' outputs joined along the rows, without the last chunk's padding (rows >= n)."""
-  return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:n], *chunks)
+def _rows_buffer(chunk, n: int):
+  """Per output of the first chunk, an `(n, ...)` array (laid out as the chunk's) whose first
+  rows are the chunk's; `_write_rows` fills in the others."""
+  first = lambda c: c[:n] if n <= c.shape[0] else jnp.zeros((n,) + c.shape[1:], c.dtype).at[:c.shape[0]].set(c)
+  return jax.tree_util.tree_map(first, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("count",), donate_argnums=0)
+def _write_rows(out, chunk, start, count: int):
+  """`out` with rows `[start, start + count)` set to the chunk's first `count` rows, in place
+  (`out` is donated): the pool's outputs are joined chunk by chunk, never held twice."""
+  return jax.tree_util.tree_map(lambda o, c: jax.lax.dynamic_update_slice_in_dim(o, c[:count], start, 0), out, chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("sharding",))
@@ -265,15 +274,25 @@ class Predictor:
         yield idx, stream.put_rows(next(streamed), mine, self.chunk_size, self.sharding)
 
   def _join(self, parts):
-    """The chunks' outputs as whole arrays: on the device for the pool (whose size is fixed, so
-    the join compiles once); on the host, with one explicit transfer, for `rows` subsets, whose
-    size changes from round to round (a device join would compile once per size). Spread
-    outputs (`spread`) are joined where they were computed (`_spread_rows`)."""
+    """The chunks' outputs (an iterable, consumed as they come) as whole arrays: on the device
+    for the pool (whose size is fixed, so the join's programs compile once), each chunk written
+    into one array per output as it comes (`_write_rows`: the chunks and the whole are never
+    held at once); on the host, with one explicit transfer, for `rows` subsets, whose size
+    changes from round to round (a device join would compile once per size). Spread outputs
+    (`spread`) are joined where they were computed (`_spread_rows`)."""
     if self.spread:
-      return _spread_rows(parts, self.sharding)
+      return _spread_rows(list(parts), self.sharding)
     if self.rows is None:
-      return _first_rows(parts, self.num_points)
-    host = jax.device_get(parts)
+      out, sharding = None, None if self.sharding is None else parallel.replicated(self.sharding.mesh)
+      for j, part in enumerate(parts):
+        start = j * self.chunk_size
+        if out is None:
+          out = _rows_buffer(part, self.num_points)
+        else:  # the offset put explicitly (a round runs under jax.transfer_guard("disallow"))
+          out = _write_rows(out, part, jax.device_put(np.int32(start), sharding),
+                            min(self.chunk_size, self.num_points - start))
+      return out
+    host = jax.device_get(list(parts))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:self.num_points], *host)
 
   def outputs(self) -> tuple[jax.Array, jax.Array]:
@@ -282,11 +301,9 @@ class Predictor:
     `spread`, global arrays of `padded >= n` rows split over the processes (rows >= n are
     padding; `global_arrays.fetch` reads them)."""
     if "outputs" not in self._cache:
-      parts = []
-      for _, rows in self._chunks("scoring pool"):
-        parts.append(forward_jit(self.runtime)(self.model, self.preprocess, self.variables, rows, self.sharding,
-                                               **self._kept()))
-      self._cache["outputs"] = self._join(parts)
+      forward = forward_jit(self.runtime)
+      self._cache["outputs"] = self._join(forward(self.model, self.preprocess, self.variables, rows, self.sharding,
+                                                  **self._kept()) for _, rows in self._chunks("scoring pool"))
     return self._cache["outputs"]
 
   def probs(self) -> jax.Array:
@@ -319,11 +336,10 @@ class Predictor:
     key_bits = tuple(np.asarray(jax.device_get(jax.random.key_data(key))).ravel().tolist())
     cache_key = ("mc", num_samples, head_only, group, key_bits)
     if cache_key not in self._cache:
-      parts = []
-      for idx, rows in self._chunks(f"MC-dropout x{num_samples}"):
-        parts.append(_mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key,
-                               num_samples=num_samples, group=group, head_only=head_only, sharding=self.sharding,
-                               unroll=self.runtime.unroll_steps, **self._kept()))
+      parts = (_mc_chunk(self.model, self.preprocess, self.variables, rows, idx, key, num_samples=num_samples,
+                         group=group, head_only=head_only, sharding=self.sharding, unroll=self.runtime.unroll_steps,
+                         **self._kept())
+               for idx, rows in self._chunks(f"MC-dropout x{num_samples}"))
       names = ("mean_probs", "mean_entropy", "votes", "pred_class_variance", "pred_class")
       self._cache[cache_key] = dict(zip(names, self._join(parts)))
     return self._cache[cache_key]

@@ -11,7 +11,10 @@ as the pre-annotation and sortable in the data manager.
 
 Images are sent inline as PNG data URLs (upscaled with nearest neighbours to at least 128
 pixels, so 8x8 digits are visible); that needs no local-files storage or shared directory.
-Texts are inline too; the data layer keeps token ids only, so a text task shows the example id.
+Texts are inline too: the pool keeps token ids only, so each queried example's original text is
+read back from the source by its id (`jaxal.data.raw_text`: the joined CSV columns, the TFDS
+text features); a source of token ids (npz, hdf5, array_record) has none, and its task shows
+the id with a note saying so.
 
 Answers are validated as label files are (`file_oracle`); every problem names its task:
 classes outside the class list, tasks jaxal did not query, annotations with no or several
@@ -35,12 +38,14 @@ import os
 import pathlib
 import urllib.parse
 import warnings
+from typing import Callable
 from xml.sax import saxutils
 
 import numpy as np
 
 from jaxal import paths
 from jaxal.checkpoint import run_files
+from jaxal.data import raw_text
 from jaxal.file_oracle import LabelFileError
 from jaxal.file_oracle import LabelsIgnoredWarning
 from jaxal.label_studio_api import Client
@@ -121,6 +126,7 @@ class LabelStudioOracle:
   class_names: list[str]
   modality: str
   images: np.ndarray | None = None
+  texts: Callable[[np.ndarray], list[str]] | None = None  # pool indices -> original texts
   allow_partial: bool = False
   rule: str = "latest"
   wants_predictions = True
@@ -179,9 +185,10 @@ class LabelStudioOracle:
     """Creates one task per index, with the model's guess as a prediction when there is one."""
     key = "image" if self.modality == "image" else "text"
     version = f"jaxal round {round_}"
-    tasks = []
+    tasks, texts = [], None if self.texts is None else self.texts(indices)
     for k, i in enumerate(indices.tolist()):
-      shown = png_data_url(self.images[i]) if self.images is not None else str(self.ids[i])
+      shown = png_data_url(self.images[i]) if self.images is not None else (
+          texts[k] if texts is not None else str(self.ids[i]))
       task = {"data": {key: shown, "jaxal_index": int(i), "jaxal_id": str(self.ids[i]), "jaxal_round": round_}}
       if predictions is not None:
         guess = self.class_names[int(predictions["predicted_class"][k])]
@@ -290,5 +297,8 @@ def make_label_studio_oracle(config, workdir, data) -> LabelStudioOracle:
   names, modality = list(data.dataset.class_names), data.dataset.modality
   project_id, title = find_project(client, workdir, o.project, names, modality)
   images = data.pool.inputs if modality == "image" else None
-  return LabelStudioOracle(client, project_id, title, workdir, data.pool.ids, names, modality, images,
+  pool = data.pool
+  texts = None if images is not None else lambda rows: raw_text.texts_of(config.data, pool.ids[rows],
+                                                                         pool.labels[rows], names)
+  return LabelStudioOracle(client, project_id, title, workdir, pool.ids, names, modality, images, texts,
                            bool(o.allow_partial), str(o.annotations))

@@ -1,7 +1,6 @@
 """Evaluation metrics of the three papers (ALGORITHMS.md §6)."""
 
 import numpy as np
-import scipy.stats
 
 
 def auc_gain(sizes, err_passive, err_active) -> float:
@@ -30,6 +29,7 @@ def pearson(a, b) -> float:
   a, b = _paired_1d(a, b, "pearson")
   if np.ptp(a) == 0 or np.ptp(b) == 0:
     return float("nan")
+  import scipy.stats  # pylint: disable=import-outside-toplevel  (46 MB resident: only where correlations are asked)
   return float(scipy.stats.pearsonr(a, b).statistic)
 
 
@@ -38,6 +38,7 @@ def spearman(a, b) -> float:
   a, b = _paired_1d(a, b, "spearman")
   if np.ptp(a) == 0 or np.ptp(b) == 0:
     return float("nan")
+  import scipy.stats  # pylint: disable=import-outside-toplevel
   return float(scipy.stats.spearmanr(a, b).statistic)
 
 

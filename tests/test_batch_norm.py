@@ -21,8 +21,9 @@ def _params(channels):
   return {"scale": jnp.linspace(0.5, 2.0, channels), "bias": jnp.linspace(-1.0, 1.0, channels)}
 
 
-@pytest.mark.parametrize("shape", [(16, 6, 6, 8), (12, 10, 5), (40, 3)])
-@pytest.mark.parametrize("as_product", [True, False])
+# Image maps and plain features under both forms; sequences under the reference form.
+@pytest.mark.parametrize("shape,as_product", [((16, 6, 6, 8), True), ((40, 3), True), ((16, 6, 6, 8), False),
+                                              ((12, 10, 5), False), ((40, 3), False)])
 def test_matches_flax_batch_norm_in_training(shape, as_product, monkeypatch):
   monkeypatch.setattr(batch_norm, "batch_norm_train",
                       lambda *a: (cpu_batch_norm.train_with_product_sums if as_product else batch_norm._train_reference)(*a[:4]))

@@ -64,7 +64,7 @@ _CONV_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                              dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    conv_text = conv.lower(jnp.ones((128, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text().lower()
+    conv_text = conv.lower(jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 32))).compile().as_text().lower()
     dot_text = jax.jit(jnp.dot).lower(jnp.ones((512, 512)), jnp.ones((512, 512))).compile().as_text().lower()
     late = cpu_process.use_xla_convolutions()  # the backend has started: reports, changes nothing
     print(applied, "ynn" in conv_text, "ynn" in dot_text, late, os.environ.get("XLA_FLAGS", ""))
@@ -278,7 +278,7 @@ def test_scoring_runs_xla_convolutions_by_default(monkeypatch):
   from jaxal import runtime  # pylint: disable=import-outside-toplevel
   from jaxal.data import pipeline  # pylint: disable=import-outside-toplevel
   monkeypatch.delenv("XLA_FLAGS", raising=False)
-  x = np.random.default_rng(0).integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)  # YNNPACK takes some convs
+  x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)  # YNNPACK takes some convs
   model, pre = models.create("preact_resnet20", 10), pipeline.make_preprocess(x, "image", "per_channel")
   variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)),
                          train=False)

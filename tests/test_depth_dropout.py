@@ -21,7 +21,12 @@ def _model(**kw):
   return models.create("depth_dropout", 3, **opts)
 
 
-def test_stick_breaking_pi_is_non_increasing():
+def _init(m, key, shape):
+  """`models.init_variables` compiled: run eagerly it dispatches every op one by one (slow)."""
+  return jax.jit(lambda k: models.init_variables(m, k, shape))(key)
+
+
+def test_stick_breaking_pi_is_non_increasing(fast_compiles):
   a = jnp.asarray([0.5, 2.0, 1.1, 3.0, 0.7, 1.0])
   b = jnp.asarray([1.0, 0.3, 10.0, 1.0, 2.0, 5.0])
   _, log_pi = dd.sample_structure(jax.random.key(3), a, b, num_samples=50, width=2, temperature=0.5, hard=False)
@@ -60,7 +65,7 @@ def test_log1mexp_is_accurate():
                              rtol=1e-4, atol=1e-12)
 
 
-def test_hard_masks_have_rate_pi_and_relaxed_masks_approach_them():
+def test_hard_masks_have_rate_pi_and_relaxed_masks_approach_them(fast_compiles):
   a, b = jnp.asarray([2.0, 1.0, 3.0]), jnp.asarray([1.0, 1.0, 2.0])
   key = jax.random.key(7)
   m = 20_000
@@ -88,9 +93,9 @@ def test_mask_readout_counts_layers_and_last_index():
   assert int(dd.threshold(jnp.asarray(z), 0.01)) == 2
 
 
-def test_readout_is_consistent_with_its_masks():
+def test_readout_is_consistent_with_its_masks(fast_compiles):
   m = _model(truncation=6, width=5, alpha=2.0, beta=1.5)
-  v = models.init_variables(m, jax.random.key(0), (1, 8, 8, 1))
+  v = _init(m, jax.random.key(0), (1, 8, 8, 1))
   r = dd.readout(v["params"], num_samples=4, filter_samples=300, seed=11)
   a, b = dd.variational_params(v["params"]["backbone"]["a_hat"], v["params"]["backbone"]["b_hat"])
   z, _ = dd.sample_structure(jax.random.key(11), a, b, num_samples=300, width=5, temperature=1.0, hard=True)
@@ -106,19 +111,32 @@ def test_readout_is_consistent_with_its_masks():
 
 @pytest.fixture(scope="module")
 def tiny():
+  """One small net shared by the tests below; their programs compile with `fast_compiles`: they
+  compare two paths compiled with the same flags, or a compiled value with a float tolerance."""
   m = _model()
-  v = models.init_variables(m, jax.random.key(0), (4, 8, 8, 1))
+  v = _init(m, jax.random.key(0), (4, 8, 8, 1))
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
   return m, v, x
 
 
+_COMPILED = {}  # (id of the backbone, train, static depth) -> (the backbone, kept alive; its jitted forward)
+
+
 def _forward(m, v, x, z, depth, train):
-  fn = lambda mdl, *a: mdl.forward(*a, train=train)
-  return m.backbone.apply({"params": v["params"]["backbone"], "batch_stats": v["batch_stats"]["backbone"]},
-                          x, z, depth, method=fn, mutable=["batch_stats"] if train else False)
+  """The backbone's forward pass, compiled once per model, mode and Python `depth` (the loop
+  that stops there); an array `depth` stays traced (the gated layers)."""
+  static = depth if isinstance(depth, int) else None
+  key = (id(m.backbone), train, static)
+  if key not in _COMPILED:
+    fn = lambda mdl, *a: mdl.forward(*a, train=train)
+    apply = lambda variables, x, z, d: m.backbone.apply(variables, x, z, d if static is None else static, method=fn,
+                                                        mutable=["batch_stats"] if train else False)
+    _COMPILED[key] = (m.backbone, jax.jit(apply))
+  return _COMPILED[key][1]({"params": v["params"]["backbone"], "batch_stats": v["batch_stats"]["backbone"]},
+                        x, z, jnp.asarray(depth))
 
 
-def test_gated_layers_equal_the_python_loop_that_stops_at_the_threshold(tiny):
+def test_gated_layers_equal_the_python_loop_that_stops_at_the_threshold(tiny, fast_compiles):
   m, v, x = tiny
   z = jax.random.uniform(jax.random.key(2), (3, 4, 6))
   for depth in (1, 2, 4):
@@ -137,7 +155,7 @@ def test_gated_layers_equal_the_python_loop_that_stops_at_the_threshold(tiny):
       np.testing.assert_allclose(np.asarray(gated), np.asarray(loop), rtol=1e-5, atol=1e-5)
 
 
-def test_a_layer_with_zero_mask_is_the_identity(tiny):
+def test_a_layer_with_zero_mask_is_the_identity(tiny, fast_compiles):
   m, v, x = tiny
   z = np.array(jax.random.uniform(jax.random.key(4), (3, 4, 6)))
   z[:, 2:] = 0.0
@@ -149,22 +167,23 @@ def test_a_layer_with_zero_mask_is_the_identity(tiny):
   assert not np.allclose(np.asarray(mid), np.asarray(full))
 
 
-def test_eval_averages_probabilities_and_is_deterministic(tiny):
+def test_eval_averages_probabilities_and_is_deterministic(tiny, fast_compiles):
   m, v, x = tiny
-  logp, h = m.apply(v, x, train=False)
-  logp2, _ = m.apply(v, x, train=False)
+  infer = jax.jit(lambda v, x: m.apply(v, x, train=False))
+  logp, h = infer(v, x)
+  logp2, _ = infer(v, x)
   np.testing.assert_array_equal(np.asarray(logp), np.asarray(logp2))
   np.testing.assert_allclose(np.exp(np.asarray(logp)).sum(-1), 1.0, rtol=1e-5)
   bb = m.backbone.bind({"params": v["params"]["backbone"], "batch_stats": v["batch_stats"]["backbone"]})
   z, depth = bb.structure(train=False, mc_dropout=False)
-  hs = bb.forward(x, z, int(depth), train=False)
+  hs = _forward(m, v, x, z, int(depth), False)  # compiled by the tests above
   logits = m.bind(v).head(hs)
   ref = np.log(np.mean(np.asarray(jax.nn.softmax(logits, -1)), 0))
   np.testing.assert_allclose(np.asarray(logp), ref, rtol=1e-5, atol=1e-5)
   assert h.shape == (4, 6) and set(np.unique(np.asarray(z))) <= {0.0, 1.0}
 
 
-def test_training_loss_adds_the_kl_over_n(tiny):
+def test_training_loss_adds_the_kl_over_n(tiny, fast_compiles):
   m, v, x = tiny
   train_cfg = config_lib.base_config().train
   tx = __import__("jaxal.train.optim", fromlist=["x"]).make_optimizer(train_cfg)
@@ -174,11 +193,14 @@ def test_training_loss_adds_the_kl_over_n(tiny):
   idx = jnp.arange(4, dtype=jnp.int32)[None]
   key = jax.random.key(9)
   from jaxal.data import augment as augment_lib
-  run = lambda scale: step_lib.train_block(state, inputs, labels, idx, jnp.asarray([True]), key, 0.0, scale, model=m,
-                                           tx=tx, preprocess=lambda t: t,
-                                           augment=augment_lib.AugmentConfig(False, 0, 0.0))[1][0]
+  # compiled once, `scale` traced (eagerly, the block dispatched every op one by one: ~100 s)
+  block = jax.jit(lambda scale: step_lib.train_block(state, inputs, labels, idx, jnp.asarray([True]), key, 0.0, scale,
+                                                     model=m, tx=tx, preprocess=lambda t: t,
+                                                     augment=augment_lib.AugmentConfig(False, 0, 0.0))[1][0])
+  run = lambda scale: block(jnp.float32(scale))
   k_drop = jax.random.split(jax.random.split(key, 1)[0])[1]
-  (logits, _), upd = m.apply(v, inputs[:4], train=True, mutable=["batch_stats", "losses"], rngs={"dropout": k_drop})
+  (logits, _), upd = jax.jit(lambda v, x, k: m.apply(v, x, train=True, mutable=["batch_stats", "losses"],
+                                                      rngs={"dropout": k}))(v, inputs[:4], k_drop)
   assert logits.shape == (3, 4, 3)
   ce = float(np.mean(-np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(labels[:4])[None, :, None],
                                          -1)))
@@ -214,15 +236,16 @@ def test_elbo_decreases_when_training(fast_compiles):  # compiling the train blo
   assert len(r["pi"]) == 3 and 1 <= r["depth"] <= 3
 
 
-def test_plain_readout_network_equals_the_masked_network():
+def test_plain_readout_network_equals_the_masked_network(fast_compiles):
   """plain_cnn with per-layer widths is the Depth-Dropout net with binary masks on those filters."""
   m = _model(truncation=4, width=6)
-  v = models.init_variables(m, jax.random.key(0), (1, 8, 8, 1))
+  v = _init(m, jax.random.key(0), (1, 8, 8, 1))
   # non-trivial BN statistics so that slicing them is exercised
-  v = jax.tree_util.tree_map(lambda t: t + 0.1 * jax.random.uniform(jax.random.key(8), t.shape), v)
+  nudge = lambda v: jax.tree_util.tree_map(lambda t: t + 0.1 * jax.random.uniform(jax.random.key(8), t.shape), v)
+  v = jax.jit(nudge)(v)
   widths = [4, 0, 2]
   plain = models.create("plain_cnn", 3, layers=3, width=6, widths="4,0,2")
-  pv = models.init_variables(plain, jax.random.key(1), (1, 8, 8, 1))
+  pv = _init(plain, jax.random.key(1), (1, 8, 8, 1))
   src = lambda col: v[col]["backbone"]
   sliced = lambda tree, w: jax.tree_util.tree_map(lambda t: t[..., :w], tree)
   for col in ("params", "batch_stats"):
@@ -238,8 +261,9 @@ def test_plain_readout_network_equals_the_masked_network():
   x = jax.random.normal(jax.random.key(2), (5, 8, 8, 1))
   for train in (False, True):
     masked = _forward(m, v, x, jnp.asarray(z), 4, train)
-    fixed = plain.backbone.apply({"params": pv["params"]["backbone"], "batch_stats": pv["batch_stats"]["backbone"]},
-                                 x, train=train, mutable=["batch_stats"] if train else False)
+    fixed = jax.jit(lambda variables, x: plain.backbone.apply(variables, x, train=train,
+                                                              mutable=["batch_stats"] if train else False))(
+        {"params": pv["params"]["backbone"], "batch_stats": pv["batch_stats"]["backbone"]}, x)
     if train:
       masked, fixed = masked[0], fixed[0]
     np.testing.assert_allclose(np.asarray(masked)[0], np.asarray(fixed), rtol=1e-4, atol=1e-5)

@@ -33,7 +33,7 @@ def test_count_at_most_matches_searchsorted(size):
   np.testing.assert_array_equal(np.asarray(got), np.searchsorted(values, queries, side="right"))
 
 
-@pytest.mark.parametrize("k", [5, 32, 40, 70])
+@pytest.mark.parametrize("k", [5, 32, 70])  # part of a 32-bit word, exactly one, several (the last partial)
 def test_pairs_update_lowers_exactly_the_flagged_pairs(k):
   n, d = 600, 24
   rng = np.random.default_rng(k)

@@ -55,13 +55,16 @@ def test_stems_and_unknown_options():
 TINY = [
     ("small_cnn", dict(width=4, embed=8), (8, 8, 1)),
     ("small_cnn", dict(width=4, embed=8, block_dropout=0.2), (28, 28, 1)),
-    ("resnet18", dict(width=4, block_dropout=0.1), (8, 8, 3)),
+    # ResNet-18's code (basic blocks, CIFAR stem, every stride) with one block per stage
+    ("jaxal.models.resnet:ResNet", dict(stage_sizes=(1, 1, 1, 1), width=4, block_dropout=0.1), (8, 8, 3)),
     ("vgg11", dict(width=4, fc_width=16, embed=8, batch_norm=False), (16, 16, 3)),
-    ("vgg16", dict(width=2, fc_width=8, embed=8, block_dropout=0.1), (8, 8, 3)),
+    # VGG-16/19's code (BatchNorm, in-block dropout, two convs per stage) in VGG-11's shape
+    ("vgg11", dict(width=2, fc_width=8, embed=8, block_dropout=0.1), (8, 8, 3)),
     ("resnet_grid", dict(blocks=1, stacks=2, width=4, block="bottleneck"), (8, 8, 3)),
 ]
 
 
-@pytest.mark.parametrize("name,options,shape", TINY, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(TINY)])
+@pytest.mark.parametrize("name,options,shape", TINY,
+                         ids=[f"{n.split(':')[-1]}-{i}" for i, (n, _, _) in enumerate(TINY)])
 def test_every_model_trains_a_few_steps(name, options, shape, fast_compiles):  # noqa: F811
   train_a_few_steps(name, options, shape)

@@ -24,15 +24,18 @@ def test_mixed_op_is_the_weighted_sum_of_its_ops(stride):
   x = jax.random.normal(jax.random.key(0), (3, 8, 8, 4))
   mixed = darts.MixedOp(4, stride, ops)
   w0 = jnp.ones(8) / 8
-  v = mixed.init({"params": jax.random.key(1), "dropout": jax.random.key(2)}, x, w0, train=False)
+  # compiled (eagerly, every op is dispatched one by one: slower than compiling each program)
+  v = jax.jit(lambda k1, k2: mixed.init({"params": k1, "dropout": k2}, x, w0, train=False))(jax.random.key(1),
+                                                                                             jax.random.key(2))
   weights = jax.nn.softmax(jax.random.normal(jax.random.key(3), (8,)))
-  got = mixed.apply(v, x, weights, train=False)
+  mixed_apply = jax.jit(lambda v, w: mixed.apply(v, x, w, train=False))
+  got = mixed_apply(v, weights)
   # Brute force: every op as its own module with the mixed op's parameters, then the weighted sum.
   want = 0
   for o, name in enumerate(darts.PRIMITIVES):
     op = darts.Op(name, 4, stride, affine=False, search=True)
     sub = {c: v[c][f"op{o}"] for c in v if f"op{o}" in v[c]}
-    y = op.apply(sub, x, False) if sub else op.apply({}, x, False)
+    y = jax.jit(lambda sub: op.apply(sub, x, False))(sub)
     if name == "none":
       assert y.shape == got.shape and not np.any(np.asarray(y))
     want = want + weights[o] * y
@@ -41,8 +44,9 @@ def test_mixed_op_is_the_weighted_sum_of_its_ops(stride):
   k = 5
   one_hot = jax.nn.softmax(jnp.zeros(8).at[k].set(50.0))
   sub = {c: v[c][f"op{k}"] for c in v}
-  np.testing.assert_allclose(np.asarray(mixed.apply(v, x, one_hot, train=False)),
-                             np.asarray(darts.Op(darts.PRIMITIVES[k], 4, stride, False, True).apply(sub, x, False)),
+  op_k = darts.Op(darts.PRIMITIVES[k], 4, stride, False, True)
+  np.testing.assert_allclose(np.asarray(mixed_apply(v, one_hot)),
+                             np.asarray(jax.jit(lambda sub: op_k.apply(sub, x, False))(sub)),
                              rtol=1e-4, atol=1e-5)
 
 
@@ -148,7 +152,7 @@ def test_derived_cell_matches_brute_force_and_obeys_skip_limit():
 @pytest.mark.slow
 def test_tiny_search_end_to_end(fast_compiles):
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(24, 28, 28, 1)).astype(np.float32))
+  x = jnp.asarray(rng.normal(size=(24, 8, 8, 1)).astype(np.float32))  # 8x8: both reductions still halve
   y = rng.integers(0, 3, 24)
   s = pdarts.Settings(layers=(1, 1, 2), channels=2, nodes=2, epochs=2, warmup_epochs=1, batch_size=8)
   r = pdarts.run_search(jax.random.key(0), x, y, np.arange(12), np.arange(12, 24), num_classes=3, settings=s)
@@ -159,8 +163,9 @@ def test_tiny_search_end_to_end(fast_compiles):
   assert len(g["normal"]) == len(g["reduce"]) == 4 and g["normal_concat"] == [2, 3]
   assert sum(op == "skip_connect" for op, _ in g["normal"]) <= 2
   net = models.create("darts_net", 3, genotype=darts_net.genotype_json(g), channels=2, layers=2)
-  variables = models.init_variables(net, jax.random.key(0), (1, 28, 28, 1))
-  logits, _ = net.apply(variables, x[:2])
+  # compiled: eagerly, the net's init and forward dispatch every op one by one (slow)
+  variables = jax.jit(lambda k: models.init_variables(net, k, (1, 8, 8, 1)))(jax.random.key(0))
+  logits, _ = jax.jit(net.apply)(variables, x[:2])
   assert logits.shape == (2, 3)
 
 

@@ -45,5 +45,9 @@ def test_quick_in_memory_row_and_the_streamed_row_pick_the_same(bench, tmp_path)
   assert row["budget"] == 7 and row["examples_per_second"] > 0 and row["devices"] == 1
   assert set(row["seconds_by_acquisition"]) == {"least_confidence"}
   assert row["selection_seconds"] == pytest.approx(row["seconds_by_acquisition"]["least_confidence"])
+  args.phases = bench.PhaseMemory()
   streamed = bench.child_images(args, "stream")
   assert streamed["picks_sha256"] == row["picks_sha256"]
+  phases = args.phases.result()["rss_by_phase_bytes"]  # where a child's peak comes from, phase by phase
+  assert list(phases) == ["imports", "pool_open", "warm_up", "scoring", "least_confidence"]
+  assert all(0 < m["rss_bytes"] <= m["peak_rss_bytes"] for m in phases.values())

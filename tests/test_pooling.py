@@ -15,7 +15,7 @@ from jaxal.models import pooling
 POLICIES = pytest.mark.parametrize("policy", [runtime.CPU, runtime.STOCK], ids=["cpu", "stock"])
 
 
-@pytest.mark.parametrize("size", [8, 7, 3])
+@pytest.mark.parametrize("size", [8, 3])  # even; odd (the last row and column dropped)
 def test_max_pool_2x2_matches_nn_max_pool(size, policy=runtime.CPU):
   """Forward and gradient through a ReLU (ties at 0) equal nn.max_pool's."""
   x = jax.random.normal(jax.random.key(size), (3, size, size, 5))
@@ -50,7 +50,8 @@ def _numpy_max_pool_3x3_s2(x, g):
   return out, dx
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2), (1, 5, 6, 4), (1, 2, 3, 2)])
+# Odd and even sides (SAME pads both sides, or only the high one), and a map smaller than a window.
+@pytest.mark.parametrize("shape", [(1, 5, 6, 4), (1, 2, 3, 2)])
 @pytest.mark.parametrize("ties", [False, True])
 @POLICIES
 def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties, policy):
@@ -70,7 +71,7 @@ def test_max_pool_3x3_s2_matches_numpy_and_nn_max_pool(shape, ties, policy):
                              rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 2), (1, 4, 6, 4)])
+@pytest.mark.parametrize("shape", [(2, 7, 9, 2), (1, 4, 6, 4)])  # odd sides (cropped), even sides
 @pytest.mark.parametrize("ties", [False, True])
 @POLICIES
 def test_max_pool_2x2_gradient_goes_to_the_first_max(shape, ties, policy):

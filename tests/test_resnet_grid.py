@@ -47,8 +47,10 @@ def test_bottleneck_depth():
 def test_spatial_extent_before_pooling_is_positive(stacks):
   """32x32 -> 16x16 after the max-pool, halved by every stack after the first."""
   m = models.create("resnet_grid", 10, blocks=1, stacks=stacks, width=2)
-  v = models.init_variables(m, jax.random.key(0), (2, 32, 32, 3))
-  (logits, emb), inter = m.apply(v, jnp.zeros((2, 32, 32, 3)), train=False, capture_intermediates=True)
+  # shapes only: traced, never run
+  v = jax.eval_shape(lambda k: models.init_variables(m, k, (2, 32, 32, 3)), jax.random.key(0))
+  (logits, emb), inter = jax.eval_shape(lambda v, x: m.apply(v, x, train=False, capture_intermediates=True), v,
+                                        jnp.zeros((2, 32, 32, 3)))
   assert logits.shape == (2, 10) and emb.shape == (2, 2 * 2 ** (stacks - 1))
   last = inter["intermediates"]["backbone"][f"stack{stacks - 1}_block0"]["__call__"][0]
   assert last.shape[1:3] == (32 // 2**stacks,) * 2 and last.shape[1] >= 1
@@ -57,16 +59,18 @@ def test_spatial_extent_before_pooling_is_positive(stacks):
 def test_outputs_and_mc_dropout_switches():
   m = models.create("resnet_grid", 5, blocks=1, stacks=2, width=4, dropout=0.5)
   x = jax.random.normal(jax.random.key(1), (6, 8, 8, 1))
-  v = models.init_variables(m, jax.random.key(0), x.shape)
-  logits, emb = m.apply(v, x, train=False)
+  # compiled: eagerly, every call dispatched each op one by one (slow)
+  v = jax.jit(lambda k: models.init_variables(m, k, x.shape))(jax.random.key(0))
+  logits, emb = jax.jit(lambda v, x: m.apply(v, x, train=False))(v, x)
   assert logits.shape == (6, 5) and emb.shape == (6, 8)
   # Deterministic in eval mode; MC-dropout draws differ between keys but not within.
-  a, _ = m.apply(v, x, mc_dropout=True, rngs={"dropout": jax.random.key(1)})
-  b, _ = m.apply(v, x, mc_dropout=True, rngs={"dropout": jax.random.key(2)})
-  a2, _ = m.apply(v, x, mc_dropout=True, rngs={"dropout": jax.random.key(1)})
+  mc = jax.jit(lambda v, x, k: m.apply(v, x, mc_dropout=True, rngs={"dropout": k}))
+  a, _ = mc(v, x, jax.random.key(1))
+  b, _ = mc(v, x, jax.random.key(2))
+  a2, _ = mc(v, x, jax.random.key(1))
   assert not np.allclose(a, b) and np.allclose(a, a2)
   # MC-dropout keeps BatchNorm in inference mode: one example alone gives the same embedding.
-  _, e1 = m.apply(v, x[:1], mc_dropout=True, rngs={"dropout": jax.random.key(1)})
+  _, e1 = mc(v, x[:1], jax.random.key(1))
   np.testing.assert_allclose(e1[0], emb[0], rtol=1e-5, atol=1e-6)
   # The head alone on the embedding equals the full model.
   h = m.apply(v, emb, mc_dropout=True, method="head", rngs={"dropout": jax.random.key(1)})

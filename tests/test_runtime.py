@@ -80,7 +80,7 @@ def test_supernet_uses_grouped_depthwise_convs_under_the_accelerator_policy():
   assert _supernet_group_counts(runtime.CPU) == []
 
 
-@pytest.mark.parametrize("stride,dilation,k", [(1, 1, 3), (2, 1, 5), (1, 2, 3)])
+@pytest.mark.parametrize("stride,dilation,k", [(1, 1, 3), (2, 2, 5)])  # plain; strided, dilated, 5x5
 def test_diagonal_depthwise_equals_grouped(stride, dilation, k):
   x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
   taps = jax.random.normal(jax.random.key(1), (k, k, 6))

@@ -33,7 +33,7 @@ def test_fasttext_is_a_mean_of_word_and_bigram_vectors():
 
 
 @pytest.mark.parametrize("name", ["fasttext", "text_cnn"])
-def test_text_model_in_the_loop(tmp_path, name):
+def test_text_model_in_the_loop(tmp_path, name, fast_compiles):
   rng = np.random.default_rng(0)
   words = {0: ["great", "love", "fine"], 1: ["awful", "hate", "broken"]}
   lines = ["text,label"]

@@ -92,17 +92,18 @@ def test_missing_checkpoint_is_named(monkeypatch, tmp_path):
   assert c.model.options.pretrained == c.data.tokenizer == str(tmp_path)
 
 
-def test_mc_dropout_runs_inside_the_minilm_encoder():
+def test_mc_dropout_runs_inside_the_minilm_encoder(fast_compiles):
   """BALD's passes differ through the transformer's own dropout (the study has no head dropout)."""
   c = _config()
   m = models.create("bert", 77, **dict(c.model.options))
   assert m.backbone.dropout_in_backbone and m.dropout_rate == 0.0
   ids, _ = tokenize.encode_texts(["How do I locate my card?", "Why was I charged a fee for cash?"],
-                                 tokenizer=c.data.tokenizer, max_length=c.data.max_length)
-  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
-  mc = jax.jit(lambda x, key: m.apply(v, x, mc_dropout=True, rngs={"dropout": key})[1])
-  plain = jax.jit(lambda x, key: m.apply(v, x, rngs={"dropout": key})[1])
+                                 tokenizer=c.data.tokenizer, max_length=16)  # both fit: length is not under test
+  v = models.init_variables(m, jax.random.key(0), (1, 4), jnp.int32)  # the weights are the checkpoint's
+  # the weights are arguments, not constants folded into the compiled program
+  mc = jax.jit(lambda v, x, key: m.apply(v, x, mc_dropout=True, rngs={"dropout": key})[1])
+  plain = jax.jit(lambda v, x, key: m.apply(v, x, rngs={"dropout": key})[1])
   ids = jnp.asarray(ids)
-  a, b = np.asarray(mc(ids, jax.random.key(1))), np.asarray(mc(ids, jax.random.key(2)))
+  a, b = np.asarray(mc(v, ids, jax.random.key(1))), np.asarray(mc(v, ids, jax.random.key(2)))
   assert np.abs(a - b).max() > 1e-3  # the embeddings (encoder output) differ between passes
-  np.testing.assert_array_equal(plain(ids, jax.random.key(1)), plain(ids, jax.random.key(2)))
+  np.testing.assert_array_equal(plain(v, ids, jax.random.key(1)), plain(v, ids, jax.random.key(2)))

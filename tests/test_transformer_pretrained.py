@@ -52,18 +52,27 @@ def _sentences(n=8):
 
 
 def _encode(model, variables, ids):
-  return model.apply(variables, jnp.asarray(ids), method=lambda m, x: m.backbone.encode(x))
+  """(hidden states, pooled embedding), jitted: one compile instead of an op-by-op run."""
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone.encode(x)))
+  return encode(variables, jnp.asarray(ids))
 
 
-def test_minilm_hidden_states_match_transformers():
+@pytest.fixture(scope="module")
+def minilm():
+  """MiniLM's hidden states for the test sentences, computed once for the two references."""
   path = _minilm_dir()
-  torch, transformers = _reference()
   ids, vocab = tokenize.encode_texts(_sentences(), tokenizer=path, max_length=40)
-  assert vocab == 30522 and (ids[:, 0] == 101).all()  # [CLS] first
   m = models.create("bert", 5, pretrained=path)
-  assert models.describe(m, (1, 8), jnp.int32)["depth"] == 6
-  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
+  v = models.init_variables(m, jax.random.key(0), (1, 8), jnp.int32)  # the weights are the checkpoint's
   hidden, pooled = _encode(m, v, ids)
+  return dict(path=path, ids=ids, vocab=vocab, model=m, variables=v, hidden=hidden, pooled=pooled)
+
+
+def test_minilm_hidden_states_match_transformers(minilm):
+  path, ids, v, hidden, pooled = (minilm[k] for k in ("path", "ids", "variables", "hidden", "pooled"))
+  torch, transformers = _reference()
+  assert minilm["vocab"] == 30522 and (ids[:, 0] == 101).all()  # [CLS] first
+  assert models.describe(minilm["model"], (1, 8), jnp.int32)["depth"] == 6
   ref = transformers.AutoModel.from_pretrained(path).eval()
   with torch.no_grad():
     out = ref(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(ids != 0, dtype=torch.long))
@@ -74,7 +83,7 @@ def test_minilm_hidden_states_match_transformers():
   assert np.abs(out.last_hidden_state.numpy()).max() > 1.0  # the comparison is not of near-zeros
   # the same weights with mean pooling: the sentence embedding of sentence-transformers, normalized
   mean = models.create("bert", 5, pretrained=path, pooling="mean")
-  _, emb = mean.apply(v, jnp.asarray(ids))
+  _, emb = jax.jit(mean.apply)(v, jnp.asarray(ids))
   mask = (ids != 0)[..., None]
   want = (out.last_hidden_state.numpy() * mask).sum(1) / mask.sum(1)
   np.testing.assert_allclose(emb, want, atol=1e-4)
@@ -112,13 +121,9 @@ def _numpy_bert(state, config, ids):
   return x
 
 
-def test_minilm_matches_a_float64_numpy_forward():
+def test_minilm_matches_a_float64_numpy_forward(minilm):
   """A second, independent reference that needs neither torch nor transformers."""
-  path = _minilm_dir()
-  ids, _ = tokenize.encode_texts(_sentences(), tokenizer=path, max_length=40)
-  m = models.create("bert", 5, pretrained=path)
-  v = models.init_variables(m, jax.random.key(0), ids.shape, jnp.int32)
-  hidden, _ = _encode(m, v, ids)
+  path, ids, hidden = minilm["path"], minilm["ids"], minilm["hidden"]
   want = _numpy_bert(hf_checkpoint.read_state_dict(path), hf_checkpoint.read_config(path), ids)
   real = ids != 0
   diff = np.abs(np.asarray(hidden, np.float64) - want)[real]
@@ -253,7 +258,7 @@ def test_pretrained_minilm_through_the_loop(tmp_path):
   c = tiny_config(**{"data.source": "csv", "data.path": str(tmp_path / "three.csv"), "data.test_size": 30,
                      "data.tokenizer": path, "data.max_length": 24, "model.name": "bert",
                      "train.optimizer": "adam", "train.lr_schedule": "0:0.0003", "train.weight_decay": 0.0,
-                     "train.epochs": 2, "train.epoch_size": 64, "train.batch_size": 16, "train.steps_per_call": 1})
+                     "train.epochs": 1, "train.epoch_size": 32, "train.batch_size": 8, "train.steps_per_call": 1})
   c.model.options = type(c.model.options)(dict(pretrained=path))
   c.al.num_rounds = 1
   history = loop.run(c, tmp_path / "run")

@@ -20,24 +20,31 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", False)
 
 
+def init_jitted(model, key, shape):
+  """`models.init_variables` as one compiled program: run eagerly, a deep net's init dispatches
+  hundreds of ops one by one and took over a minute on the shared test machine."""
+  return jax.jit(lambda k: models.init_variables(model, k, shape))(key)
+
+
 def check_mc_dropout(model, variables, xs):
   """Dropout is on with `mc_dropout=True` (keys differ) and BatchNorm stays in inference mode."""
-  a, _ = model.apply(variables, xs, mc_dropout=True, rngs={"dropout": jax.random.key(1)})
-  b, _ = model.apply(variables, xs, mc_dropout=True, rngs={"dropout": jax.random.key(2)})
+  mc_apply = jax.jit(lambda v, x, k: model.apply(v, x, mc_dropout=True, rngs={"dropout": k})[0])
+  a, b = mc_apply(variables, xs, jax.random.key(1)), mc_apply(variables, xs, jax.random.key(2))
   assert not np.allclose(a, b)
-  e_all = model.apply(variables, xs)[1]
-  e_one = model.apply(variables, xs[:1])[1]
+  embed = jax.jit(lambda v, x: model.apply(v, x)[1])
+  e_all = embed(variables, xs)
+  e_one = embed(variables, xs[:1])
   np.testing.assert_allclose(e_one[0], e_all[0], rtol=1e-4, atol=1e-5)
 
 
-def train_a_few_steps(name, options, shape, steps_per_call=2):
+def train_a_few_steps(name, options, shape, steps_per_call=1):
   """Trains `name` on 64 random images through the trainer; checks params and BN statistics moved.
 
   Args:
-    name: registered model name.
+    name: registered model name, or "module:attr" naming a backbone factory.
     options: backbone options (narrow widths).
     shape: one image's `(H, W, C)`.
-    steps_per_call: SGD steps per compiled block (1 halves the compile time of deep nets).
+    steps_per_call: SGD steps per compiled block (the block is unrolled: 1 compiles fastest).
   """
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (64,) + shape, dtype=np.uint8)

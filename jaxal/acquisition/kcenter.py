@@ -25,7 +25,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     labeled_mask: `(n,)` bool, the initial centers.
     budget: number of points to pick (at most the number of unlabeled points).
     block: labeled centers per block in the initial nearest-center pass (default: 256,
-      fewer above n = 131,072 so that each `(n, block)` temporary stays within 128 MB).
+      fewer above n = 32,768 so that each `(n, block)` temporary stays within 32 MB, at least 16).
     storage_dtype: dtype the embeddings are stored and read in (float32 or bfloat16).
     mesh: optional device mesh (Auto or Explicit axes: the same picks, see
       `parallel.as_auto_mesh`); the rows are then split over its `data` axis (padded to a
@@ -64,7 +64,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
   row_mesh = global_arrays.row_mesh(embeddings)
   n = labeled_mask.size if row_mesh is not None else np.shape(embeddings)[0]
   if block is None:
-    block = int(min(256, max(16, 2**25 // max(n, 1))))
+    block = int(min(256, max(16, 2**23 // max(n, 1))))
   valid = np.ones(n, bool)
   guard_cap = 0
   if row_mesh is not None:  # rows already split over a mesh (e.g. a share per process): used in place

@@ -128,6 +128,21 @@ def _resolve_batch(rows_data, labeled, m, exact, rows):
   return m.at[rows].set(resolved, mode="drop"), exact.at[rows].set(True, mode="drop")
 
 
+def _resolve_pieces(rows_data, labeled, m, exact, rows, piece: int = 2048):
+  """`_resolve_batch` of `rows`, `piece` rows at a time (each row is resolved on its own, so
+  the same entries), so that its `(rows, _RESOLVE_BLOCK)` temporaries stay within 8 MB: the
+  pruned kernel resolves `budget` rows at its start (82 MB at once for 10k rows)."""
+  n, count = m.shape[0], rows.shape[0]
+  piece = min(piece, count)
+  pieces = -(-count // piece)
+  rows = jnp.concatenate([rows, jnp.full((pieces * piece - count,), n, jnp.int32)])  # padding: row n, dropped
+
+  def body(p, state):
+    return _resolve_batch(rows_data, labeled, *state, jax.lax.dynamic_slice(rows, (p * piece,), (piece,)))
+
+  return jax.lax.fori_loop(0, pieces, body, (m, exact))
+
+
 def _settle(rows_data, labeled, m, exact, k: int, batch: int = 256):
   """Entries whose `k` largest are all exact (before each greedy step): while some of them
   is not, the rows among the `batch` largest get resolved. The rest may stay upper bounds:

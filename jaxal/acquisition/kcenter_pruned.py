@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from jaxal.acquisition.kcenter_dense import _greedy_dense, _guard, _update_many
 from jaxal.acquisition.kcenter_init import (_argmin_packed, _block, _from_mean, _num_blocks, _prepare, _resolve,
-                                            _resolve_batch, _settle, _start_state)
+                                            _resolve_pieces, _settle, _start_state)
 from jaxal.acquisition.kcenter_pairs import _pairs_update
 
 _REL = 1e-3
@@ -148,11 +148,11 @@ def _kcenter_pruned(x, labeled_mask, valid, budget: int, block: int, cap: int, p
 
   def lazy():
     # Only the rows that reach the top need their exact entry: resolve the `budget` largest
-    # upper bounds in one batch (one large GEMM; every pick needs it), the others as they
-    # come up (`settle`).
+    # upper bounds before the loop (every pick needs it; a piece at a time, GEMMs of 2048
+    # rows), the others as they come up (`settle`).
     m, exact = _start_state(data, labeled, labeled_mask, valid, block,
                             functools.partial(_projected_guess, w, wsq, block=_guess_block(n)))
-    return _resolve_batch(data, labeled, m, exact, jax.lax.top_k(m, min(n, budget))[1].astype(jnp.int32))
+    return _resolve_pieces(data, labeled, m, exact, jax.lax.top_k(m, min(n, budget))[1].astype(jnp.int32))
 
   # The projected guess is poor where the screen is (isotropic data): the GEMM's instead.
   plain = lambda: _start_state(data, labeled, labeled_mask, valid, block)

@@ -9,7 +9,6 @@ import dataclasses
 from etils import epath
 
 from jaxal import paths
-from jaxal import report
 from jaxal import tensorboard
 from jaxal.checkpoint import run_files
 
@@ -42,4 +41,5 @@ class RoundOutputs:
     if self.tensorboard:
       tensorboard.log_round(self.workdir, history[-1])
     if self.plot:
+      from jaxal import report  # pylint: disable=import-outside-toplevel  (matplotlib: 24 MB resident, when plotting)
       report.plot_learning_curve(history, self.workdir / "curves.png", title=self.title)
