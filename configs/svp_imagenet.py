@@ -23,9 +23,10 @@ Data: TFDS `imagenet2012` (1,281,167 training and 50,000 validation images), pre
 the ILSVRC-2012 tars are (`tfds build imagenet2012 --file_format=array_record --data_dir=DIR`,
 the tars in `DIR/downloads/manual`; see docs/large_pools.md), read with `--config.data.data_dir=DIR`.
 The pool is streamed (`data.pool_storage = "stream"`): about 190 GB of inputs at 224x224 never fit
-one host. TFDS decodes imagenet2012 at each image's own size; a run needs one input shape, so
-until the tfds source can resize, use the fixed-size downsampled variant
-`--config.data.name=imagenet_resized/64x64` (same splits and classes).
+one host. TFDS decodes imagenet2012 at each image's own size; `data.image_size = (224, 224)`
+resizes each one as it is read (no crop: the whole image, its aspect ratio changed). The
+downsampled variant reads faster: `--config.data.name=imagenet_resized/64x64
+--config.data.image_size="(64, 64)"` (same splits and classes).
 """
 
 import ml_collections
@@ -52,6 +53,7 @@ def get_config(arg: str = "resnet18"):
   c.data.test_split = "validation"
   c.data.normalization = "per_channel"
   c.data.pool_storage = "stream"
+  c.data.image_size = (224, 224)  # imagenet2012's images each have their own size
   resnet = lambda: ml_collections.ConfigDict(dict(stem="imagenet", width=64))
   c.model.name = "resnet18" if proxy == "resnet18" else "resnet50"
   c.model.options = resnet()

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from jaxal import compiles
 from jaxal import parallel
 from jaxal import progress
 from jaxal import runtime as runtime_lib
@@ -288,6 +289,7 @@ class Predictor:
         start = j * self.chunk_size
         if out is None:
           out = _rows_buffer(part, self.num_points)
+          compiles.release_host_memory()  # what compiling the chunk's program left (compiles.py)
         else:  # the offset put explicitly (a round runs under jax.transfer_guard("disallow"))
           out = _write_rows(out, part, jax.device_put(np.int32(start), sharding),
                             min(self.chunk_size, self.num_points - start))

@@ -18,6 +18,7 @@ there with `on_auto_mesh`. Inside `jax.set_mesh` of an Explicit mesh jaxal does 
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -94,6 +95,34 @@ def on_auto_mesh(tree):
 
 def num_devices(mesh: Mesh | None) -> int:
   return 1 if mesh is None else mesh.size
+
+
+def row_shards(x, mesh: Mesh | None) -> int:
+  """Into how many equal shares `x`'s rows split over `mesh`'s `data` axis (1 without a mesh,
+  or when they do not split evenly): kernels that pass a share at a time keep rows local."""
+  shards = 1 if mesh is None else int(dict(mesh.shape).get(DATA_AXIS, 1))
+  return shards if x.shape[0] % shards == 0 else 1
+
+
+def take_rows(arrays: tuple, j, mesh: Mesh | None = None) -> tuple:
+  """Row `j` of each array (inside jit), for arrays whose rows are split in equal shares over
+  `mesh`'s `data` axis: the owner's row bits, the others' zeros, summed as integers over the
+  axis, so the row crosses devices and nothing else (XLA's partitioner gathers a whole
+  sharded array onto every device for a dynamic index). Bit-exact, -0.0 included."""
+  if mesh is None:
+    return tuple(x[j] for x in arrays)
+
+  def local(j, *shares):
+    per = shares[0].shape[0]
+    start = jax.lax.axis_index(DATA_AXIS) * per
+    mine, at = (j >= start) & (j < start + per), jnp.clip(j - start, 0, per - 1)
+    bits = [jax.lax.bitcast_convert_type(share[at], jnp.int32) for share in shares]
+    return tuple(jax.lax.bitcast_convert_type(jax.lax.psum(jnp.where(mine, b, 0), DATA_AXIS), share.dtype)
+                 for b, share in zip(bits, shares))
+
+  # check_vma off: a psum's result is the same on every shard.
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(),) + (P(DATA_AXIS),) * len(arrays),
+                       out_specs=(P(),) * len(arrays), check_vma=False)(j, *arrays)
 
 
 def replicated(mesh: Mesh | None):

@@ -120,3 +120,30 @@ def run_on_host_devices(target: str, devices: int = 8) -> str:
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
   return out.stdout
+
+
+def run_killed_after(monkeypatch, config, workdir, rounds: int, *, torn_line: str = "", after_write: bool = False):
+  """`loop.run(config, workdir)` killed (KeyboardInterrupt) once `rounds` rounds are checkpointed:
+  before that round's rounds.jsonl line is written (leaving `torn_line` appended, as a kill
+  mid-write can), or just after it with `after_write`. The real writer is back afterwards."""
+  from jaxal import loop  # pylint: disable=import-outside-toplevel
+  from jaxal.checkpoint import run_files  # pylint: disable=import-outside-toplevel
+  real_write = run_files.write_rounds
+
+  def killing_write(wd, history):
+    if after_write:
+      real_write(wd, history)
+    if len(history) == rounds:
+      if torn_line:
+        with open(pathlib.Path(wd) / "rounds.jsonl", "a", encoding="utf-8") as f:
+          f.write(torn_line)
+      raise KeyboardInterrupt("simulated kill")
+    if not after_write:
+      real_write(wd, history)
+
+  monkeypatch.setattr(run_files, "write_rounds", killing_write)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      loop.run(config, workdir)
+  finally:
+    monkeypatch.setattr(run_files, "write_rounds", real_write)

@@ -2,13 +2,12 @@
 very clustering its checkpoint holds, so it picks what an uninterrupted run picks."""
 
 import numpy as np
-import pytest
 
 from jaxal import checkpoint as checkpoint_lib
 from jaxal import loop
 from jaxal.acquisition import cluster_margin as cluster_margin_lib
 from jaxal.checkpoint import run_files
-from tests.conftest import tiny_config
+from tests.conftest import run_killed_after, tiny_config
 
 DETERMINISTIC = ("round", "num_labeled", "test_accuracy", "test_loss", "architecture", "num_params", "depth",
                  "epochs", "train_accuracy", "train_loss", "queried")
@@ -47,17 +46,8 @@ def test_clusters_once_and_a_resumed_run_reuses_the_saved_clustering(tmp_path, m
   assert set(ref_state) == {"cluster_margin"} and ref_state["cluster_margin"]["labels"].shape == (calls[0],)
 
   # Killed once round 0 is checkpointed (its jsonl line not yet written), then resumed.
-  crash_dir, real_write = tmp_path / "crash", run_files.write_rounds
-
-  def crashing_write(wd, hist):
-    if len(hist) == 1:
-      raise KeyboardInterrupt("simulated kill")
-    real_write(wd, hist)
-
-  monkeypatch.setattr(run_files, "write_rounds", crashing_write)
-  with pytest.raises(KeyboardInterrupt):
-    loop.run(_config(), crash_dir)
-  monkeypatch.setattr(run_files, "write_rounds", real_write)
+  crash_dir = tmp_path / "crash"
+  run_killed_after(monkeypatch, _config(), crash_dir, 1)
   del calls[:]
   resumed = loop.run(_config(), crash_dir)
   assert calls == []  # round 1 selected with the clustering from round 0's checkpoint

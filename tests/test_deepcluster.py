@@ -239,19 +239,9 @@ def test_loop_pretrains_once_and_starts_every_round_from_it(pretrained_run):
 
 def test_resume_does_not_redo_pretraining(pretrained_run, tmp_path, monkeypatch):
   from jaxal import loop
-  from jaxal.checkpoint import run_files
+  from tests.conftest import run_killed_after
   _, history, _ = pretrained_run
-  real_write = run_files.write_rounds
-
-  def crash_after_round_0(wd, hist):
-    real_write(wd, hist)
-    if len(hist) == 1:
-      raise KeyboardInterrupt("simulated kill")
-
-  monkeypatch.setattr(run_files, "write_rounds", crash_after_round_0)
-  with pytest.raises(KeyboardInterrupt):
-    loop.run(_loop_config(), tmp_path)
-  monkeypatch.setattr(run_files, "write_rounds", real_write)
+  run_killed_after(monkeypatch, _loop_config(), tmp_path, 1, after_write=True)
   assert (tmp_path / "pretrained.npz").exists()
 
   def no_pretraining(*args, **kwargs):

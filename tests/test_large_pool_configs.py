@@ -23,6 +23,7 @@ def test_proxies_and_target(arg, proxy, epochs, target, acquisition):
   config_lib.validate(c)
   assert (c.model.name, c.train.epochs, c.target.name, c.acquisition.name) == (proxy, epochs, target, acquisition)
   assert c.model.options.stem == "imagenet" and c.data.pool_storage == "stream"
+  assert tuple(c.data.image_size) == (224, 224)  # imagenet2012's images each have their own size
   if target:  # the target trains the full schedule whatever the proxy's
     assert (c.target.epochs, c.target.lr_schedule) == (90, "0:0.1,30:0.01,60:0.001,80:0.0001")
 

@@ -12,7 +12,7 @@ import pytest
 from jaxal import checkpoint as checkpoint_lib
 from jaxal import loop
 from jaxal.checkpoint import run_files
-from tests.conftest import tiny_config
+from tests.conftest import run_killed_after, tiny_config
 
 
 def _config(**overrides):
@@ -98,21 +98,8 @@ def test_different_config_is_refused_unless_forced(reference_run, tmp_path):
 def test_resume_after_a_crash_matches_uninterrupted(reference_run, tmp_path, monkeypatch):
   workdir, history = reference_run
   crash_dir = tmp_path / "crash"
-  calls = {"n": 0}
-  real_write = run_files.write_rounds
-
-  def crashing_write(wd, hist):
-    calls["n"] += 1
-    if len(hist) == 2:  # round 1 is checkpointed, its jsonl line not yet written
-      with open(wd / "rounds.jsonl", "a") as f:
-        f.write('{"round": 1, "trunc')  # a torn line, as a kill mid-write could leave
-      raise KeyboardInterrupt("simulated kill")
-    real_write(wd, hist)
-
-  monkeypatch.setattr(run_files, "write_rounds", crashing_write)
-  with pytest.raises(KeyboardInterrupt):
-    loop.run(_config(), crash_dir)
-  monkeypatch.setattr(run_files, "write_rounds", real_write)
+  # round 1 is checkpointed, its jsonl line torn, as a kill mid-write could leave it
+  run_killed_after(monkeypatch, _config(), crash_dir, 2, torn_line='{"round": 1, "trunc')
   resumed = loop.run(_config(), crash_dir)
   rows = run_files.read_rounds(crash_dir)
   assert len(rows) == 3

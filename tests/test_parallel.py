@@ -82,7 +82,37 @@ def _eight_devices_match_one():
                f1.state, jnp.asarray(x), chunk_size=64))]
   b8, b1 = (acquisition.acquire("badge", v, 20, jax.random.key(5)) for v in views)
   np.testing.assert_array_equal(b8, b1)
+  _split_rows_stay_split(mesh)
   print("OK")
+
+
+def _float_collectives(compiled_text: str) -> list[int]:
+  """Elements of each float array that a cross-device op of the compiled program returns."""
+  import re
+  sizes = []
+  for line in compiled_text.splitlines():
+    if re.search(r" (all-gather|all-reduce|all-to-all|collective-permute)(-start)?\(", line):
+      result = line.split("=", 1)[1].split(" all-")[0].split(" collective-")[0]
+      sizes += [int(np.prod([int(v) for v in dims.split(",") if v] or [1]))
+                for dims in re.findall(r"(?:f32|bf16|f16)\[([\d,]*)\]", result)]
+  return sizes
+
+
+def _split_rows_stay_split(mesh):
+  """k-center's and BADGE's programs over rows split across the mesh move only candidates and
+  single rows between devices, never a float array of n rows (XLA's partitioner gathers a
+  sharded array whole for a `top_k` or a dynamic row index, which each greedy step has)."""
+  import jax
+  from jaxal.acquisition import badge_seeding, kcenter_dense
+  n, sharded = 8 * 16384, parallel.batch_sharded(mesh)  # bad: n entries or n * 4 rows; the initial
+  x = jax.device_put(np.zeros((n, 4), np.float32), sharded)  # pass moves each share's nearest centers, 1024 rows at a time
+  mask, probs = (jax.device_put(np.zeros(n, bool), sharded), jax.device_put(np.zeros((n, 5), np.float32), sharded))
+  auto = parallel.as_auto_mesh(mesh)
+  programs = {"kcenter": kcenter_dense._kcenter.lower(x, mask, mask, 64, 16, 0, 32, auto),
+              "badge": badge_seeding._badge.lower(probs, x, mask, 64, jax.random.key(0), auto)}
+  for name, lowered in programs.items():
+    sizes = _float_collectives(lowered.compile().as_text())
+    assert sizes and max(sizes) < n // 2, (name, sorted(sizes)[-5:])
 
 
 def test_eight_devices_match_one():

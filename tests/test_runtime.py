@@ -161,24 +161,14 @@ def test_accelerator_policy_resumes_as_if_uninterrupted(tmp_path, monkeypatch):
   `config.json` records it, rounds after the first compile nothing, and a run killed after
   round 1 then resumed ends with the same records and labeled set as an uninterrupted one
   (which also shows that the same seed gives the same selections)."""
-  from tests.conftest import tiny_config  # pylint: disable=import-outside-toplevel
+  from tests.conftest import run_killed_after, tiny_config  # pylint: disable=import-outside-toplevel
   from jaxal import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel
   reference = loop.run(tiny_config(**ACCELERATOR_POLICY), tmp_path / "a")
   saved = json.loads((tmp_path / "a" / "config.json").read_text())["runtime"]
   assert saved == {k.split(".")[1]: v for k, v in ACCELERATOR_POLICY.items()}
   assert [r["compiles"] for r in reference[1:]] == [0] * (len(reference) - 1)
-  real_write = run_files.write_rounds
-
-  def crash_after_round_1(workdir, history):
-    if len(history) == 2:
-      raise KeyboardInterrupt("simulated kill")
-    real_write(workdir, history)
-
-  monkeypatch.setattr(run_files, "write_rounds", crash_after_round_1)
-  with pytest.raises(KeyboardInterrupt):
-    loop.run(tiny_config(**ACCELERATOR_POLICY), tmp_path / "b")
-  monkeypatch.setattr(run_files, "write_rounds", real_write)
+  run_killed_after(monkeypatch, tiny_config(**ACCELERATOR_POLICY), tmp_path / "b", 2)
   resumed = loop.run(tiny_config(**ACCELERATOR_POLICY), tmp_path / "b")
   keys = ("round", "num_labeled", "test_accuracy", "test_loss", "train_loss", "queried")
   assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in reference]

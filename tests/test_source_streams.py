@@ -99,6 +99,31 @@ def test_conversion_holds_a_chunk_not_the_dataset(sources, tmp_path, monkeypatch
                                                                    original.vocab_size)
 
 
+def test_tfds_images_of_their_own_sizes_are_resized_by_image_size_in_memory_and_in_place(tmp_path):
+  """ImageNet's images each have their own size (mock imagenet2012 too): `data.image_size`
+  resizes every one, the same in memory and read by index; left unset, the first image of
+  another size is named, before any compute."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  data = {"data.source": "tfds", "data.name": "imagenet2012", "data.test_split": "validation",
+          "data.image_size": (12, 10)}
+  memory, streamed = tiny_config(**data), tiny_config(**data, **{"data.pool_storage": "stream"})
+  with tfds.testing.mock_data(num_examples=9):
+    raw = tfds.data_source("imagenet2012", split="train", download=False)
+    raw_shapes = {np.asarray(raw[i]["image"]).shape[:2] for i in range(9)}
+    want = np.stack([np.asarray(Image.fromarray(np.asarray(raw[i]["image"])).resize((10, 12))) for i in range(9)])
+    a, b = loop.load_data(memory), loop.load_data(streamed, workdir=tmp_path / "unused")
+    assert len(raw_shapes) > 1 and a.pool.inputs.shape == (9, 12, 10, 3)  # h = 12, w = 10
+    order = [int(i.rsplit("/", 1)[1]) for i in a.pool.ids]  # ids "imagenet2012/train/INDEX" (pool order)
+    np.testing.assert_array_equal(a.pool.inputs, want[order])
+    rows = np.array([8, 0, 3])
+    np.testing.assert_array_equal(b.pool_inputs.read(rows), a.pool.inputs[rows])
+    assert a.dataset.test.inputs.shape[1:] == (12, 10, 3)
+    for config in (memory, streamed):
+      config.data.image_size = (0,)
+      with pytest.raises(datasets.DataError, match=r"data.image_size: TFDS imagenet2012/(train|validation) record \d+ is \("):
+        loop.load_data(config, workdir=tmp_path / "unused")
+
+
 def test_tfds_images_are_read_in_place_with_the_picks_of_memory(tmp_path):
   """`tfds.data_source` by index (mock_data serves real ArrayRecord files): no conversion, the same
   normalization, fingerprint, rows and picks as the in-memory pool."""

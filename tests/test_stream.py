@@ -43,11 +43,15 @@ def _picks(workdir) -> list[list[int]]:
     ckpts.close()
 
 
-def _assert_same_run(a, b):
+def _assert_same_run(a, b, loss_rtol: float = 0.0):
+  """Same picks and deterministic fields; losses within `loss_rtol` (0: bit for bit)."""
   rows_a, rows_b = run_files.read_rounds(a), run_files.read_rounds(b)
   assert len(rows_a) == len(rows_b) >= 2
+  exact = [k for k in DETERMINISTIC if not (loss_rtol and k.endswith("_loss"))]
   for row_a, row_b in zip(rows_a, rows_b):
-    assert {k: row_a[k] for k in DETERMINISTIC} == {k: row_b[k] for k in DETERMINISTIC}
+    assert {k: row_a[k] for k in exact} == {k: row_b[k] for k in exact}
+    for k in set(DETERMINISTIC) - set(exact):
+      assert row_a[k] == pytest.approx(row_b[k], rel=loss_rtol), k
   picks_a, picks_b = _picks(a), _picks(b)
   assert len(picks_a) >= 2 and picks_a == picks_b
 
@@ -190,17 +194,20 @@ MULTI = ["--config=configs/digits_demo.py", "--config.model.options.stacks=1", "
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("acquisition", ["least_confidence", "coreset"])
-def test_two_streaming_processes_match_one_process_of_two_devices(tmp_path, acquisition):
-  """Each process reads and scores its own half of every chunk; the picks are one process's."""
+@pytest.mark.parametrize("processes,acquisition", [(2, "least_confidence"), (2, "coreset"), (4, "least_confidence")])
+def test_streaming_processes_match_one_process_of_as_many_devices(tmp_path, processes, acquisition):
+  """Each process reads and scores its own share of every chunk; the picks are one process's."""
   flags = [*MULTI, f"--config.acquisition.name={acquisition}"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "2", f"--workdir={tmp_path / 'multi'}", *flags,
-                          "--config.data.pool_storage=stream"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=500)
+  multi = subprocess.run(["bash", "launch/local_multiprocess.sh", str(processes), f"--workdir={tmp_path / 'multi'}",
+                          *flags, "--config.data.pool_storage=stream"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
   assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
   single = subprocess.run([sys.executable, "-m", "jaxal.main", f"--workdir={tmp_path / 'single'}", *flags], cwd=ROOT,
-                          env=dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=2"), capture_output=True,
-                          text=True, timeout=400)
+                          env=dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={processes}"),
+                          capture_output=True, text=True, timeout=400)
   assert single.returncode == 0, single.stderr[-3000:]
-  _assert_same_run(tmp_path / "single", tmp_path / "multi")
+  # Over 4 devices the gradients' all-reduce adds in another order across processes (Gloo)
+  # than within one, so the weights, and the losses, differ in their last float32 bits; picks
+  # and accuracies still agree. Two terms add the same in any order: N = 2 is bit for bit.
+  _assert_same_run(tmp_path / "single", tmp_path / "multi", loss_rtol=0.0 if processes == 2 else 1e-6)

@@ -34,11 +34,12 @@ def gradient_factors(probs):
   return probs - jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=probs.dtype)
 
 
-def factorized_sq_dist(a, h, na, nh, j, aa=None):
+def factorized_sq_dist(a, h, na, nh, j, aa=None, row=None):
   """Squared distance from every gradient embedding to embedding `j`, clamped at 0 (`aa`:
-  `a @ a[j]` when already computed)."""
-  aa = a @ a[j] if aa is None else aa
-  d2 = na * nh + na[j] * nh[j] - 2.0 * aa * (h @ h[j])
+  `a @ a[j]` when already computed; `row`: `(a[j], h[j], na[j], nh[j])` when already read)."""
+  a_j, h_j, na_j, nh_j = (a[j], h[j], na[j], nh[j]) if row is None else row
+  aa = a @ a_j if aa is None else aa
+  d2 = na * nh + na_j * nh_j - 2.0 * aa * (h @ h_j)
   return jnp.maximum(d2, 0.0)
 
 
@@ -53,15 +54,18 @@ def _first_max(score):
   return jnp.min(jnp.where(score == jnp.max(score), rows, score.shape[0]))
 
 
-@functools.partial(jax.jit, static_argnames=("budget",))
-def _badge(probs, embeddings, candidates, budget: int, key):
+@functools.partial(jax.jit, static_argnames=("budget", "mesh"))
+def _badge(probs, embeddings, candidates, budget: int, key, mesh=None):
+  """The seeding loop; `mesh`: the rows are split over its `data` axis, and each new center's
+  row is read from its owner (`parallel.take_rows`), so that no device gathers all rows."""
   a = gradient_factors(probs)
   h = jnp.asarray(embeddings, jnp.float32)
   n = h.shape[0]
   na, nh = jnp.sum(a * a, axis=1), jnp.sum(h * h, axis=1)
   first = _first_max(jnp.where(candidates, na * nh, -jnp.inf))
   chosen = jnp.zeros_like(candidates).at[first].set(True)
-  d2 = factorized_sq_dist(a, h, na, nh, first)
+  take = lambda j: parallel.take_rows((a, h, na, nh), j, mesh)
+  d2 = factorized_sq_dist(a, h, na, nh, first, row=take(first))
   picks = jnp.zeros((budget,), jnp.int32).at[0].set(first)
   blocks = -(-(budget - 1) // _NOISE_BLOCK)
   keys = jax.random.split(key, budget)
@@ -83,14 +87,14 @@ def _badge(probs, embeddings, candidates, budget: int, key):
       top = jnp.max(score)
       j = jax.lax.cond(top > 0, lambda: jnp.min(jnp.where(score == top, jnp.arange(n, dtype=jnp.int32), n)),
                        lambda: _first_max(jnp.where(open_, 1.0 / exp_noise[t], -1.0)))
-      aa = None
+      aa, row = None, take(j)
       if a.shape[1] <= _UNROLL_CLASSES:
         # <a_i, a_j> as C fused multiply-adds over the columns (a K=C dot was a separate,
         # slower op).
-        aa = a_t[0] * a[j, 0]
+        aa = a_t[0] * row[0][0]
         for c in range(1, a.shape[1]):
-          aa = aa + a_t[c] * a[j, c]
-      new = factorized_sq_dist(a, h, na, nh, j, aa)
+          aa = aa + a_t[c] * row[0][c]
+      new = factorized_sq_dist(a, h, na, nh, j, aa, row)
       return jnp.minimum(d2, new), chosen.at[j].set(True), picks.at[1 + b * _NOISE_BLOCK + t].set(j)
 
     return jax.lax.fori_loop(0, jnp.minimum(_NOISE_BLOCK, budget - 1 - b * _NOISE_BLOCK), step, carry)
@@ -132,4 +136,6 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
     pad = -probs.shape[0] % mesh.size
     padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
     arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))
-  return np.asarray(global_arrays.fetch(_badge(*arrays, int(budget), key)))
+  split = parallel.as_auto_mesh(row_mesh or mesh)
+  split = split if parallel.row_shards(arrays[1], split) > 1 else None
+  return np.asarray(global_arrays.fetch(_badge(*arrays, int(budget), key, split)))

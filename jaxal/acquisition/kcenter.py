@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxal import global_arrays, parallel
+from jaxal import compiles, global_arrays, parallel
 from jaxal.acquisition.kcenter_dense import _guard_cap, _kcenter
 from jaxal.acquisition.kcenter_pruned import _kcenter_pruned
 
@@ -82,13 +82,17 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
     x, (labeled_mask, valid) = parallel.to_device(embeddings, storage_dtype), jax.device_put((labeled_mask, valid))
     guard_cap = _guard_cap(n) if x.dtype == jnp.float32 else 0
     if prune:
-      picks, read, screened, steps = jax.device_get(_kcenter_pruned(
-          x, labeled_mask, valid, int(budget), int(block), max(1, int(dense_fraction * n * lookahead)),
-          max(1, min(int(proj), x.shape[1])), guard_cap=guard_cap, probes=min(int(probes), n),
-          probe_fraction=float(dense_fraction), lookahead=int(lookahead)))
+      call = ((x, labeled_mask, valid, int(budget), int(block), max(1, int(dense_fraction * n * lookahead)),
+               max(1, min(int(proj), x.shape[1]))),
+              dict(guard_cap=guard_cap, probes=min(int(probes), n), probe_fraction=float(dense_fraction),
+                   lookahead=int(lookahead)))
+      compiles.compile_ahead(_kcenter_pruned, *call[0], **call[1])
+      picks, read, screened, steps = jax.device_get(_kcenter_pruned(*call[0], **call[1]))
       stats = {"fraction_read": float(read), "screened": bool(screened), "steps": int(steps)}
       return (np.asarray(picks), stats) if with_stats else np.asarray(picks)
-  picks, steps = global_arrays.fetch(_kcenter(x, labeled_mask, valid, int(budget), int(block), guard_cap,
-                                               int(lookahead)))
+  call = (x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead),
+          parallel.as_auto_mesh(row_mesh or mesh))
+  compiles.compile_ahead(_kcenter, *call)
+  picks, steps = global_arrays.fetch(_kcenter(*call))
   picks = np.asarray(picks)
   return (picks, {"fraction_read": 1.0, "steps": int(steps)}) if with_stats else picks

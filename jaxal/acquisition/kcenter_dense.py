@@ -33,9 +33,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxal import parallel
 from jaxal.acquisition.kcenter_init import _prepare, _settle, _start_state
 from jaxal.acquisition.kcenter_pairs import _pairs_update
-from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2, _top_k
 
 
 def _dense_min(xs, xc, count, m):
@@ -98,7 +99,7 @@ def _update_many(xs, m, pos, xc, active, first, guard=None):
   return jax.lax.cond(first, first_pass, lambda m: _guarded_update(xs, sq, norm, pos, xc, active, m, cap), m)
 
 
-def _lookahead(xs, m, k: int, remaining):
+def _lookahead(xs, m, k: int, remaining, mesh=None):
   """The greedy's next picks among the `k` largest entries: `(pos, count, xc)`, the first
   `count` of `pos` in pick order, with their float32 rows (`xc`).
 
@@ -110,8 +111,8 @@ def _lookahead(xs, m, k: int, remaining):
   so an outside row tied with `vals[-1]` has a higher index than `pos[-1]`). The replay
   goes in rounds: each takes the leading run, in (entry desc, index asc) order, of
   candidates no earlier one in the run comes closer to (their entries are then unchanged by
-  the run's picks). The count is >= 1 when `remaining` >= 1."""
-  vals, pos = jax.lax.top_k(m, k)
+  the run's picks). The count is >= 1 when `remaining` >= 1. `mesh`: see `kcenter_rows._top_k`."""
+  vals, pos = _top_k(m, k, mesh)
   rows = xs[pos]
   xc = _load(rows)
   d2 = _row_d2(rows[:, None, :], xc[None, :, :])  # d2[j, l]: candidate j to candidate l
@@ -143,7 +144,7 @@ def _lookahead(xs, m, k: int, remaining):
 
 
 def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 32, update=None,
-                  settle=None, exact=None):
+                  settle=None, exact=None, mesh=None):
   """`budget` farthest-first picks from the entries `min_d2`, the row reads they took, and
   the number of steps.
 
@@ -151,7 +152,8 @@ def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 
   order, as one pick per step, with one read of the rows for all of them. `update(m, pos,
   xc, active, first) -> (m, reads)` lowers the entries for the new centers (default: every
   row, `_update_many` with `guard`, see `_guard`). Where some entries are only upper bounds (not `exact`),
-  `settle(m, exact, k) -> (m, exact)` makes the `k` largest exact before each step."""
+  `settle(m, exact, k) -> (m, exact)` makes the `k` largest exact before each step. `mesh`:
+  the mesh whose `data` axis splits the rows in equal shares, or None (`kcenter_rows._top_k`)."""
   n = xs.shape[0]
   update = update or functools.partial(_update_many, xs, guard=guard)
   k = min(lookahead, n)
@@ -161,7 +163,7 @@ def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 
     if settle is not None:
       m, exact = settle(m, exact, k)
     first = jnp.logical_and(done == 0, jnp.logical_not(any_labeled))
-    pos, count, xc = _lookahead(xs, m, k, budget - done)
+    pos, count, xc = _lookahead(xs, m, k, budget - done, mesh)
     count = jnp.where(first, 1, count)
     active = jnp.arange(k) < count
     m, step_reads = update(m, pos, xc, active, first)
@@ -175,11 +177,16 @@ def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 
   return picks, reads, steps
 
 
-@functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap", "lookahead"))
-def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0, lookahead: int = 32):
+@functools.partial(jax.jit, static_argnames=("budget", "block", "guard_cap", "lookahead", "mesh"))
+def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0, lookahead: int = 32, mesh=None):
+  """The plain kernel. With `mesh` (rows split in equal shares over its `data` axis), every
+  row-wise pass stays on its rows' device: only each share's top candidates, the new
+  centers' rows and a few per-row vectors (the labeled index) cross devices."""
+  shards = parallel.row_shards(x, mesh)
+  mesh = mesh if shards > 1 else None
   data, labeled = _prepare(x, labeled_mask, block)
-  min_d2, exact = _start_state(data, labeled, labeled_mask, valid, block)
-  settle = functools.partial(_settle, data, labeled)
+  min_d2, exact = _start_state(data, labeled, labeled_mask, valid, block, shards=shards)
+  settle = functools.partial(_settle, data, labeled, mesh=mesh)
   picks, _, steps = _greedy_dense(data[0], min_d2, labeled[1] > 0, budget, _guard(data, guard_cap), lookahead,
-                                  settle=settle, exact=exact)
+                                  settle=settle, exact=exact, mesh=mesh)
   return picks, steps

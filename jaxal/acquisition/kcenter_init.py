@@ -22,7 +22,7 @@ kernel bit for bit. Three parts:
 import jax
 import jax.numpy as jnp
 
-from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored, _top_k
 
 
 # Labeled centers per block in `_resolve` (a few hundred rows at a time, so a larger block
@@ -143,35 +143,42 @@ def _resolve_pieces(rows_data, labeled, m, exact, rows, piece: int = 2048):
   return jax.lax.fori_loop(0, pieces, body, (m, exact))
 
 
-def _settle(rows_data, labeled, m, exact, k: int, batch: int = 256):
+def _settle(rows_data, labeled, m, exact, k: int, batch: int = 256, mesh=None):
   """Entries whose `k` largest are all exact (before each greedy step): while some of them
   is not, the rows among the `batch` largest get resolved. The rest may stay upper bounds:
-  they are at or below the `k`-th value, and their exact entries are lower."""
+  they are at or below the `k`-th value, and their exact entries are lower. `mesh`: see
+  `kcenter_rows._top_k`."""
   batch = min(m.shape[0], max(k, batch))
 
   def pending(state):
     m, exact = state
-    return jnp.logical_not(jnp.all(exact[jax.lax.top_k(m, k)[1]]))
+    return jnp.logical_not(jnp.all(exact[_top_k(m, k, mesh)[1]]))
 
   def body(state):
     m, exact = state
-    return _resolve_batch(rows_data, labeled, m, exact, jax.lax.top_k(m, batch)[1].astype(jnp.int32))
+    return _resolve_batch(rows_data, labeled, m, exact, _top_k(m, batch, mesh)[1].astype(jnp.int32))
 
   return jax.lax.while_loop(pending, body, (m, exact))
 
 
-def _row_d2_to(xs, xf, center, chunk: int = 1024):
+def _row_d2_to(xs, xf, center, chunk: int = 1024, shards: int = 1):
   """`_row_d2(xs, xf[center])`, a block of rows at a time (the gathered centers would
-  otherwise double the input's memory)."""
-  n = xs.shape[0]
-  rows = min(chunk, n)
+  otherwise double the input's memory). With `shards` equal shares of rows (over a mesh's
+  `data` axis), every share takes its own block of rows at once, so that no device reads
+  another's rows (a slice across shares would gather the whole input on each device)."""
+  n, d = xs.shape
+  per = n // shards
+  rows = min(chunk, per)
+  xs3, center2 = xs.reshape(shards, per, d), center.reshape(shards, per)
 
   def body(b, u):
-    start = jnp.minimum(b * rows, n - rows)  # the last block overlaps: same values rewritten
-    block = jax.lax.dynamic_slice(xs, (start, 0), (rows, xs.shape[1]))
-    return jax.lax.dynamic_update_slice(u, _row_d2(block, xf[jax.lax.dynamic_slice(center, (start,), (rows,))]), (start,))
+    start = jnp.minimum(b * rows, per - rows)  # the last block overlaps: same values rewritten
+    block = jax.lax.dynamic_slice(xs3, (0, start, 0), (shards, rows, d))
+    centers = xf[jax.lax.dynamic_slice(center2, (0, start), (shards, rows))]
+    return jax.lax.dynamic_update_slice(u, _row_d2(block, centers), (0, start))
 
-  return jax.lax.fori_loop(0, (n + rows - 1) // rows, body, jnp.zeros((n,), jnp.float32))
+  u = jax.lax.fori_loop(0, (per + rows - 1) // rows, body, jnp.zeros((shards, per), jnp.float32))
+  return u.reshape(n)
 
 
 def _from_mean(xf, valid):
@@ -192,20 +199,21 @@ def _prepare(x, labeled_mask, block: int):
   return _rows_data(x), _labeled_index(labeled_mask, max(block, _RESOLVE_BLOCK))
 
 
-def _start_state(data, labeled, labeled_mask, valid, block: int, guess=None):
+def _start_state(data, labeled, labeled_mask, valid, block: int, guess=None, shards: int = 1):
   """The greedy loop's initial entries and which of them are exact. Labeled and padding
   rows get -inf (never picked); without labeled points every row gets its exact distance
   from the mean (an index-independent first pick). The other entries are each row's
   nearest-labeled distance, or an upper bound on it where not `exact`. `guess(labeled)`:
   each row's guessed nearest center and a lower bound on its distance to every other one
-  (default `_nearest_guess` with the GEMM's bound)."""
+  (default `_nearest_guess` with the GEMM's bound). `shards`: the rows' equal shares over
+  devices (`_row_d2_to`)."""
   xs, xf, sq, norm = data
   n = xs.shape[0]
   if guess is None:
     bound = lambda cols: _expanded_lower_bound(xf, sq, norm, xf[cols], sq[cols], norm[cols])
     guess = lambda labeled: _nearest_guess(bound, labeled, block, n)
   center, second = guess(labeled)
-  u = _row_d2_to(xs, xf, center)
+  u = _row_d2_to(xs, xf, center, shards=shards)
   any_labeled = labeled[1] > 0
   m = jax.lax.cond(any_labeled, lambda: u, lambda: _from_mean(xf, valid))
   exact = (second >= u) | labeled_mask | jnp.logical_not(valid) | jnp.logical_not(any_labeled)

@@ -91,7 +91,7 @@ def _unreadable_tfds_message(builder, cfg, split_name: str, error: Exception) ->
 
 
 def load_tfds_split(cfg, split_of=None) -> tuple[Split, Split | None, list[str]]:
-  """The TFDS source in memory; `split_of(source, n, labels, ids, image_key, text_keys)` builds each
+  """The TFDS source in memory; `split_of(source, n, labels, ids, image_key, text_keys, split_name=)` builds each
   split instead (`source_streams`: inputs read by index), labels and ids read a record at a time."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   kwargs = {"data_dir": cfg.data_dir} if cfg.data_dir else {}
@@ -120,17 +120,42 @@ def load_tfds_split(cfg, split_of=None) -> tuple[Split, Split | None, list[str]]
                  else r["id"].decode())
     labels, ids = np.array(labels).reshape(-1), np.array(ids)
     if split_of:
-      return split_of(source, n, labels, ids, cfg.image_key, text_keys)
+      return split_of(source, n, labels, ids, cfg.image_key, text_keys, split_name=split_name)
     if text_keys:
       texts = [" ".join(_as_str(r[k]) for k in text_keys) for r in records]
       inputs = np.array(texts, dtype=object)
     else:
-      inputs = np.stack([np.asarray(r[cfg.image_key]) for r in records])
+      sized = tfds_image_sizer(cfg, split_name)
+      inputs = np.stack([sized(r[cfg.image_key], i) for i, r in enumerate(records)])
     return Split(inputs, labels, ids)
 
   train = read(cfg.train_split)
   test = read(cfg.test_split) if cfg.test_split else None
   return train, test, class_names
+
+
+def tfds_image_sizer(cfg, split_name: str):
+  """`(image, record index) -> uint8 (h, w, c)` at one size for the whole split: `data.image_size`
+  when set (PIL's resize, as the image_folder source does; ImageNet's images each have their own
+  size), else the first image's size, another size being a DataError naming the record."""
+  size = tuple(int(v) for v in cfg.image_size) if any(cfg.image_size) else None
+  first = []
+
+  def sized(image, index: int) -> np.ndarray:
+    image = np.asarray(image)
+    if size and image.shape[:2] != size:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      gray = image.ndim == 3 and image.shape[-1] == 1
+      image = np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(size[::-1]))
+      image = image[..., None] if gray else image
+    if not first:
+      first.append(image.shape)
+    elif image.shape != first[0]:
+      raise DataError(f"data.image_size: TFDS {cfg.name}/{split_name} record {index} is {image.shape[:2]}, record 0 "
+                      f"{first[0][:2]}; set data.image_size=H,W to resize every image")
+    return image
+
+  return sized
 
 
 def _largest(inputs) -> int:
@@ -167,7 +192,7 @@ _KEYS = ("x_key", "y_key", "test_x_key", "test_y_key")
 FIELDS_READ: dict[str, tuple[str, ...]] = {
     "digits": _IMAGES,
     "tfds": _IMAGES + _TEXTS + ("data_dir", "train_split", "test_split", "label_key", "image_key", "text_keys",
-                                "max_examples"),
+                                "max_examples", "image_size"),
     "idx": _IMAGES + _FILES + ("image_shape",),
     "npz": _IMAGES + _FILES + _KEYS + ("image_shape", "modality"),  # modality "text": token-id arrays
     "image_folder": _IMAGES + ("path", "test_path", "image_size"),

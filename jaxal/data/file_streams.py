@@ -3,6 +3,7 @@
 import array
 import collections
 import csv
+import functools
 
 import numpy as np
 
@@ -249,14 +250,16 @@ class TokenRows(Rows):
 
 
 class TfdsRows(Rows):
-  """`tfds.data_source` read by index (random access into its ArrayRecord files, no conversion)."""
+  """`tfds.data_source` read by index (random access into its ArrayRecord files, no conversion);
+  images at one size (`datasets.tfds_image_sizer`: `data.image_size`, or the first image's)."""
 
-  def __init__(self, source, key: str, text_keys=()):
+  def __init__(self, source, key: str, text_keys=(), sized=None):
     self.source, self.key, self.text_keys = source, key, tuple(text_keys)
+    self.sized = sized or (lambda image, index: np.asarray(image))
     if self.text_keys:
       self.dtype, self.shape = np.dtype(object), ()
     else:
-      first = np.asarray(source[0][key]) if len(source) else np.zeros((0, 0, 1), np.uint8)
+      first = self.sized(source[0][key], 0) if len(source) else np.zeros((0, 0, 1), np.uint8)
       self.dtype, self.shape = first.dtype, first.shape
 
   def decode(self, indices) -> np.ndarray:
@@ -265,16 +268,18 @@ class TfdsRows(Rows):
       out = np.empty(len(records), object)
       out[:] = [" ".join(datasets._as_str(r[k]) for k in self.text_keys) for r in records]  # pylint: disable=protected-access
       return out
-    return np.stack([np.asarray(r[self.key]) for r in records]) if records else np.empty((0,) + self.shape, self.dtype)
+    if not records:
+      return np.empty((0,) + self.shape, self.dtype)
+    return np.stack([self.sized(r[self.key], i) for i, r in zip(np.asarray(indices).tolist(), records)])
 
 
 def load_tfds(cfg):
   """The TFDS source read by index (`datasets.load_tfds_split`'s labels and ids, inputs lazy)."""
-  return datasets.load_tfds_split(cfg, split_of=_tfds_split)
+  return datasets.load_tfds_split(cfg, split_of=functools.partial(_tfds_split, cfg))
 
 
-def _tfds_split(source, n, labels, ids, image_key, text_keys) -> Split:
-  rows = TfdsRows(source, image_key, text_keys)
+def _tfds_split(cfg, source, n, labels, ids, image_key, text_keys, split_name="") -> Split:
+  rows = TfdsRows(source, image_key, text_keys, datasets.tfds_image_sizer(cfg, split_name))
   if not text_keys and rows.dtype != np.uint8:
     raise DataError(f"TFDS feature {image_key!r} holds {rows.dtype}; the streamed pool reads uint8 images")
   return Split(lazy(rows, n), labels, ids)
