@@ -104,6 +104,9 @@ def row_shards(x, mesh: Mesh | None) -> int:
   return shards if x.shape[0] % shards == 0 else 1
 
 
+_SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32}  # take_rows' arrays: 16- or 32-bit items
+
+
 def take_rows(arrays: tuple, j, mesh: Mesh | None = None) -> tuple:
   """Row `j` of each array (inside jit), for arrays whose rows are split in equal shares over
   `mesh`'s `data` axis: the owner's row bits, the others' zeros, summed as integers over the
@@ -116,7 +119,7 @@ def take_rows(arrays: tuple, j, mesh: Mesh | None = None) -> tuple:
     per = shares[0].shape[0]
     start = jax.lax.axis_index(DATA_AXIS) * per
     mine, at = (j >= start) & (j < start + per), jnp.clip(j - start, 0, per - 1)
-    bits = [jax.lax.bitcast_convert_type(share[at], jnp.int32) for share in shares]
+    bits = [jax.lax.bitcast_convert_type(share[at], _SAME_WIDTH_INT[share.dtype.itemsize]) for share in shares]
     return tuple(jax.lax.bitcast_convert_type(jax.lax.psum(jnp.where(mine, b, 0), DATA_AXIS), share.dtype)
                  for b, share in zip(bits, shares))
 

@@ -102,8 +102,8 @@ def test_kcenter_is_permutation_equivariant_and_bf16_close():
 
 # ----------------------------------------------------------------------------- pruned kernel
 
-# dense_fraction 2.0 never falls back to the plain update; 0.0 always does; 0.3 is the default.
-PRUNE_SETTINGS = [dict(dense_fraction=2.0, lookahead=16), dict(dense_fraction=0.3, lookahead=4),
+# dense_fraction 2.0 never falls back to the plain update; 0.0 always does; 0.05 is the default.
+PRUNE_SETTINGS = [dict(dense_fraction=2.0, lookahead=16), dict(dense_fraction=0.05, lookahead=4),
                   dict(dense_fraction=0.0, lookahead=1)]
 
 
@@ -142,6 +142,23 @@ def test_pruned_equals_plain_kernel_on_floats(kind):
     np.testing.assert_array_equal(got, plain, err_msg=str(settings))
     if kind == "clustered" and settings["dense_fraction"] > 1:
       assert stats["fraction_read"] < 0.5  # pairs really were skipped
+
+
+def test_steps_where_many_pairs_pass_the_screen_take_the_plain_update():
+  """On 32-d Gaussians the projected screen passes over a third of the pairs, and reading
+  those one gather at a time cost 35x the plain update (NOTES §12): by default every such
+  step takes the plain update instead (all rows read), with the same picks."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((3000, 32), np.float32)
+  labeled = np.zeros(3000, bool)
+  labeled[rng.choice(3000, 60, replace=False)] = True
+  plain = acquisition.kcenter_greedy(x, labeled, 150)
+  sparse, sparse_stats = acquisition.kcenter_greedy(x, labeled, 150, prune=True, dense_fraction=2.0, with_stats=True)
+  default, default_stats = acquisition.kcenter_greedy(x, labeled, 150, prune=True, with_stats=True)
+  assert sparse_stats["screened"] and 0.2 < sparse_stats["fraction_read"] < 0.9  # many pairs pass, not all
+  assert default_stats["screened"] and default_stats["fraction_read"] == pytest.approx(1.0)
+  np.testing.assert_array_equal(sparse, plain)
+  np.testing.assert_array_equal(default, plain)
 
 
 def test_pruned_bf16_equals_plain_bf16():
@@ -273,8 +290,9 @@ def test_pruned_with_default_blocks_equals_plain(kind):
   if kind != "clustered_no_labels":
     labeled[rng.choice(n, 80, replace=False)] = True
   plain = acquisition.kcenter_greedy(x, labeled, 100)
-  for lookahead in (1, 16):
-    got, stats = acquisition.kcenter_greedy(x, labeled, 100, prune=True, probes=0, lookahead=lookahead, with_stats=True)
+  for lookahead in (1, 16):  # dense_fraction 0.3: one pick's cluster, 1/8 of the rows, stays screened
+    got, stats = acquisition.kcenter_greedy(x, labeled, 100, prune=True, probes=0, lookahead=lookahead,
+                                            dense_fraction=0.3, with_stats=True)
     np.testing.assert_array_equal(got, plain, err_msg=f"lookahead={lookahead}")
     if kind == "clustered" and lookahead == 1:  # (16 picks a step span all 8 clusters)
       assert stats["fraction_read"] < 0.2

@@ -83,7 +83,31 @@ def _eight_devices_match_one():
   b8, b1 = (acquisition.acquire("badge", v, 20, jax.random.key(5)) for v in views)
   np.testing.assert_array_equal(b8, b1)
   _split_rows_stay_split(mesh)
+  _share_helpers_match_numpy(mesh)
   print("OK")
+
+
+def _share_helpers_match_numpy(mesh):
+  """`kcenter_rows._top_k` and `parallel.take_rows` on rows split over 8 devices against numpy:
+  ties to the lower index (across shares too), k above a share's size, bits of -0.0 and bfloat16."""
+  import jax
+  import jax.numpy as jnp
+  from jaxal.acquisition import kcenter_rows
+  rng = np.random.default_rng(3)
+  sharded, auto = parallel.batch_sharded(mesh), parallel.as_auto_mesh(mesh)
+  m = rng.integers(0, 9, 320).astype(np.float32)  # 40 rows a share, many ties
+  for k in (5, 50):
+    vals, idx = jax.jit(lambda v, k=k: kcenter_rows._top_k(v, k, auto))(jax.device_put(m, sharded))
+    want = np.lexsort((np.arange(320), -m))[:k]
+    np.testing.assert_array_equal(np.asarray(idx), want)
+    np.testing.assert_array_equal(np.asarray(vals), m[want])
+  x = rng.normal(size=(320, 3)).astype(np.float32)
+  x[rng.random((320, 3)) < 0.3] = -0.0
+  arrays = (x, x[:, 0].astype(jnp.bfloat16))
+  rows = jax.jit(lambda a, b, j: jax.vmap(lambda j: parallel.take_rows((a, b), j, auto))(j))(
+      *jax.device_put(arrays, sharded), jnp.asarray([0, 39, 40, 319, 200]))
+  for got, a in zip(rows, arrays):
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint8), np.asarray(a)[[0, 39, 40, 319, 200]].view(np.uint8))
 
 
 def _float_collectives(compiled_text: str) -> list[int]:
