@@ -39,9 +39,8 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
       row, and compute distances only for the pairs that may change (same picks).
     dense_fraction: with `prune`, a step takes the plain update when more than
       `dense_fraction * n * lookahead` pairs pass the screen. A screened pair is read by a
-      gather, about a hundred times the cost of a pair in the plain update's GEMM on a
-      CPU, so the screen pays only where a few percent pass (at 0.3, 18% of pairs passing
-      on 32-d Gaussians made the kernel 35x slower than plain; NOTES §12).
+      gather, far slower per pair than the plain update's GEMM, so the screen pays only
+      where a few percent of the pairs pass (benchmarks/NOTES.md §12).
     proj: with `prune`, dimension of the projected coordinates the bound uses.
     probes: with `prune`, the kernel first bounds which rows of a 64-row sample the
       `probes` sample rows farthest from the labeled set could bring closer; when that is
