@@ -104,6 +104,33 @@ def row_shards(x, mesh: Mesh | None) -> int:
   return shards if x.shape[0] % shards == 0 else 1
 
 
+def split_mesh(x, mesh: Mesh | None) -> Mesh | None:
+  """The Auto twin of `mesh` when its `data` axis splits `x`'s rows in more than one equal
+  share, else None: what the share-wise kernels (`top_k_split`, `take_rows`) take."""
+  mesh = as_auto_mesh(mesh)
+  return mesh if row_shards(x, mesh) > 1 else None
+
+
+def top_k_split(values, k: int, mesh: Mesh | None = None):
+  """`lax.top_k(values, k)` (ties to the lower index; inside jit) for a vector split in equal
+  shares over `mesh`'s `data` axis: each share's own top k, then the top k of those (mesh
+  size * k), so that only they cross devices (XLA's partitioner gathers a sharded vector
+  whole onto every device for a `top_k`). The same values and indices: each share's list
+  is in (value desc, index asc) order and the shares follow each other."""
+  if mesh is None:
+    return jax.lax.top_k(values, k)
+
+  def local(share):
+    top, idx = jax.lax.top_k(share, min(k, share.shape[0]))
+    idx = idx + jax.lax.axis_index(DATA_AXIS) * share.shape[0]
+    top, idx = (jax.lax.all_gather(v, DATA_AXIS, tiled=True) for v in (top, idx))
+    top, j = jax.lax.top_k(top, k)
+    return top, idx[j]
+
+  # check_vma off: an all_gather's result is typed as varying, though every shard holds the same.
+  return jax.shard_map(local, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=(P(), P()), check_vma=False)(values)
+
+
 _SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32}  # take_rows' arrays: 16- or 32-bit items
 
 

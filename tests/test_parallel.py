@@ -88,16 +88,15 @@ def _eight_devices_match_one():
 
 
 def _share_helpers_match_numpy(mesh):
-  """`kcenter_rows._top_k` and `parallel.take_rows` on rows split over 8 devices against numpy:
+  """`parallel.top_k_split` and `parallel.take_rows` on rows split over 8 devices against numpy:
   ties to the lower index (across shares too), k above a share's size, bits of -0.0 and bfloat16."""
   import jax
   import jax.numpy as jnp
-  from jaxal.acquisition import kcenter_rows
   rng = np.random.default_rng(3)
   sharded, auto = parallel.batch_sharded(mesh), parallel.as_auto_mesh(mesh)
   m = rng.integers(0, 9, 320).astype(np.float32)  # 40 rows a share, many ties
   for k in (5, 50):
-    vals, idx = jax.jit(lambda v, k=k: kcenter_rows._top_k(v, k, auto))(jax.device_put(m, sharded))
+    vals, idx = jax.jit(lambda v, k=k: parallel.top_k_split(v, k, auto))(jax.device_put(m, sharded))
     want = np.lexsort((np.arange(320), -m))[:k]
     np.testing.assert_array_equal(np.asarray(idx), want)
     np.testing.assert_array_equal(np.asarray(vals), m[want])

@@ -136,6 +136,5 @@ def badge(probs, embeddings, labeled_mask, budget: int, key, *, mesh=None) -> np
     pad = -probs.shape[0] % mesh.size
     padded = [np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) for x in (probs, embeddings, candidates)]
     arrays = jax.device_put(tuple(padded), parallel.batch_sharded(mesh))
-  split = parallel.as_auto_mesh(row_mesh or mesh)
-  split = split if parallel.row_shards(arrays[1], split) > 1 else None
+  split = parallel.split_mesh(arrays[1], row_mesh or mesh)
   return np.asarray(global_arrays.fetch(_badge(*arrays, int(budget), key, split)))

@@ -20,12 +20,10 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from jaxal import global_arrays, parallel
 from jaxal.acquisition.scoring import Predictor
 from jaxal.inference import put_beside
-from jaxal.parallel import DATA_AXIS
 
 Array = Any
 
@@ -91,21 +89,12 @@ def _top_k_masked(scores, selectable_mask, k: int):
 @functools.partial(jax.jit, static_argnames=("k", "mesh"))
 def _top_k_sharded(scores, selectable_mask, k: int, mesh):
   """`_top_k_masked` for scores split over `mesh`'s `data` axis (e.g. over processes): each
-  shard's own top k, an all-gather of those k per shard and the top k of the gathered ones.
-  Each shard's list is in (score desc, index asc) order and the shards' indices increase with
-  their position in the gather, so ties still go to the lower global index; k values per
-  shard cross devices, not all n."""
-  def local(s, m):
-    s = jnp.where(s == 0, 0.0, s)
-    has_nan = jax.lax.psum(jnp.sum(jnp.isnan(s) & m, dtype=jnp.int32), DATA_AXIS) > 0
-    vals, idx = jax.lax.top_k(jnp.where(m, s, -jnp.inf), min(k, s.shape[0]))
-    idx = idx.astype(jnp.int32) + jax.lax.axis_index(DATA_AXIS).astype(jnp.int32) * s.shape[0]
-    vals, idx = (jax.lax.all_gather(v, DATA_AXIS, tiled=True) for v in (vals, idx))
-    return idx[jax.lax.top_k(vals, k)[1]], has_nan
-
-  # check_vma off: an all_gather's result is typed as varying, though every shard holds the same.
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS)), out_specs=(P(), P()),
-                       check_vma=False)(scores, selectable_mask)
+  shard's own top k, then the top k of those (`parallel.top_k_split`): k values per shard
+  cross devices, not all n, and ties still go to the lower global index."""
+  scores = jnp.where(scores == 0, 0.0, scores)
+  has_nan = jnp.any(jnp.isnan(scores) & selectable_mask)
+  picked = parallel.top_k_split(jnp.where(selectable_mask, scores, -jnp.inf), k, mesh)[1]
+  return picked.astype(jnp.int32), has_nan
 
 
 def top_k_selectable(scores: Array, selectable_mask: np.ndarray, budget: int) -> np.ndarray:

@@ -94,7 +94,7 @@ def kcenter_greedy(embeddings, labeled_mask, budget: int, *, block: int | None =
       stats = {"fraction_read": float(read), "screened": bool(screened), "steps": int(steps)}
       return (np.asarray(picks), stats) if with_stats else np.asarray(picks)
   call = (x, labeled_mask, valid, int(budget), int(block), guard_cap, int(lookahead),
-          parallel.as_auto_mesh(row_mesh or mesh))
+          parallel.split_mesh(x, row_mesh or mesh))
   compiles.compile_ahead(_kcenter, *call)
   picks, steps = global_arrays.fetch(_kcenter(*call))
   picks = np.asarray(picks)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jaxal import parallel
 from jaxal.acquisition.kcenter_init import _prepare, _settle, _start_state
 from jaxal.acquisition.kcenter_pairs import _pairs_update
-from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2, _top_k
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _row_d2
 
 
 def _dense_min(xs, xc, count, m):
@@ -111,8 +111,8 @@ def _lookahead(xs, m, k: int, remaining, mesh=None):
   so an outside row tied with `vals[-1]` has a higher index than `pos[-1]`). The replay
   goes in rounds: each takes the leading run, in (entry desc, index asc) order, of
   candidates no earlier one in the run comes closer to (their entries are then unchanged by
-  the run's picks). The count is >= 1 when `remaining` >= 1. `mesh`: see `kcenter_rows._top_k`."""
-  vals, pos = _top_k(m, k, mesh)
+  the run's picks). The count is >= 1 when `remaining` >= 1. `mesh`: see `parallel.top_k_split`."""
+  vals, pos = parallel.top_k_split(m, k, mesh)
   rows = xs[pos]
   xc = _load(rows)
   d2 = _row_d2(rows[:, None, :], xc[None, :, :])  # d2[j, l]: candidate j to candidate l
@@ -153,7 +153,7 @@ def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 
   xc, active, first) -> (m, reads)` lowers the entries for the new centers (default: every
   row, `_update_many` with `guard`, see `_guard`). Where some entries are only upper bounds (not `exact`),
   `settle(m, exact, k) -> (m, exact)` makes the `k` largest exact before each step. `mesh`:
-  the mesh whose `data` axis splits the rows in equal shares, or None (`kcenter_rows._top_k`)."""
+  the mesh whose `data` axis splits the rows in equal shares, or None (`parallel.top_k_split`)."""
   n = xs.shape[0]
   update = update or functools.partial(_update_many, xs, guard=guard)
   k = min(lookahead, n)
@@ -181,9 +181,9 @@ def _greedy_dense(xs, min_d2, any_labeled, budget: int, guard, lookahead: int = 
 def _kcenter(x, labeled_mask, valid, budget: int, block: int, guard_cap: int = 0, lookahead: int = 32, mesh=None):
   """The plain kernel. With `mesh` (rows split in equal shares over its `data` axis), every
   row-wise pass stays on its rows' device: only each share's top candidates, the new
-  centers' rows and a few per-row vectors (the labeled index) cross devices."""
+  centers' rows and a few per-row vectors (the labeled index) cross devices (`mesh` as
+  `parallel.split_mesh` gives it)."""
   shards = parallel.row_shards(x, mesh)
-  mesh = mesh if shards > 1 else None
   data, labeled = _prepare(x, labeled_mask, block)
   min_d2, exact = _start_state(data, labeled, labeled_mask, valid, block, shards=shards)
   settle = functools.partial(_settle, data, labeled, mesh=mesh)

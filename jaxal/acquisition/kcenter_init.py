@@ -22,7 +22,8 @@ kernel bit for bit. Three parts:
 import jax
 import jax.numpy as jnp
 
-from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored, _top_k
+from jaxal import parallel
+from jaxal.acquisition.kcenter_rows import _expanded_lower_bound, _load, _norms, _row_d2, _stored
 
 
 # Labeled centers per block in `_resolve` (a few hundred rows at a time, so a larger block
@@ -147,16 +148,16 @@ def _settle(rows_data, labeled, m, exact, k: int, batch: int = 256, mesh=None):
   """Entries whose `k` largest are all exact (before each greedy step): while some of them
   is not, the rows among the `batch` largest get resolved. The rest may stay upper bounds:
   they are at or below the `k`-th value, and their exact entries are lower. `mesh`: see
-  `kcenter_rows._top_k`."""
+  `parallel.top_k_split`."""
   batch = min(m.shape[0], max(k, batch))
 
   def pending(state):
     m, exact = state
-    return jnp.logical_not(jnp.all(exact[_top_k(m, k, mesh)[1]]))
+    return jnp.logical_not(jnp.all(exact[parallel.top_k_split(m, k, mesh)[1]]))
 
   def body(state):
     m, exact = state
-    return _resolve_batch(rows_data, labeled, m, exact, _top_k(m, batch, mesh)[1].astype(jnp.int32))
+    return _resolve_batch(rows_data, labeled, m, exact, parallel.top_k_split(m, batch, mesh)[1].astype(jnp.int32))
 
   return jax.lax.while_loop(pending, body, (m, exact))
 

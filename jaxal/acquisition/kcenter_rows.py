@@ -9,9 +9,6 @@ value less both forms' joint round-off bound, never above the direct value.
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
-from jaxal.parallel import DATA_AXIS
 
 
 def _stored(x):
@@ -76,23 +73,3 @@ def _expanded_lower_bound(xr, rsq, rnorm, xc, csq, cnorm):
   d = xr.shape[1]
   approx = rsq[:, None] + csq[None, :] - 2.0 * jnp.dot(xr, xc.T, precision=jax.lax.Precision.HIGHEST)
   return approx - (_GUARD * (d + 2) * _EPS32) * (rnorm[:, None] + cnorm[None, :]) ** 2
-
-
-
-def _top_k(m, k: int, mesh=None):
-  """`lax.top_k(m, k)` (ties to the lower index) for entries whose rows are split in equal
-  shares over `mesh`'s `data` axis (None: not split): each share's own top k, then the top k
-  of those (mesh size * k), so that only they cross devices (XLA's partitioner gathers a
-  sharded vector whole onto every device for a `top_k`, each greedy step). The same values
-  and indices: each share's list is in (value desc, index asc) order and the shares follow
-  each other."""
-  if mesh is None:
-    return jax.lax.top_k(m, k)
-
-  def local(share):
-    vals, idx = jax.lax.top_k(share, min(k, share.shape[0]))
-    return vals[None], (idx + jax.lax.axis_index(DATA_AXIS) * share.shape[0])[None]
-
-  vals, idx = jax.shard_map(local, mesh=mesh, in_specs=P(DATA_AXIS), out_specs=P(DATA_AXIS))(m)
-  top, j = jax.lax.top_k(vals.reshape(-1), k)
-  return top, idx.reshape(-1)[j]

@@ -253,9 +253,8 @@ class TfdsRows(Rows):
   """`tfds.data_source` read by index (random access into its ArrayRecord files, no conversion);
   images at one size (`datasets.tfds_image_sizer`: `data.image_size`, or the first image's)."""
 
-  def __init__(self, source, key: str, text_keys=(), sized=None):
-    self.source, self.key, self.text_keys = source, key, tuple(text_keys)
-    self.sized = sized or (lambda image, index: np.asarray(image))
+  def __init__(self, source, key: str, text_keys, sized):
+    self.source, self.key, self.text_keys, self.sized = source, key, tuple(text_keys), sized
     if self.text_keys:
       self.dtype, self.shape = np.dtype(object), ()
     else:
